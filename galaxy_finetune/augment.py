@@ -1,0 +1,60 @@
+"""Views of a whole batch, computed on the batch's device (GPU when training there).
+
+One affine warp per image does the work of galaxy-datasets' default view (RandomAffine with
+rotation, translation, zoom and shear, then resize and flips) in a single grid_sample, so no
+per-image Python or PIL work sits in the training loop. Random erasing is not applied.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from galaxy_finetune.params import AugmentParams
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float32 in [0, 1], as the Zoobot encoders were trained (no mean/std norm)."""
+    return images.float().div_(255.0)
+
+
+def _warp(images: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(to_unit_float(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.contiguous(memory_format=torch.channels_last)
+
+
+def eval_view(images: torch.Tensor, size: int, zoom: float) -> torch.Tensor:
+    """Deterministic view for val/test/predict: central zoom, resized to size x size."""
+    theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
+    return _warp(images, theta, size)
+
+
+def random_affine(n: int, aug: AugmentParams, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 2, 3) affine matrices mapping output to input coordinates (affine_grid's convention)."""
+    def uniform(low, high):
+        return torch.rand(n, device=device, generator=generator) * (high - low) + low
+
+    angle = uniform(-aug.rotation_deg, aug.rotation_deg) * (math.pi / 180)
+    zoom = uniform(aug.scale_min, aug.scale_max)
+    shear_x = torch.tan(uniform(0.0, aug.shear_deg) * (math.pi / 180))
+    shear_y = torch.tan(uniform(0.0, aug.shear_deg) * (math.pi / 180))
+    # normalised coordinates span 2 units per image side, so a translation fraction t moves 2t
+    shift = torch.stack([uniform(-aug.translate, aug.translate), uniform(-aug.translate, aug.translate)], 1) * 2
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+    shear = torch.stack([torch.stack([torch.ones_like(shear_x), shear_x], 1),
+                         torch.stack([shear_y, torch.ones_like(shear_y)], 1)], 1)
+    linear = rotation @ shear / zoom[:, None, None]
+    if aug.flip:
+        signs = torch.where(torch.rand(n, 2, device=device, generator=generator) < 0.5, -1.0, 1.0)
+        linear = linear * signs[:, None, :]  # mirror the input x and/or y axis
+    return torch.cat([linear, shift[:, :, None]], dim=2)
+
+
+def train_view(images: torch.Tensor, size: int, aug: AugmentParams,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random rotation, flips, zoom-in, shear and shift of each image, resized to size x size."""
+    return _warp(images, random_affine(images.shape[0], aug, images.device, generator), size)

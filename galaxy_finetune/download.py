@@ -1,0 +1,114 @@
+"""HTTP downloads with md5 checks, retries with backoff, and archive extraction that cannot escape."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path
+
+
+class Unreachable(PipelineError):
+    """The file could not be fetched (no network, server down): the offline fallback may apply."""
+
+
+class ChecksumError(PipelineError):
+    """A file arrived or was found with the wrong md5: never used, never silently replaced."""
+
+
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str, hint: str = "") -> None:
+    actual = md5sum(path)
+    if actual != expected:
+        raise ChecksumError(f"{path}: md5 {actual} but expected {expected}; {hint or 'delete it and retry'}")
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth another try? Not when there is no network at all (DNS fails) or the server said 4xx."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code == 429
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, socket.gaierror):
+        return False
+    return True
+
+
+def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries: int = 3,
+             backoff_s: float = 1.0) -> Path:
+    """Fetch `url` to `dest` unless a file with the right md5 is already there.
+
+    Streams to a temporary file that only becomes `dest` once its md5 matches; a truncated or corrupt
+    download is deleted and reported. Transient network errors are retried with exponential backoff.
+    """
+    dest = Path(dest)
+    if dest.is_file() and md5sum(dest) == md5:
+        return dest
+    last = None
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            with atomic_path(dest) as tmp:
+                with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                    shutil.copyfileobj(response, out, 1 << 20)
+                actual = md5sum(tmp)
+                if actual != md5:
+                    raise ChecksumError(f"{dest.name}: downloaded from {url} with md5 {actual} but expected "
+                                        f"{md5} (truncated or corrupted; the partial file was removed); retry")
+            return dest
+        except ChecksumError:
+            raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+            last = exc
+            if not _transient(exc):
+                break
+    reason = getattr(last, "reason", last)
+    raise Unreachable(f"{dest.name}: could not download {url} ({reason})")
+
+
+def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
+    name = member.name
+    if not (member.isfile() or member.isdir()):
+        raise PipelineError(f"{archive}: refusing entry {name!r} (links and devices are not allowed)")
+    if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+        raise PipelineError(f"{archive}: refusing entry {name!r} (it would escape the target folder)")
+
+
+def extract_tar(archive: str | Path, dest: str | Path) -> Path:
+    """Unpack a tar(.gz) archive into `dest` atomically; links, devices and escaping paths are refused."""
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, archive)
+            with atomic_path(dest) as tmp:
+                tmp.mkdir()
+                tar.extractall(tmp, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise PipelineError(f"{archive}: cannot unpack ({exc}); delete it and retry") from None
+    return dest
+
+
+def gunzip(src: str | Path, dest: str | Path) -> Path:
+    """Decompress a .gz file atomically."""
+    src, dest = Path(src), Path(dest)
+    try:
+        with atomic_path(dest) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    except (OSError, EOFError) as exc:
+        raise PipelineError(f"{src}: cannot decompress ({exc}); delete it and retry") from None
+    return dest

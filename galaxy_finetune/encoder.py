@@ -1,0 +1,128 @@
+"""The pretrained encoder: resolved once by fetch_data into models/encoder/, built from there by training.
+
+models/encoder/ holds encoder.json (where the weights came from, the timm architecture, sha256) and,
+unless the encoder is a seeded random init, encoder.safetensors. Only safetensors are ever loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import urllib.parse
+from pathlib import Path
+
+import torch
+
+from galaxy_finetune.download import Unreachable
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import read_json, write_json
+
+WEIGHTS = "encoder.safetensors"
+RECORD = "encoder.json"
+
+
+def sha256sum(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Cheap look-up before huggingface_hub's own retries, which take ~30 s to give up when offline."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def hub_files(repo_id: str) -> tuple[Path, Path, str]:
+    """config.json and model.safetensors of a Hugging Face hub model, from the HF cache or the hub.
+
+    Returns (config path, weights path, snapshot revision).
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def fetch(local_only: bool):
+        cfg = hf_hub_download(repo_id, "config.json", local_files_only=local_only)
+        weights = hf_hub_download(repo_id, "model.safetensors", local_files_only=local_only)
+        return Path(cfg), Path(weights), Path(cfg).parent.name
+
+    try:
+        return fetch(local_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    if not _hub_reachable():
+        raise Unreachable(f"model.encoder: hf_hub:{repo_id} is not in the Hugging Face cache and the hub cannot "
+                          f"be reached; run once online (or copy an HF cache here, HF_HOME) to cache it")
+    try:
+        return fetch(local_only=False)
+    except Exception as exc:  # the hub client raises many types: network, auth, missing repo
+        raise Unreachable(f"model.encoder: could not download hf_hub:{repo_id} ({type(exc).__name__}: {exc})") from None
+
+
+def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano", seed: int = 42) -> dict:
+    """Write the encoder named by `spec` (hf_hub:<repo> | path.safetensors | random) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if spec == "random":
+        record = {"source": "random", "arch": random_arch, "seed": seed, "sha256": None,
+                  "note": f"timm {random_arch} randomly initialised with torch seed {seed}: no pretraining"}
+    elif spec.startswith("hf_hub:"):
+        import json
+
+        repo_id = spec.removeprefix("hf_hub:")
+        cfg_path, weights, revision = hub_files(repo_id)
+        shutil.copyfile(weights, out_dir / WEIGHTS)
+        arch = json.loads(cfg_path.read_text()).get("architecture")
+        if not arch:
+            raise PipelineError(f"{cfg_path}: no 'architecture' key; not a timm model config")
+        record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / WEIGHTS)}
+    elif spec.endswith(".safetensors"):
+        path = Path(spec)
+        if not path.is_file():
+            raise PipelineError(f"model.encoder: {path} not found; give a .safetensors file, hf_hub:<repo> or random")
+        shutil.copyfile(path, out_dir / WEIGHTS)
+        cfg = path.parent / "config.json"
+        arch = read_json(cfg).get("architecture", random_arch) if cfg.is_file() else random_arch
+        record = {"source": str(path), "arch": arch, "sha256": sha256sum(out_dir / WEIGHTS)}
+    else:
+        raise PipelineError(f"model.encoder: {spec!r} not understood; use hf_hub:<repo>, a .safetensors path or random")
+    write_json(out_dir / RECORD, record)
+    build_encoder(out_dir)  # fail now, not an hour into training, if the weights do not fit the architecture
+    return record
+
+
+def build_encoder(encoder_dir: str | Path) -> torch.nn.Module:
+    """The timm encoder (no classifier head) recorded in `encoder_dir`, with its weights loaded."""
+    import timm
+
+    encoder_dir = Path(encoder_dir)
+    record = read_json(encoder_dir / RECORD)
+    if record["source"] == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(record["seed"])
+            return timm.create_model(record["arch"], pretrained=False, num_classes=0)
+    weights = encoder_dir / WEIGHTS
+    try:
+        # timm's own loader: applies the architecture's checkpoint filter and drops any classifier
+        return timm.create_model(record["arch"], pretrained=True, num_classes=0,
+                                 pretrained_cfg_overlay={"file": str(weights)})
+    except (RuntimeError, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{weights}: cannot load into timm {record['arch']} ({first[:200]})") from None
+
+
+def encoder_record(encoder_dir: str | Path) -> dict:
+    return read_json(Path(encoder_dir) / RECORD)

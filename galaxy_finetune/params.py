@@ -1,0 +1,152 @@
+"""params.yaml, validated in one place: every problem is reported at once, before any work starts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from galaxy_finetune.errors import PipelineError
+
+PositiveInt = Field(gt=0)
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Group):
+    source: Literal["galaxy_mnist", "galaxy_mnist_64", "catalog", "synthetic"] = "galaxy_mnist"
+    local_dir: str = ""
+    catalog: str = ""
+    classes: list[str] = Field(default_factory=lambda: ["smooth_round", "smooth_cigar", "edge_on_disk",
+                                                        "unbarred_spiral"], min_length=2)
+    synthetic_n_per_class: int = Field(2500, gt=0)
+    synthetic_image_size: int = Field(64, ge=16)
+    synthetic_seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes has duplicates: {self.classes}")
+        if self.source == "catalog" and not self.catalog:
+            raise ValueError("source 'catalog' needs data.catalog: the path of a CSV/parquet catalog")
+        return self
+
+
+class FetchParams(_Group):
+    offline: Literal["quickstart", "error"] = "quickstart"
+    timeout_s: float = Field(60, gt=0)
+    retries: int = Field(3, ge=1)
+
+
+class ModelParams(_Group):
+    encoder: str = "hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
+    random_arch: str = "convnext_nano"
+    seed: int = 42
+
+
+class SplitParams(_Group):
+    seed: int = 42
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be < 1 to leave a training set")
+        return self
+
+
+class TrainParams(_Group):
+    training_mode: Literal["full", "head_only"] = "full"
+    lr: float = Field(1e-5, gt=0)
+    layer_decay: float = Field(0.75, gt=0, le=1)
+    weight_decay: float = Field(0.05, ge=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(30, gt=0)
+    patience: int = Field(5, gt=0)
+    input_size: int = Field(224, ge=32)
+    seed: int = 42
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+
+
+class AugmentParams(_Group):
+    rotation_deg: float = Field(90, ge=0, le=180)
+    translate: float = Field(0.1, ge=0, lt=0.5)
+    scale_min: float = Field(1.2, gt=0)
+    scale_max: float = Field(1.4, gt=0)
+    shear_deg: float = Field(20, ge=0, lt=45)
+    flip: bool = True
+    eval_zoom: float = Field(1.2, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"scale_min ({self.scale_min}) must be <= scale_max ({self.scale_max})")
+        return self
+
+
+class QuickstartParams(_Group):
+    n_per_class: int = Field(500, gt=0)
+    image_size: int = Field(64, ge=16)
+    input_size: int = Field(64, ge=32)
+    epochs: int = Field(10, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(3, gt=0)
+
+
+class PredictParams(_Group):
+    batch_size: int = Field(256, gt=0)
+
+
+class AnalyseParams(_Group):
+    bootstrap_samples: int = Field(1000, ge=10)
+    seed: int = 0
+    ece_bins: int = Field(15, ge=2)
+
+
+class Params(_Group):
+    data: DataParams = DataParams()
+    fetch: FetchParams = FetchParams()
+    model: ModelParams = ModelParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    augment: AugmentParams = AugmentParams()
+    quickstart: QuickstartParams = QuickstartParams()
+    predict: PredictParams = PredictParams()
+    analyse: AnalyseParams = AnalyseParams()
+
+    def effective_train(self, profile: str) -> TrainParams:
+        """The training block a profile runs with: offline quickstart swaps in its smaller, faster keys."""
+        if profile != "quickstart":
+            return self.train
+        q = self.quickstart
+        return self.train.model_copy(update=dict(input_size=q.input_size, epochs=q.epochs, lr=q.lr,
+                                                 batch_size=q.batch_size, patience=q.patience))
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise PipelineError listing every problem on one line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (typo?)"
+            problems.append(f"{where}: {msg}")
+        raise PipelineError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems)) from None

@@ -1,0 +1,47 @@
+"""predict: the fine-tuned classifier's class probabilities for every galaxy of a split."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from galaxy_finetune.data import GalaxyDataModule
+from galaxy_finetune.params import AugmentParams
+from galaxy_finetune.train import load_finetuned, resolve_device
+
+
+def predictions_table(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """id_str, true_label, pred_label (class names), p_<class> per class, p_true and confidence."""
+    table = pd.DataFrame({"id_str": frame["id_str"].values,
+                          "true_label": [classes[i] for i in frame["label"]],
+                          "pred_label": [classes[i] for i in probs.argmax(1)]})
+    for i, name in enumerate(classes):
+        table[f"p_{name}"] = probs[:, i]
+    table["p_true"] = probs[np.arange(len(probs)), frame["label"].to_numpy()]
+    table["confidence"] = probs.max(1)
+    return table
+
+
+def predict_splits(model_dir: Path, split_dir: Path, raw_dir: Path, splits: list[str], batch_size: int,
+                   accelerator: str = "auto") -> tuple[dict[str, pd.DataFrame], dict]:
+    """Predictions for each split, plus timing; the view is exactly the training-time eval view."""
+    model, config = load_finetuned(model_dir)
+    device, precision = resolve_device(accelerator, "auto")
+    augment = AugmentParams(eval_zoom=config["eval_zoom"])
+    data = GalaxyDataModule(split_dir, raw_dir, config["input_size"], batch_size, augment, batch_size)
+    trainer = L.Trainer(accelerator=device, devices=1, precision=precision, logger=False,
+                        enable_model_summary=False)
+    tables, timing = {}, {"device": device, "precision": precision}
+    for split in splits:
+        data.predict_split = split
+        data.load(split)
+        start = time.perf_counter()
+        probs = torch.cat(trainer.predict(model, datamodule=data)).float().numpy()
+        seconds = time.perf_counter() - start
+        tables[split] = predictions_table(data.frames[split], probs, config["classes"])
+        timing[f"{split}_images_per_s"] = round(len(probs) / seconds, 1)
+    return tables, timing

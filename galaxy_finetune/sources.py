@@ -1,0 +1,233 @@
+"""Dataset sources, each turned into one canonical form in data/raw/.
+
+data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/test, or
+empty where the source has no canonical split) and file (relative to data/raw/); the images sit
+under data/raw/images/ in their original encoding (JPEG stays JPEG) or as PNG when they came as arrays.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.download import check_md5, download, extract_tar, gunzip, md5sum
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path, write_csv
+
+CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "file"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    url: str
+    md5: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.split("?")[0].rsplit("/", 1)[-1]
+
+
+# The galaxy-datasets release (as used by galaxy_datasets.galaxy_mnist): 224 px JPEGs, 8000 train / 2000 test.
+GALAXY_MNIST = (
+    Resource("https://dl.dropboxusercontent.com/s/6xlym0ney5q9aec14vvy1/galaxy_mnist_train_catalog.parquet"
+             "?rlkey=fc5knqscwk2h6r4z5d3156vzr&dl=0", "cd22b21d165802f4bc1adf997424aec2"),
+    Resource("https://dl.dropboxusercontent.com/s/9assxy247i1nq8wjy7o0a/galaxy_mnist_test_catalog.parquet"
+             "?rlkey=y1ns24xw0tcyntodi61rv14fu&dl=0", "c5cca8d8afb6fb0d59baeb310a35d594"),
+    Resource("https://dl.dropboxusercontent.com/s/lj89307kjx5plme9f66js/galaxy_mnist_images.tar.gz"
+             "?rlkey=gvlwx2rl3hqpo3gplb9zlqrz0", "1c6cb0447f2f7ed676c3363ee194ced9"),
+)
+# The original 64 px HDF5 release (github.com/mwalmsley/galaxy_mnist).
+GALAXY_MNIST_64 = (
+    Resource("https://dl.dropboxusercontent.com/s/5a14de0o7slyif9/train_dataset.hdf5.gz",
+             "e408ae294e9b975482dc1abffeb373a6"),
+    Resource("https://dl.dropboxusercontent.com/s/5rza12nn24cwd2k/test_dataset.hdf5.gz",
+             "7a940e4cea64a8b7cb60339098f74490"),
+)
+
+
+@dataclass
+class RawData:
+    """A source's galaxies before they are written out: a catalog plus either files or arrays."""
+    catalog: pd.DataFrame            # id_str, label, split and (for file sources) src_path
+    classes: tuple[str, ...]
+    images: np.ndarray | None = None  # (N, H, W, 3) uint8 for array sources
+    record: dict = field(default_factory=dict)  # what was fetched from where, for the manifest
+
+
+def obtain(resource: Resource, cache_dir: Path, local_dir: str, timeout: float, retries: int) -> Path:
+    """A verified copy of `resource`: from `local_dir` if the user put it there, else the download cache."""
+    if local_dir:
+        local = Path(local_dir) / resource.filename
+        if local.is_file():
+            check_md5(local, resource.md5, hint=f"replace it with the official file or remove it from {local_dir}")
+            return local
+    return download(resource.url, cache_dir / resource.filename, resource.md5, timeout, retries)
+
+
+def _resource_record(resources, paths) -> list[dict]:
+    return [{"file": r.filename, "url": r.url, "md5": r.md5, "path": str(p)} for r, p in zip(resources, paths)]
+
+
+def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retries: int = 3,
+                 resources: tuple[Resource, ...] = GALAXY_MNIST) -> RawData:
+    """The galaxy-datasets GalaxyMNIST release: two parquet catalogs and a tar.gz of JPEGs."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = [obtain(r, cache_dir, local_dir, timeout, retries) for r in resources]
+    train_loc, test_loc, archive = paths
+    unpacked = cache_dir / f"images-{resources[2].md5}"
+    if not unpacked.is_dir():
+        extract_tar(archive, unpacked)
+    frames = []
+    for loc, split in ((train_loc, "train"), (test_loc, "test")):
+        try:
+            frame = pd.read_parquet(loc)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise PipelineError(f"{loc}: not a readable parquet catalog ({exc})") from None
+        missing = {"id_str", "label", "filename"} - set(frame.columns)
+        if missing:
+            raise PipelineError(f"{loc}: missing column(s) {sorted(missing)}")
+        frame = frame[["id_str", "label", "filename"]].assign(split=split)
+        frames.append(frame)
+    catalog = pd.concat(frames, ignore_index=True)
+    # the archive unpacks to images/<filename>; tolerate archives without that top folder
+    image_root = unpacked / "images" if (unpacked / "images").is_dir() else unpacked
+    catalog["src_path"] = [str(image_root / name) for name in catalog["filename"]]
+    absent = [p for p in catalog["src_path"] if not Path(p).is_file()]
+    if absent:
+        raise PipelineError(f"{archive}: {len(absent)} image(s) named in the catalogs are missing, e.g. "
+                            f"{Path(absent[0]).name}; delete {unpacked} and the archive, then retry")
+    return RawData(catalog.drop(columns="filename"), GALAXY_MNIST_CLASSES,
+                   record={"resources": _resource_record(resources, paths)})
+
+
+def read_hdf5(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) uint8 and labels (N,) from a GalaxyMNIST HDF5 file, with its shape checked."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = {"images", "labels"} - set(f.keys())
+            if missing:
+                raise PipelineError(f"{path}: missing HDF5 key(s) {sorted(missing)}; expected 'images' and 'labels'")
+            images, labels = f["images"][:], f["labels"][:]
+    except OSError as exc:
+        raise PipelineError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise PipelineError(f"{path}: 'images' must be (N, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise PipelineError(f"{path}: {len(images)} images but 'labels' has shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise PipelineError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+    return images, labels.astype(np.int64)
+
+
+def galaxy_mnist_64(cache_dir: Path, local_dir: str = "", timeout: float = 60, retries: int = 3,
+                    resources: tuple[Resource, ...] = GALAXY_MNIST_64) -> RawData:
+    """The original 64 px GalaxyMNIST release: gzipped HDF5 files with images and labels."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    paths = [obtain(r, cache_dir, local_dir, timeout, retries) for r in resources]
+    images, frames = [], []
+    for gz_path, resource, split in zip(paths, resources, ("train", "test")):
+        h5_path = cache_dir / f"{resource.filename.removesuffix('.gz')}.{resource.md5}"
+        if not h5_path.is_file():
+            gunzip(gz_path, h5_path)
+        split_images, labels = read_hdf5(h5_path, len(GALAXY_MNIST_CLASSES))
+        images.append(split_images)
+        frames.append(pd.DataFrame({"id_str": [f"{split}_galaxy_{i}" for i in range(len(labels))],
+                                    "label": labels, "split": split}))
+    return RawData(pd.concat(frames, ignore_index=True), GALAXY_MNIST_CLASSES, np.concatenate(images),
+                   record={"resources": _resource_record(resources, paths)})
+
+
+def user_catalog(path: str | Path, classes: list[str]) -> RawData:
+    """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
+
+    Optional columns: id_str (default: the file's stem) and split (train/test). Relative file_loc
+    paths are taken relative to the catalog's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"data.catalog: {path} not found; point it at a CSV or parquet catalog")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:
+        raise PipelineError(f"{path}: not a readable catalog ({exc})") from None
+    missing = {"file_loc", "label"} - set(frame.columns)
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {sorted(missing)}; need file_loc and label")
+    src = [Path(p) if Path(p).is_absolute() else path.parent / p for p in frame["file_loc"].astype(str)]
+    labels = []
+    for row, value in enumerate(frame["label"]):
+        if isinstance(value, str) and not value.lstrip("-").isdigit():
+            if value not in classes:
+                raise PipelineError(f"{path}: row {row}: unknown class {value!r}; data.classes is {classes}")
+            labels.append(classes.index(value))
+        else:
+            labels.append(int(value))
+            if not 0 <= labels[-1] < len(classes):
+                raise PipelineError(f"{path}: row {row}: label {value} out of range 0..{len(classes) - 1}")
+    ids = frame["id_str"].astype(str) if "id_str" in frame.columns else pd.Series([p.stem for p in src])
+    split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
+    catalog = pd.DataFrame({"id_str": ids.values, "label": labels, "split": split, "src_path": [str(p) for p in src]})
+    for row, p in enumerate(src):
+        try:
+            with Image.open(p) as img:
+                img.verify()
+        except Exception as exc:
+            raise PipelineError(f"{path}: row {row}: cannot read image {p} ({type(exc).__name__})") from None
+    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
+
+
+def synthetic(n_per_class: int, image_size: int, seed: int) -> RawData:
+    """The built-in synthetic galaxies (see galaxy_finetune.synthetic)."""
+    from galaxy_finetune.synthetic import make_synthetic
+
+    images, labels = make_synthetic(n_per_class, seed, image_size)
+    catalog = pd.DataFrame({"id_str": [f"synthetic_{i:06d}" for i in range(len(labels))], "label": labels,
+                            "split": ""})
+    return RawData(catalog, GALAXY_MNIST_CLASSES, images,
+                   record={"generator": "galaxy_finetune.synthetic", "n_per_class": n_per_class,
+                           "image_size": image_size, "seed": seed})
+
+
+def validate(raw: RawData) -> None:
+    """Catalog checks every source shares: unique ids, labels in range, every class present."""
+    cat, n = raw.catalog, len(raw.classes)
+    dupes = cat["id_str"][cat["id_str"].duplicated()]
+    if len(dupes):
+        raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
+    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
+    if len(bad):
+        raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
+    counts = np.bincount(cat["label"], minlength=n)
+    empty = [raw.classes[i] for i in range(n) if counts[i] == 0]
+    if empty:
+        raise PipelineError(f"catalog: class(es) {empty} have no examples; add some or remove them from data.classes")
+    bad_split = set(cat["split"]) - {"train", "test", ""}
+    if bad_split:
+        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, test or leave empty")
+
+
+def write_raw(raw: RawData, out_dir: Path) -> pd.DataFrame:
+    """Write the canonical catalog.csv and images/ into `out_dir` (a fresh folder); return the catalog."""
+    validate(raw)
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True)
+    files = []
+    for i, row in enumerate(raw.catalog.itertuples(index=False)):
+        if raw.images is not None:
+            name = f"{row.id_str}.png"
+            Image.fromarray(raw.images[i]).save(images_dir / name, compress_level=1)
+        else:
+            name = f"{row.id_str}{Path(row.src_path).suffix.lower()}"
+            shutil.copyfile(row.src_path, images_dir / name)
+        files.append(f"images/{name}")
+    catalog = raw.catalog.assign(label_name=[raw.classes[i] for i in raw.catalog["label"]], file=files)
+    catalog = catalog[CATALOG_COLUMNS]
+    write_csv(out_dir / "catalog.csv", catalog)
+    return catalog

@@ -1,0 +1,46 @@
+"""split: stratified, seeded train/val/test catalogs; a source's canonical test set stays the test set."""
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from galaxy_finetune.errors import PipelineError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
+    """Split into train/val/test, stratified by label.
+
+    Rows marked split=test by the source are the test set; otherwise test_fraction of all rows is held
+    out. val_fraction of the remaining training pool becomes the validation set.
+    """
+    if catalog["id_str"].duplicated().any():
+        raise PipelineError("catalog.csv: duplicate id_str values; fix the source catalog")
+    canonical_test = catalog["split"].fillna("").eq("test")
+    if canonical_test.any():
+        pool, test = catalog[~canonical_test], catalog[canonical_test]
+    else:
+        pool, test = _stratified(catalog, test_fraction, seed, "test")
+    train, val = _stratified(pool, val_fraction, seed, "val")
+    splits = {"train": train, "val": val, "test": test}
+    return {name: frame.drop(columns="split").sort_values("id_str").reset_index(drop=True)
+            for name, frame in splits.items()}
+
+
+def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str):
+    counts = frame["label"].value_counts()
+    if counts.min() < 2:
+        raise PipelineError(f"split: class {counts.idxmin()} has {counts.min()} example(s), too few to put one in {what}")
+    try:
+        return train_test_split(frame, test_size=fraction, stratify=frame["label"], random_state=seed)
+    except ValueError as exc:
+        raise PipelineError(f"split: cannot carve a stratified {what} set ({exc}); raise split.{what}_fraction "
+                            f"or add examples") from None
+
+
+def summary(splits: dict[str, pd.DataFrame], classes: list[str]) -> str:
+    table = pd.DataFrame({name: frame["label_name"].value_counts().reindex(classes, fill_value=0)
+                          for name, frame in splits.items()})
+    table.loc["total"] = table.sum()
+    return table.to_string()

@@ -1,0 +1,167 @@
+"""finetune_gpu: Zoobot's FinetuneableZoobotClassifier on the galaxies, driven by a Lightning Trainer."""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from safetensors.torch import save_file
+
+from galaxy_finetune.data import GalaxyDataModule
+from galaxy_finetune.encoder import build_encoder, encoder_record
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path, write_json
+from galaxy_finetune.params import AugmentParams, TrainParams
+
+MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
+WEIGHTS, CONFIG = "model.safetensors", "model.json"
+
+
+def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams):
+    """Zoobot's classifier around `encoder` (zoobot 2.9 API)."""
+    from zoobot.pytorch.training.finetune import FinetuneableZoobotClassifier
+
+    return FinetuneableZoobotClassifier(
+        encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
+        learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
+        head_dropout_prob=train.dropout, seed=train.seed)
+
+
+def resolve_device(accelerator: str, precision: str) -> tuple[str, str]:
+    """('gpu' | 'cpu', precision) for the Trainer; a GPU asked for but absent is an error."""
+    has_gpu = torch.cuda.is_available()
+    if accelerator == "gpu" and not has_gpu:
+        raise PipelineError("train.accelerator: 'gpu' but no CUDA GPU is visible; use auto (falls back to CPU) or cpu")
+    device = "gpu" if has_gpu and accelerator != "cpu" else "cpu"
+    if precision == "auto":
+        precision = "bf16-mixed" if device == "gpu" else "32"
+    return device, precision
+
+
+def device_name(device: str) -> str:
+    if device == "gpu":
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class CpuEta(Callback):
+    """On CPU, warn after the first steps how long the whole run will take at this pace."""
+
+    def __init__(self, after_steps: int = 5):
+        self.after_steps, self.start = after_steps, None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 1 and self.start is None:  # skip step 0: it includes warm-up
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.start is None or trainer.global_step != 1 + self.after_steps:
+            return
+        per_step = (time.perf_counter() - self.start) / self.after_steps
+        steps = trainer.num_training_batches * trainer.max_epochs
+        eval_steps = sum(trainer.num_val_batches) * trainer.max_epochs if trainer.num_val_batches else 0
+        eta_min = per_step * (steps + 0.4 * eval_steps) / 60  # an eval step costs ~0.4 of a train step
+        warnings.warn(f"training on CPU: {per_step:.2f} s/step, about {eta_min:.0f} min for "
+                      f"{trainer.max_epochs} epochs (less if early stopping triggers); a GPU is far faster",
+                      stacklevel=1)
+
+
+def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: list[str],
+             split_dir: Path, raw_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
+             checkpoint_dir: Path) -> dict:
+    """Fit, then export the best checkpoint's weights to `model_out` (safetensors + model.json)."""
+    from dvclive.lightning import DVCLiveLogger
+
+    device, precision = resolve_device(train.accelerator, train.precision)
+    if device == "cpu" and train.accelerator == "auto":
+        warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
+    L.seed_everything(train.seed, workers=True, verbose=False)
+    data = GalaxyDataModule(split_dir, raw_dir, train.input_size, train.batch_size, augment)
+    model = build_classifier(build_encoder(encoder_dir), len(classes), train)
+    if device == "gpu":
+        model = model.to(memory_format=torch.channels_last)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # never resume from another run's checkpoints
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
+                                 save_top_k=1, save_last=True)
+    trainer = L.Trainer(
+        max_epochs=train.epochs, accelerator=device, devices=1, precision=precision,
+        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta()],
+        logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None),
+        log_every_n_steps=5, deterministic=False, enable_model_summary=False)
+    logging.getLogger("zoobot").setLevel(logging.WARNING)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=data)
+    wall = time.perf_counter() - start
+    if trainer.interrupted:
+        raise PipelineError("training was interrupted; outputs not written (rerun dvc repro)")
+
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(best["state_dict"])
+    n_train = len(data.datasets["train"])
+    run = {
+        "profile": profile,
+        "device": device_name(device),
+        "accelerator": device,
+        "precision": precision,
+        "wall_time_s": round(wall, 1),
+        "epochs_run": trainer.current_epoch,
+        "best_epoch": int(best["epoch"]),
+        "best_val_loss": float(checkpoint.best_model_score),
+        "train_images": n_train,
+        "train_images_per_s": round(n_train * trainer.current_epoch / wall, 1),
+        "params": train.model_dump(),
+        "augment": augment.model_dump(),
+        "versions": versions(),
+    }
+    config = {"arch": encoder_record(encoder_dir)["arch"], "classes": classes, "input_size": train.input_size,
+              "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
+              "encoder": encoder_record(encoder_dir), "run": run}
+    with atomic_path(model_out) as tmp:
+        tmp.mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS)
+        write_json(tmp / CONFIG, config)
+    return run
+
+
+def versions() -> dict:
+    import dvc
+    import lightning
+    import timm
+    import zoobot  # noqa: F401
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
+            "timm": timm.__version__, "zoobot": version("zoobot"), "dvc": dvc.__version__}
+
+
+def load_finetuned(model_dir: str | Path):
+    """The fine-tuned classifier and its config, from safetensors only (no pickle is ever loaded)."""
+    import timm
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    encoder = timm.create_model(config["arch"], pretrained=False, num_classes=0)
+    train = TrainParams(training_mode=config["training_mode"], dropout=config["dropout"])
+    model = build_classifier(encoder, len(config["classes"]), train)
+    try:
+        model.load_state_dict(load_file(model_dir / WEIGHTS))
+    except Exception as exc:
+        raise PipelineError(f"{model_dir / WEIGHTS}: cannot load ({type(exc).__name__}); rerun finetune_gpu") from None
+    return model.eval(), config
+
+
+def read_config(model_dir: Path) -> dict:
+    from galaxy_finetune.files import read_json
+
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run the finetune_gpu stage first")
+    return read_json(path)

@@ -1,0 +1,20 @@
+"""Stage fetch_data: the galaxies -> data/raw/, the pretrained encoder -> models/encoder/."""
+from pathlib import Path
+
+from galaxy_finetune.cli import run_stage
+from galaxy_finetune.fetch import fetch_data
+
+
+def add_arguments(parser):
+    parser.add_argument("raw_out", type=Path, help="canonical catalog + images + manifest (data/raw)")
+    parser.add_argument("encoder_out", type=Path, help="resolved encoder weights (models/encoder)")
+
+
+def main(args, params):
+    manifest = fetch_data(params, args.raw_out, args.encoder_out)
+    print(f"fetch_data: {manifest['n_images']} galaxies from {manifest['source']}, encoder "
+          f"{manifest['encoder']['source']}, profile {manifest['profile']}")
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, add_arguments, main)

@@ -45,8 +45,9 @@ def random_affine(n: int, aug: AugmentParams, device, generator: torch.Generator
     shift = torch.stack([uniform(-aug.translate, aug.translate), uniform(-aug.translate, aug.translate)], 1) * 2
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-    shear = torch.stack([torch.stack([torch.ones_like(shear_x), shear_x], 1),
-                         torch.stack([shear_y, torch.ones_like(shear_y)], 1)], 1)
+    # torchvision's RandomAffine shear (area-preserving): [[1, -tan sx], [-tan sy, 1 + tan sx tan sy]]
+    shear = torch.stack([torch.stack([torch.ones_like(shear_x), -shear_x], 1),
+                         torch.stack([-shear_y, 1 + shear_x * shear_y], 1)], 1)
     linear = rotation @ shear / zoom[:, None, None]
     if aug.flip:
         signs = torch.where(torch.rand(n, 2, device=device, generator=generator) < 0.5, -1.0, 1.0)

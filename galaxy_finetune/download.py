@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import hashlib
 import shutil
 import socket
@@ -9,10 +10,14 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path
+
+
+OFFLINE_ENV = "GALAXY_FINETUNE_OFFLINE"  # set to 1 on machines without network: no download is attempted
 
 
 class Unreachable(PipelineError):
@@ -56,6 +61,8 @@ def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries:
     dest = Path(dest)
     if dest.is_file() and md5sum(dest) == md5:
         return dest
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        raise Unreachable(f"{dest.name}: not downloaded from {url} because {OFFLINE_ENV} is set")
     last = None
     for attempt in range(retries):
         if attempt:
@@ -72,6 +79,8 @@ def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries:
         except ChecksumError:
             raise
         except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # an HTTPError holds the response's socket open
             last = exc
             if not _transient(exc):
                 break
@@ -98,7 +107,7 @@ def extract_tar(archive: str | Path, dest: str | Path) -> Path:
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
                 tar.extractall(tmp, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as exc:
         raise PipelineError(f"{archive}: cannot unpack ({exc}); delete it and retry") from None
     return dest
 
@@ -109,6 +118,6 @@ def gunzip(src: str | Path, dest: str | Path) -> Path:
     try:
         with atomic_path(dest) as tmp, gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise PipelineError(f"{src}: cannot decompress ({exc}); delete it and retry") from None
     return dest

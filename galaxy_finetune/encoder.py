@@ -119,7 +119,7 @@ def build_encoder(encoder_dir: str | Path) -> torch.nn.Module:
         # timm's own loader: applies the architecture's checkpoint filter and drops any classifier
         return timm.create_model(record["arch"], pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay={"file": str(weights)})
-    except (RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch, timm and safetensors each raise their own types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{weights}: cannot load into timm {record['arch']} ({first[:200]})") from None
 

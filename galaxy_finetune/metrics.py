@@ -1,5 +1,11 @@
-"""analyse's numbers: scikit-learn metrics over the predictions CSV, plus calibration and a bootstrap."""
+"""analyse's numbers: scikit-learn metrics over the predictions CSV, plus calibration and a seeded bootstrap.
+
+Every function takes plain arrays (integer class indexes, an (N, C) probability matrix) so each can be checked
+against a hand-computed case; `compute_metrics` assembles them into the JSON that `dvc metrics diff` reads.
+"""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -7,44 +13,67 @@ from sklearn import metrics as skm
 
 from galaxy_finetune.errors import PipelineError
 
+SUM_TOLERANCE = 1e-3  # the CSV stores 6 decimals per probability; a real mismatch is far larger
+BASE_COLUMNS = ("id_str", "true_label", "pred_label")
+DERIVED_COLUMNS = ("p_true", "confidence")  # written by predict; recomputed here from the p_<class> columns
+
 
 def check_predictions(table: pd.DataFrame, classes: list[str], name: str = "predictions") -> np.ndarray:
-    """Validate a predictions table; return its (N, C) probability matrix."""
-    needed = ["id_str", "true_label", "pred_label"] + [f"p_{c}" for c in classes]
-    missing = [c for c in needed if c not in table.columns]
+    """Validate a predictions table against `classes`; return its (N, C) probability matrix.
+
+    Raises PipelineError (one line, naming `name`) for a missing column, a probability column of an unknown
+    class, an unknown class name, probabilities that are negative or do not sum to 1, or a pred_label that
+    is not the most probable class.
+    """
+    prob_cols = [f"p_{c}" for c in classes]
+    missing = [c for c in (*BASE_COLUMNS, *prob_cols) if c not in table.columns]
     if missing:
         raise PipelineError(f"{name}: missing column(s) {missing}; rerun the predict stage")
+    extra = [c for c in table.columns if c.startswith("p_") and c not in prob_cols and c not in DERIVED_COLUMNS]
+    if extra:
+        raise PipelineError(f"{name}: probability column(s) {extra} of unknown class(es); the model's classes "
+                            f"are {classes}")
     if table.empty:
         raise PipelineError(f"{name}: no rows")
     for col in ("true_label", "pred_label"):
-        unknown = sorted(set(table[col]) - set(classes))
+        values = table[col].fillna("<missing>").astype(str)
+        unknown = sorted(set(values) - set(classes))
         if unknown:
-            raise PipelineError(f"{name}: {col} has unknown class(es) {unknown}; expected {classes}")
-    probs = table[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+            raise PipelineError(f"{name}: {col} has unknown class name(s) {unknown[:5]}; expected one of {classes}")
+    try:
+        probs = table[prob_cols].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise PipelineError(f"{name}: probability columns {prob_cols} are not all numbers") from None
     sums = probs.sum(1)
-    bad = np.flatnonzero(~np.isfinite(sums) | (np.abs(sums - 1) > 1e-3) | (probs < 0).any(1))
+    bad = np.flatnonzero(~np.isfinite(sums) | (np.abs(sums - 1) > SUM_TOLERANCE) | (probs < 0).any(1))
     if len(bad):
-        raise PipelineError(f"{name}: probabilities of row {bad[0]} (id {table['id_str'].iloc[bad[0]]}) sum to "
-                            f"{sums[bad[0]]:.4f}, not 1 ({len(bad)} such rows)")
+        first = bad[0]
+        raise PipelineError(f"{name}: probabilities of row {first + 1} (id {table['id_str'].iloc[first]}) sum to "
+                            f"{sums[first]:.4f}, not 1 ({len(bad)} such row(s))")
+    index = {c: i for i, c in enumerate(classes)}
+    pred = table["pred_label"].map(index).to_numpy()
+    behind = np.flatnonzero(probs[np.arange(len(probs)), pred] < probs.max(1) - SUM_TOLERANCE)
+    if len(behind):
+        first = behind[0]
+        raise PipelineError(f"{name}: pred_label of row {first + 1} (id {table['id_str'].iloc[first]}) is not its "
+                            f"most probable class ({len(behind)} such row(s))")
     return probs
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE: bin by confidence, weight |accuracy - mean confidence| by the bin's share of samples."""
+def class_indexes(labels: pd.Series, classes: list[str]) -> np.ndarray:
+    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=int)
+
+
+def bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width confidence bins (lo, hi]; a confidence of exactly 0 falls in the first."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
 
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> pd.DataFrame:
-    """Per confidence bin: mean confidence, accuracy and count (the reliability diagram's data)."""
+    """Per confidence bin: its edges, count, mean confidence and accuracy (NaN where empty)."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = bin_index(confidence, bins)
     rows = []
     for b in range(bins):
         mask = which == b
@@ -54,59 +83,132 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> 
     return pd.DataFrame(rows)
 
 
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    """ECE: sum over bins of (share of samples) * |accuracy - mean confidence|."""
+    table = reliability(confidence, correct, bins)
+    used = table[table["count"] > 0]
+    return float(np.sum(used["count"] / len(confidence) * np.abs(used["accuracy"] - used["confidence"])))
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, samples: int, seed: int,
                  level: float = 0.95) -> dict:
-    """Percentile bootstrap of overall accuracy and per-class recall, resampling galaxies."""
+    """Percentile bootstrap (resampling galaxies, seeded) of overall accuracy and of each class's recall.
+
+    Returns {"accuracy": (low, high), "per_class": [(low, high) | (nan, nan) for a class never in y_true]}.
+    """
     rng = np.random.default_rng(seed)
     n = len(y_true)
     idx = rng.integers(0, n, size=(samples, n))
     t, p = y_true[idx], y_pred[idx]
     correct = t == p
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     acc = correct.mean(1)
-    per_class = np.full((samples, n_classes), np.nan)
+    per_class = []
     for c in range(n_classes):
         in_class = t == c
+        counts = in_class.sum(1)
+        if not counts.any():
+            per_class.append((np.nan, np.nan))
+            continue
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_class[:, c] = (correct & in_class).sum(1) / in_class.sum(1)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return {"accuracy": (float(np.percentile(acc, lo)), float(np.percentile(acc, hi))),
-            "per_class": [(float(np.nanpercentile(per_class[:, c], lo)), float(np.nanpercentile(per_class[:, c], hi)))
-                          if np.isfinite(per_class[:, c]).any() else (np.nan, np.nan) for c in range(n_classes)]}
+            recall = (correct & in_class).sum(1) / counts
+        recall = recall[counts > 0]  # a resample that drew none of a rare class says nothing about it
+        per_class.append((float(np.percentile(recall, lo)), float(np.percentile(recall, hi))))
+    return {"accuracy": (float(np.percentile(acc, lo)), float(np.percentile(acc, hi))), "per_class": per_class}
+
+
+def top_confusions(confusion: np.ndarray, classes: list[str], k: int = 5) -> list[dict]:
+    """The k largest off-diagonal cells, largest first (ties by class order), each with its reverse count."""
+    n = len(classes)
+    cells = [(int(confusion[i, j]), i, j) for i in range(n) for j in range(n) if i != j and confusion[i, j] > 0]
+    cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [{"true": classes[i], "pred": classes[j], "count": count, "reverse": int(confusion[j, i])}
+            for count, i, j in cells[:k]]
+
+
+def confusion_text(item: dict) -> str:
+    """'smooth_cigar -> edge_on_disk: 150 (reverse: 18)'."""
+    return f"{item['true']} -> {item['pred']}: {item['count']} (reverse: {item['reverse']})"
+
+
+def residual_bin(residual: np.ndarray, bins: int = 10) -> list[str]:
+    """Each residual's bin as a label that sorts as text: '[0.0,0.1)', ..., '[0.9,1.0]'."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.floor(np.asarray(residual) * bins).astype(int), 0, bins - 1)
+    labels = [f"[{edges[b]:.1f},{edges[b + 1]:.1f}{']' if b == bins - 1 else ')'}" for b in range(bins)]
+    return [labels[b] for b in which]
+
+
+def residuals(table: pd.DataFrame, probs: np.ndarray, classes: list[str], bins: int = 10) -> pd.DataFrame:
+    """Per galaxy: id, true and predicted class, residual = 1 - p(true class) (the reference's 'residual') and
+    its bin (for DVC's heatmap templates, which count rows per (x, y) pair)."""
+    y_true = class_indexes(table["true_label"], classes)
+    residual = np.round(1.0 - probs[np.arange(len(probs)), y_true], 6)
+    return pd.DataFrame({"id_str": table["id_str"].astype(str).values,
+                         "true_label": table["true_label"].values,
+                         "pred_label": table["pred_label"].values,
+                         "residual": residual,
+                         "residual_bin": residual_bin(residual, bins)})
+
+
+def most_confident(table: pd.DataFrame, probs: np.ndarray, correct: bool, k: int = 5) -> pd.DataFrame:
+    """The k most confident correct (or wrong) rows, by max probability, ties by id_str; with `confidence`."""
+    rows = table.assign(confidence=probs.max(1), _row=np.arange(len(table)))
+    rows = rows[(rows["true_label"] == rows["pred_label"]) == correct]
+    return rows.sort_values(["confidence", "id_str"], ascending=[False, True], kind="stable").head(k)
 
 
 def compute_metrics(table: pd.DataFrame, classes: list[str], bootstrap_samples: int = 1000, seed: int = 0,
                     ece_bins: int = 15) -> dict:
-    """Every headline number of the analysis, as a JSON-ready dict with flat-enough keys for dvc metrics diff."""
+    """Every headline number, as a JSON-ready dict whose nested keys `dvc metrics diff` shows as `a.b.c`.
+
+    accuracy (+ 95% bootstrap CI), balanced accuracy and macro F1 over the classes present in the labels or
+    predictions; per class: recall ("accuracy", + CI), precision, F1, support (recall and its CI are null for
+    a class with no test galaxy); log-loss; multi-class Brier score (sum over classes, range 0-2); ECE;
+    confusion counts keyed true class -> predicted class; the top confusions by rank.
+    """
     probs = check_predictions(table, classes)
-    index = {c: i for i, c in enumerate(classes)}
-    y_true = table["true_label"].map(index).to_numpy()
-    y_pred = table["pred_label"].map(index).to_numpy()
+    probs = probs / probs.sum(1, keepdims=True)  # the CSV's 6 decimals leave rows ~1e-6 off 1
     labels = list(range(len(classes)))
+    y_true = class_indexes(table["true_label"], classes)
+    y_pred = class_indexes(table["pred_label"], classes)
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
     confusion = skm.confusion_matrix(y_true, y_pred, labels=labels)
     ci = bootstrap_ci(y_true, y_pred, len(classes), bootstrap_samples, seed)
-    confidence = probs.max(1)
     correct = y_true == y_pred
-    onehot = np.eye(len(classes))[y_true]
-    off_diagonal = [(int(confusion[i, j]), classes[i], classes[j]) for i in labels for j in labels if i != j]
-    off_diagonal.sort(key=lambda x: (-x[0], x[1], x[2]))
+    present = sorted(set(y_true) | set(y_pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true": intended, they are left out
+        balanced = skm.balanced_accuracy_score(y_true, y_pred)
+    per_class = {}
+    for i, name in enumerate(classes):
+        seen = bool(support[i])
+        per_class[name] = {
+            "accuracy": float(recall[i]) if seen else None,
+            "accuracy_ci95_low": ci["per_class"][i][0] if seen else None,
+            "accuracy_ci95_high": ci["per_class"][i][1] if seen else None,
+            "precision": float(precision[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
     return {
         "n": int(len(table)),
         "accuracy": float(correct.mean()),
         "accuracy_ci95_low": ci["accuracy"][0],
         "accuracy_ci95_high": ci["accuracy"][1],
-        "balanced_accuracy": float(np.mean([recall[i] for i in labels if support[i] > 0])),
-        "macro_f1": float(np.mean(f1)),
-        # renormalise: the CSV stores 6 decimals, so rows sum to 1 only within ~1e-6
-        "log_loss": float(skm.log_loss(y_true, probs / probs.sum(1, keepdims=True), labels=labels)),
-        "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))),
-        "ece": expected_calibration_error(confidence, correct, ece_bins),
-        "per_class": {c: {"accuracy": float(recall[i]) if support[i] else None,
-                          "accuracy_ci95_low": ci["per_class"][i][0] if support[i] else None,
-                          "accuracy_ci95_high": ci["per_class"][i][1] if support[i] else None,
-                          "precision": float(precision[i]), "f1": float(f1[i]), "support": int(support[i])}
-                      for i, c in enumerate(classes)},
+        "balanced_accuracy": float(balanced),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "log_loss": float(skm.log_loss(y_true, probs, labels=labels)),
+        "brier": float(skm.brier_score_loss(y_true, probs, labels=labels, scale_by_half=False)),
+        "ece": expected_calibration_error(probs.max(1), correct, ece_bins),
+        "per_class": per_class,
         "confusion": {t: {p: int(confusion[i, j]) for j, p in enumerate(classes)} for i, t in enumerate(classes)},
-        "top_confusions": [f"{t} -> {p}: {n}" for n, t, p in off_diagonal[:5] if n > 0],
+        "top_confusions": {str(rank): confusion_text(item)
+                           for rank, item in enumerate(top_confusions(confusion, classes), start=1)},
     }
+
+
+def confusion_array(metrics: dict, classes: list[str]) -> np.ndarray:
+    """The confusion counts of a metrics dict as a (true, pred) array in class order."""
+    return np.array([[metrics["confusion"][t][p] for p in classes] for t in classes], dtype=int)

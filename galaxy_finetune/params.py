@@ -79,7 +79,7 @@ class AugmentParams(_Group):
     translate: float = Field(0.1, ge=0, lt=0.5)
     scale_min: float = Field(1.2, gt=0)
     scale_max: float = Field(1.4, gt=0)
-    shear_deg: float = Field(20, ge=0, lt=45)
+    shear_deg: float = Field(10, ge=0, lt=45)
     flip: bool = True
     eval_zoom: float = Field(1.2, gt=0)
 
@@ -98,6 +98,7 @@ class QuickstartParams(_Group):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, gt=0)
     patience: int = Field(3, gt=0)
+    layer_decay: float = Field(1.0, gt=0, le=1)
 
 
 class PredictParams(_Group):
@@ -127,7 +128,8 @@ class Params(_Group):
             return self.train
         q = self.quickstart
         return self.train.model_copy(update=dict(input_size=q.input_size, epochs=q.epochs, lr=q.lr,
-                                                 batch_size=q.batch_size, patience=q.patience))
+                                                 batch_size=q.batch_size, patience=q.patience,
+                                                 layer_decay=q.layer_decay))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

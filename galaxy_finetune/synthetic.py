@@ -45,13 +45,13 @@ def _colour(rng: np.random.Generator, red: bool) -> np.ndarray:
 def _components(label: int, size: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     """Light profiles (H, W) with their RGB colours for one galaxy of class `label`."""
     scale = size / 64.0  # sizes are quoted for 64 px images
-    r_eff = rng.uniform(4.0, 9.0) * scale
+    r_eff = rng.uniform(4.0, 8.0) * scale
     if label == 0:  # smooth_round
         _, _, r = _frame(size, rng, rng.uniform(0.75, 1.0))
-        return [(_sersic(r, r_eff, rng.uniform(2.0, 4.0)), _colour(rng, red=True))]
+        return [(_sersic(r, r_eff * 1.6, rng.uniform(1.5, 3.5)), _colour(rng, red=True))]
     if label == 1:  # smooth_cigar
         _, _, r = _frame(size, rng, rng.uniform(0.22, 0.5))
-        return [(_sersic(r, r_eff * 1.2, rng.uniform(1.0, 2.5)), _colour(rng, red=True))]
+        return [(_sersic(r, r_eff * 1.6, rng.uniform(1.0, 2.5)), _colour(rng, red=True))]
     if label == 2:  # edge_on_disk
         _, minor, r = _frame(size, rng, rng.uniform(0.08, 0.28))
         disk = _sersic(r, r_eff * 1.4, 1.0)
@@ -83,8 +83,8 @@ def render_galaxy(label: int, seed: int, index: int, size: int = 64) -> np.ndarr
     image *= rng.uniform(0.5, 1.0) / max(image.max(), 1e-6)  # brightness
     psf_sigma = rng.uniform(0.7, 1.5) * size / 64.0
     image = gaussian_filter(image, sigma=(psf_sigma, psf_sigma, 0))
-    image += rng.normal(0.0, rng.uniform(0.01, 0.04), size=image.shape)  # sky noise
-    image = np.arcsinh(6.0 * np.clip(image, 0.0, None)) / np.arcsinh(6.0)  # survey-style asinh stretch
+    image += rng.normal(0.0, rng.uniform(0.003, 0.012), size=image.shape)  # sky noise
+    image = np.arcsinh(20.0 * np.clip(image, 0.0, None)) / np.arcsinh(20.0)  # survey-style asinh stretch
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

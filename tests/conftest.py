@@ -1,0 +1,114 @@
+"""Shared fixtures: a throwaway HTTP server on 127.0.0.1 serving a temporary folder."""
+from __future__ import annotations
+
+import functools
+import http.server
+import socket
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; can fail a path with an HTTP error N times or cut its body short."""
+
+    def log_message(self, format, *args):  # keep pytest output quiet
+        pass
+
+    def do_GET(self):
+        server = self.server
+        path = urllib.parse.urlsplit(self.path).path
+        with server.lock:
+            server.hits.append(path)
+            failure = server.failures.get(path)
+            if failure and failure[0] > 0:
+                failure[0] -= 1
+                code = failure[1]
+            else:
+                code = None
+            truncate = server.truncate.get(path)
+        if code is not None:
+            self.send_error(code)
+            return
+        if truncate is not None:
+            # announce the full length, send only `truncate` bytes, then drop the connection
+            data = (Path(self.directory) / path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:truncate])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+class ServedFolder(tuple):
+    """(base_url, folder), plus controls for the running server.
+
+    - fail(name, times, code=500): answer /name with HTTP `code` for the next `times` requests
+    - truncate(name, n_bytes): answer /name with a body cut after n_bytes (Content-Length stays full)
+    - hits: the paths requested so far (without query strings); count(name) for one file
+    - url(name, query=""): the URL of a file in the folder
+    """
+
+    def __new__(cls, base_url: str, folder: Path, server):
+        obj = super().__new__(cls, (base_url, folder))
+        obj.base_url, obj.folder, obj._server = base_url, folder, server
+        return obj
+
+    def url(self, name: str, query: str = "") -> str:
+        return f"{self.base_url}/{name}" + (f"?{query}" if query else "")
+
+    def fail(self, name: str, times: int, code: int = 500) -> None:
+        with self._server.lock:
+            self._server.failures[f"/{name}"] = [times, code]
+
+    def truncate(self, name: str, n_bytes: int) -> None:
+        with self._server.lock:
+            self._server.truncate[f"/{name}"] = n_bytes
+
+    @property
+    def hits(self) -> list[str]:
+        with self._server.lock:
+            return list(self._server.hits)
+
+    def count(self, name: str) -> int:
+        return self.hits.count(f"/{name}")
+
+
+@pytest.fixture
+def http_server(tmp_path_factory, monkeypatch):
+    """Serve a fresh temporary folder over HTTP on 127.0.0.1 (random free port); yield (base_url, folder).
+
+    The yielded tuple also has .fail(), .truncate(), .hits, .count() and .url() (see ServedFolder).
+    """
+    for var in ("no_proxy", "NO_PROXY"):  # a proxy set in the environment must not see loopback requests
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    folder = tmp_path_factory.mktemp("served")
+    handler = functools.partial(_Handler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.lock = threading.Lock()
+    server.hits, server.failures, server.truncate = [], {}, {}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield ServedFolder(f"http://{host}:{port}", folder, server)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def dead_url_base():
+    """A base URL on 127.0.0.1 where nothing listens (connections are refused at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

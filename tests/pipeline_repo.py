@@ -1,0 +1,68 @@
+"""A throwaway copy of this project as its own git repo, with tiny params, for end-to-end dvc runs."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "quickstart": {"n_per_class": 12, "image_size": 32, "input_size": 32, "epochs": 2, "batch_size": 8,
+                   "patience": 2},
+    "split": {"val_fraction": 0.15},
+    "analyse": {"bootstrap_samples": 50},
+}
+
+
+def dvc_env(cache: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["GALAXY_FINETUNE_CACHE"] = str(cache)
+    env["HF_HUB_OFFLINE"] = "1"  # the tests never reach for the hub
+    env["GALAXY_FINETUNE_OFFLINE"] = "1"  # nor for the dataset's servers
+    env.setdefault("GIT_AUTHOR_NAME", "test")
+    env.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+    env.setdefault("GIT_COMMITTER_NAME", "test")
+    env.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def set_params(repo: Path, updates: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for group, values in updates.items():
+        params.setdefault(group, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(dest: Path, updates: dict | None = None) -> tuple[Path, dict]:
+    """Copy the tracked project files into `dest`, apply tiny params, git init + commit."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if (ROOT / rel).is_file() and not rel.startswith(("data/", "models/", "metrics/", "plots/", "reports/")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"),
+                    dirs_exist_ok=True)
+    for lock in ("dvc.lock",):
+        (dest / lock).unlink(missing_ok=True)
+    set_params(dest, TINY)
+    if updates:
+        set_params(dest, updates)
+    env = dvc_env(dest.parent / "download-cache")
+    run(["git", "init", "-q"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "init"], dest, env)
+    return dest, env

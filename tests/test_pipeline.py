@@ -1,0 +1,94 @@
+"""End to end: real `dvc repro` runs of the whole DAG in a throwaway git repo with tiny params."""
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tests.pipeline_repo import make_repo, run, set_params
+
+STAGES = ["fetch_data", "split", "finetune_gpu", "predict", "analyse"]
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo, env = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    first = run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "first run"], repo, env)
+    return repo, env, first.stdout + first.stderr
+
+
+def test_first_run_runs_every_stage_and_writes_every_output(repo):
+    path, _, output = repo
+    assert ran(output) == STAGES
+    assert "OFFLINE QUICKSTART" in output
+    manifest = json.loads((path / "data/raw/manifest.json").read_text())
+    assert manifest["profile"] == "quickstart" and manifest["n_images"] == 48
+    catalog = pd.read_csv(path / "data/raw/catalog.csv")
+    assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "file"]
+    assert all((path / "data/raw" / f).is_file() for f in catalog["file"])
+    assert (path / "models/encoder/encoder.json").is_file()
+    splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
+    assert sum(len(s) for s in splits.values()) == 48
+    assert not set(splits["train"].id_str) & set(splits["test"].id_str)
+    model = json.loads((path / "models/finetuned/model.json").read_text())
+    assert model["input_size"] == 32 and model["run"]["params"]["lr"] == 1e-3 and model["run"]["epochs_run"] >= 1
+    assert (path / "models/finetuned/model.safetensors").stat().st_size > 1e6
+    assert (path / "metrics/training/metrics.json").is_file()
+    assert list((path / "metrics/training/plots/metrics").rglob("*.tsv"))
+    predictions = pd.read_csv(path / "data/predictions/test.csv")
+    classes = manifest["classes"]
+    assert list(predictions.columns) == (["id_str", "true_label", "pred_label"] + [f"p_{c}" for c in classes]
+                                         + ["p_true", "confidence"])
+    assert len(predictions) == len(splits["test"])
+    assert predictions[[f"p_{c}" for c in classes]].sum(1).sub(1).abs().max() < 1e-4
+    assert (path / "data/predictions/val.csv").is_file()
+    metrics = json.loads((path / "metrics/metrics.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["profile"] == "quickstart"
+    assert metrics["provenance"]["encoder_source"] == "random"
+    assert set(metrics["confusion"]) == set(classes)
+    assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
+
+
+def test_second_repro_reruns_nothing_but_the_network_check(repo):
+    path, env, _ = repo
+    out = run(["dvc", "repro"], path, env).stdout
+    assert ran(out) == ["fetch_data"]
+    for stage in STAGES[1:]:
+        assert f"Stage '{stage}' didn't change, skipping" in out
+    assert run(["git", "status", "--porcelain"], path, env).stdout.strip() == ""
+
+
+def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
+    path, env, _ = repo
+    set_params(path, {"quickstart": {"lr": 3e-4}})
+    out = run(["dvc", "repro"], path, env).stdout
+    assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]
+    diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout
+    assert "provenance.lr" in diff and "0.001" in diff and "0.0003" in diff
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "lr 3e-4"], path, env)
+
+
+def test_analyse_param_change_reruns_only_analyse(repo):
+    path, env, _ = repo
+    set_params(path, {"analyse": {"seed": 5}})
+    out = run(["dvc", "repro"], path, env).stdout
+    assert ran(out) == ["fetch_data", "analyse"]
+    run(["git", "checkout", "params.yaml"], path, env)
+
+
+def test_bad_params_fail_with_one_line_before_any_work(repo):
+    path, env, _ = repo
+    set_params(path, {"train": {"lr": -1.0, "epochs": 0}})
+    proc = run(["python", "stages/split.py", "data/raw", "data/splits-new"], path, env, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "train.lr" in errors[0] and "train.epochs" in errors[0]
+    assert not (path / "data/splits-new").exists()
+    run(["git", "checkout", "params.yaml"], path, env)

@@ -1,0 +1,144 @@
+"""End to end: two tiny `dvc repro` commits, then `dvc metrics diff`, `dvc plots show` and `dvc plots diff`.
+
+The pipeline runs twice per module (once per commit); every test reads those two commits.
+"""
+import configparser
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from galaxy_finetune.figures import FIGURES
+from pipeline_repo import ROOT, make_repo, run, set_params
+
+TEMPLATE = ROOT / ".dvc" / "plots_template.html"
+VEGA_DIV = re.compile(r'<div id = "(?P<id>[^"]+)">\s*<script type = "text/javascript">\s*var spec = ')
+IMAGE_DIV = re.compile(r'<div\s+id="(?P<id>[^"]+)"[^>]*>\s*<p>(?P<path>[^<]+)</p>(?P<body>.*?)</div>\s*</div>', re.S)
+
+
+def declared_plots() -> tuple[list[str], list[str]]:
+    """(vega plot ids, image plot paths) from dvc.yaml's top-level plots."""
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    vega = [next(iter(p)) for p in plots if isinstance(p, dict)]
+    images = [p for p in plots if isinstance(p, str) and p.endswith(".png")]
+    return vega, images
+
+
+def vega_specs(html: str) -> dict[str, dict]:
+    decoder = json.JSONDecoder()
+    return {m["id"]: decoder.raw_decode(html, m.end())[0] for m in VEGA_DIV.finditer(html)}
+
+
+def image_plots(html: str) -> dict[str, list[str]]:
+    return {m["path"]: re.findall(r'<img src="([^"]+)"', m["body"]) for m in IMAGE_DIV.finditer(html)}
+
+
+# ---- static checks: no pipeline run needed ----
+
+def test_dvc_yaml_shows_every_figure_analyse_writes():
+    vega, images = declared_plots()
+    assert sorted(images) == sorted(f"plots/{name}" for name in FIGURES)
+    assert {"confusion", "confusion_normalized", "residuals", "training_loss", "training_accuracy"} <= set(vega)
+
+
+def test_html_template_inlines_the_pinned_vega_scripts():
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".dvc" / "config")
+    assert (ROOT / ".dvc" / config["plots"]["html_template"]).resolve() == TEMPLATE.resolve()
+    page = TEMPLATE.read_text()
+    assert "{plot_divs}" in page and "{scripts}" not in page  # DVC's CDN <script> tags are never inserted
+    assert not re.search(r"<script[^>]+src=", page)
+    pinned = json.loads((ROOT / "package.json").read_text())["dependencies"]
+    locked = json.loads((ROOT / "package-lock.json").read_text())["packages"]
+    for name in ("vega", "vega-lite", "vega-embed"):
+        assert locked[f"node_modules/{name}"]["version"] == pinned[name]
+        assert f"<!-- {name}@{pinned[name]} " in page, f"template not rebuilt after pinning {name}@{pinned[name]}"
+    assert len(page) > 500_000  # the three minified bundles
+
+
+# ---- the pipeline, twice ----
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo, env = make_repo(tmp_path_factory.mktemp("plots") / "repo")
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "first run"], repo, env)
+    set_params(repo, {"quickstart": {"epochs": 1}, "analyse": {"seed": 1}})
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "second run: one epoch"], repo, env)
+    return repo, env
+
+
+def test_analyse_outputs_are_in_git_and_stage_is_up_to_date(repo):
+    repo, env = repo
+    tracked = run(["git", "ls-files"], repo, env).stdout.split()
+    for path in ["metrics/metrics.json", "metrics/residuals.json", "reports/summary.md",
+                 *(f"plots/{name}" for name in FIGURES)]:
+        assert path in tracked
+    status = run(["dvc", "status", "analyse"], repo, env).stdout
+    assert "changed" not in status, status
+
+
+def test_metrics_diff_lists_the_changed_keys(repo):
+    repo, env = repo
+    diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo, env).stdout)
+    changed = diff["metrics/metrics.json"]
+    assert {"log_loss", "brier", "accuracy_ci95_low", "provenance.epochs_run"} <= set(changed), sorted(changed)
+    assert (changed["provenance.epochs_run"]["old"], changed["provenance.epochs_run"]["new"]) == (2, 1)
+    table = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--md"], repo, env).stdout
+    assert re.search(r"\| metrics/metrics.json +\| log_loss +\|", table), table
+
+
+def test_plots_show_holds_every_plot_with_data(repo, tmp_path):
+    repo, env = repo
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "show")], repo, env)
+    html = (tmp_path / "show" / "index.html").read_text()
+    vega, images = declared_plots()
+    specs = vega_specs(html)
+    assert sorted(specs) == sorted(vega)
+    for plot_id, spec in specs.items():
+        assert len(spec["data"]["values"]) > 0, plot_id
+    shown = image_plots(html)
+    assert sorted(shown) == sorted(images)
+    for path, sources in shown.items():
+        assert len(sources) == 1 and (tmp_path / "show" / sources[0]).stat().st_size > 5000, path
+    assert "cdn.jsdelivr.net" not in html and "vegaEmbed" in html
+
+
+def test_plots_diff_overlays_two_commits(repo, tmp_path):
+    repo, env = repo
+    run(["dvc", "plots", "diff", "HEAD~1", "-o", str(tmp_path / "diff")], repo, env)
+    html = (tmp_path / "diff" / "index.html").read_text()
+    specs = vega_specs(html)
+    assert sorted(specs) == sorted(declared_plots()[0])
+    for plot_id, spec in specs.items():
+        assert {row["rev"] for row in spec["data"]["values"]} == {"HEAD~1", "workspace"}, plot_id
+    for path, sources in image_plots(html).items():
+        assert len(sources) == 2, path  # one image per revision, side by side
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium: `apt-get install chromium` to check the page renders")
+def test_page_renders_offline_in_headless_chromium(repo, tmp_path):
+    repo, env = repo
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "show")], repo, env)
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+         "--proxy-server=127.0.0.1:9", "--dump-dom", (tmp_path / "show" / "index.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert "vega scripts missing" not in dom
+    for plot_id in declared_plots()[0]:
+        start = dom.index(f'id="{plot_id}"')
+        following = dom[start:start + 20000]
+        assert 'class="vega-embed' in following and ("<canvas" in following or "<svg" in following), plot_id

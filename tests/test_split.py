@@ -1,0 +1,44 @@
+import pandas as pd
+import pytest
+
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.split import split_catalog
+
+
+def _catalog(n_per_class=50, canonical=False):
+    rows = []
+    for c, name in enumerate(["a", "b", "c", "d"]):
+        for i in range(n_per_class):
+            split = ("test" if i % 5 == 0 else "train") if canonical else ""
+            rows.append({"id_str": f"{name}{i}", "label": c, "label_name": name, "split": split, "file": f"{name}{i}.png"})
+    return pd.DataFrame(rows)
+
+
+def test_stratified_no_leakage_seeded():
+    splits = split_catalog(_catalog(), val_fraction=0.1, test_fraction=0.2, seed=0)
+    ids = [set(s["id_str"]) for s in splits.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert sum(len(s) for s in splits.values()) == 200
+    assert splits["test"]["label"].value_counts().tolist() == [10] * 4
+    assert splits["val"]["label"].value_counts().tolist() == [4] * 4
+    again = split_catalog(_catalog(), val_fraction=0.1, test_fraction=0.2, seed=0)
+    other = split_catalog(_catalog(), val_fraction=0.1, test_fraction=0.2, seed=1)
+    assert splits["test"]["id_str"].tolist() == again["test"]["id_str"].tolist()
+    assert splits["test"]["id_str"].tolist() != other["test"]["id_str"].tolist()
+    assert "split" not in splits["train"].columns
+
+
+def test_canonical_test_set_is_kept():
+    catalog = _catalog(canonical=True)
+    splits = split_catalog(catalog, val_fraction=0.1, test_fraction=0.5, seed=0)
+    assert set(splits["test"]["id_str"]) == set(catalog.loc[catalog["split"] == "test", "id_str"])
+    assert len(splits["train"]) + len(splits["val"]) == 160
+
+
+def test_too_few_examples_and_duplicates():
+    tiny = _catalog(n_per_class=1)
+    with pytest.raises(PipelineError, match="too few"):
+        split_catalog(tiny, 0.1, 0.2, 0)
+    dup = pd.concat([_catalog(), _catalog().head(1)])
+    with pytest.raises(PipelineError, match="duplicate id_str"):
+        split_catalog(dup, 0.1, 0.2, 0)

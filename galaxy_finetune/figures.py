@@ -78,7 +78,7 @@ def per_class_accuracy(per_class: dict, classes: list[str], accuracy: float, acc
     """A bar per class (recall) with its 95% bootstrap interval; the overall accuracy and its interval behind."""
     colours = class_colours(classes)
     fig, ax = plt.subplots(figsize=(9, 5.4))
-    ax.axhspan(*accuracy_ci, color="0.85", zorder=0, label=f"overall 95% CI")
+    ax.axhspan(*accuracy_ci, color="0.85", zorder=0, label="overall 95% CI")
     ax.axhline(accuracy, color="0.3", ls="--", lw=1, zorder=1, label=f"overall accuracy {accuracy:.1%}")
     weakest = min((c for c in classes if per_class[c]["accuracy"] is not None),
                   key=lambda c: per_class[c]["accuracy"], default=None)

@@ -72,6 +72,10 @@ class TrainParams(_Group):
     seed: int = 42
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, gt=0)
+    strategy: str = "auto"
+    resume: Literal["auto", "never"] = "auto"
 
 
 class AugmentParams(_Group):

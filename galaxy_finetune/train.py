@@ -1,7 +1,10 @@
 """finetune_gpu: Zoobot's FinetuneableZoobotClassifier on the galaxies, driven by a Lightning Trainer."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -21,6 +24,7 @@ from galaxy_finetune.params import AugmentParams, TrainParams
 
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
 WEIGHTS, CONFIG = "model.safetensors", "model.json"
+INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed
 
 
 def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams):
@@ -72,11 +76,48 @@ class CpuEta(Callback):
                       stacklevel=1)
 
 
+def _files(root: Path) -> list[tuple[str, Path]]:
+    root = Path(root)
+    if root.is_file():
+        return [(root.name, root)]
+    return [(str(p.relative_to(root)), p) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def fingerprint(train: TrainParams, augment: AugmentParams, classes: list[str], *inputs: Path) -> str:
+    """What a checkpoint was trained from: a run only resumes from checkpoints with the same fingerprint."""
+    digest = hashlib.sha256(json.dumps([train.model_dump(exclude={"resume"}), augment.model_dump(), classes],
+                                       sort_keys=True).encode())
+    for root in inputs:
+        for name, path in _files(root):
+            digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def resume_checkpoint(checkpoint_dir: Path, stamp: str, resume: str, rank_zero: bool = True) -> Path | None:
+    """The newest checkpoint of a killed run with the same inputs, else None.
+
+    Rank zero then clears the folder of any other run's checkpoints and stamps it with `stamp`;
+    other DDP ranks only read, so every rank reaches the same answer.
+    """
+    stamp_file = checkpoint_dir / "fingerprint.json"
+    candidates = [c for c in (checkpoint_dir / INTERRUPTED, checkpoint_dir / "last.ckpt") if c.is_file()]
+    same_inputs = stamp_file.is_file() and json.loads(stamp_file.read_text()).get("fingerprint") == stamp
+    if resume == "auto" and candidates and same_inputs:
+        return max(candidates, key=lambda c: c.stat().st_mtime)
+    if rank_zero:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True)
+        write_json(stamp_file, {"fingerprint": stamp})
+    return None
+
+
 def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: list[str],
              split_dir: Path, raw_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
              checkpoint_dir: Path) -> dict:
-    """Fit, then export the best checkpoint's weights to `model_out` (safetensors + model.json)."""
+    """Fit (resuming a killed run when allowed), then export the best weights to `model_out`."""
     from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import OnExceptionCheckpoint
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     device, precision = resolve_device(train.accelerator, train.precision)
     if device == "cpu" and train.accelerator == "auto":
@@ -86,35 +127,52 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     model = build_classifier(build_encoder(encoder_dir), len(classes), train)
     if device == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # never resume from another run's checkpoints
+    stamp = fingerprint(train, augment, classes, split_dir, raw_dir / "manifest.json", encoder_dir)
+    # DDP's worker processes re-run this script with their rank set in the environment
+    rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    ckpt_path = resume_checkpoint(checkpoint_dir, stamp, train.resume, rank_zero)
+    if ckpt_path and rank_zero:
+        print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
                                  save_top_k=1, save_last=True)
     trainer = L.Trainer(
-        max_epochs=train.epochs, accelerator=device, devices=1, precision=precision,
-        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta()],
-        logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None),
+        max_epochs=train.epochs, accelerator=device, devices=train.devices, num_nodes=train.num_nodes,
+        strategy=train.strategy, precision=precision,
+        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta(),
+                   OnExceptionCheckpoint(checkpoint_dir, filename=INTERRUPTED.removesuffix(".ckpt"))],
+        logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=ckpt_path is not None),
         log_every_n_steps=5, deterministic=False, enable_model_summary=False)
     logging.getLogger("zoobot").setLevel(logging.WARNING)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise PipelineError(f"training stopped by SIGTERM; {checkpoint_dir / INTERRUPTED} saved, and the next "
+                            f"`dvc repro` resumes from it (train.resume: auto)") from None
     wall = time.perf_counter() - start
     if trainer.interrupted:
         raise PipelineError("training was interrupted; outputs not written (rerun dvc repro)")
+    if not trainer.is_global_zero:
+        return {}
 
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
+    (checkpoint_dir / INTERRUPTED).unlink(missing_ok=True)
     n_train = len(data.datasets["train"])
+    epochs_run = trainer.current_epoch
     run = {
         "profile": profile,
         "device": device_name(device),
         "accelerator": device,
         "precision": precision,
+        "world_size": trainer.world_size,
         "wall_time_s": round(wall, 1),
-        "epochs_run": trainer.current_epoch,
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "epochs_run": epochs_run,
         "best_epoch": int(best["epoch"]),
         "best_val_loss": float(checkpoint.best_model_score),
         "train_images": n_train,
-        "train_images_per_s": round(n_train * trainer.current_epoch / wall, 1),
+        "train_images_per_s": round(n_train * epochs_run / wall, 1),
         "params": train.model_dump(),
         "augment": augment.model_dump(),
         "versions": versions(),

@@ -24,8 +24,8 @@ def make_inputs(root: Path, n: int = 80, seed: int = 0, profile: str = "quicksta
     """data/raw (manifest, catalog, images), models/finetuned/model.json, dvclive TSVs and predictions."""
     rng = np.random.default_rng(seed)
     raw, model, live, preds = root / "raw", root / "model", root / "live", root / "predictions"
-    for folder in (raw / "images", model, live / "plots/metrics/finetuning/train", live / "plots/metrics/finetuning/val",
-                   preds):
+    curves = live / "plots/metrics/finetuning"
+    for folder in (raw / "images", model, curves / "train", curves / "val", preds):
         folder.mkdir(parents=True, exist_ok=True)
     ids = [f"g{i:05d}" for i in range(n)]
     true = np.arange(n) % len(CLASSES)

@@ -1,0 +1,107 @@
+"""finetune_gpu: device choice, checkpoint resume after a kill, and the exported model."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.params import Params, TrainParams
+from galaxy_finetune.split import split_catalog
+from galaxy_finetune.train import resolve_device, resume_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
+        "model": {"encoder": "random", "random_arch": "convnext_atto"},
+        "split": {"val_fraction": 0.2},
+        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch):
+    """data/raw, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    params = Params.model_validate(TINY)
+    fetch_data(params, tmp_path / "data/raw", tmp_path / "models/encoder", cache=tmp_path / "cache")
+    catalog = pd.read_csv(tmp_path / "data/raw/catalog.csv", keep_default_na=False)
+    (tmp_path / "data/splits").mkdir(parents=True)
+    for name, frame in split_catalog(catalog, 0.2, 0.2, 0).items():
+        frame.to_csv(tmp_path / f"data/splits/{name}.csv", index=False)
+    return tmp_path
+
+
+def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
+    params = json.loads(json.dumps(TINY))
+    params["train"]["epochs"] = epochs
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/splits", "models/encoder",
+            "models/finetuned", "--live-dir", "metrics/training"], env
+
+
+def test_gpu_requested_without_one_is_a_clear_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PipelineError, match="train.accelerator: 'gpu' but no CUDA GPU"):
+        resolve_device("gpu", "auto")
+    assert resolve_device("auto", "auto") == ("cpu", "32")
+
+
+def test_resume_only_with_the_same_inputs(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    assert resume_checkpoint(ckpt, "a", "auto") is None
+    (ckpt / "last.ckpt").write_text("x")
+    assert resume_checkpoint(ckpt, "a", "auto") == ckpt / "last.ckpt"
+    assert resume_checkpoint(ckpt, "a", "auto", rank_zero=False) == ckpt / "last.ckpt"
+    assert resume_checkpoint(ckpt, "a", "never") is None and not (ckpt / "last.ckpt").exists()
+    (ckpt / "last.ckpt").write_text("x")
+    assert resume_checkpoint(ckpt, "b", "auto") is None and not (ckpt / "last.ckpt").exists()
+
+
+def test_killed_run_leaves_no_model_and_the_rerun_resumes(inputs):
+    cmd, env = finetune_cmd(epochs=40, root=inputs)
+    proc = subprocess.Popen(cmd, cwd=inputs, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (inputs / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (inputs / "models/checkpoints/last.ckpt").exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "error: training stopped by SIGTERM" in err
+    assert (inputs / "models/checkpoints/interrupted.ckpt").is_file()
+    assert not (inputs / "models/finetuned").exists()  # a killed run is never taken as complete
+
+    cmd, env = finetune_cmd(epochs=2, root=inputs)  # fewer epochs: a changed input, so no resume
+    fresh = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert "resuming" not in fresh.stdout
+    model = json.loads((inputs / "models/finetuned/model.json").read_text())
+    assert model["run"]["resumed_from"] is None and model["run"]["epochs_run"] == 2
+
+
+def test_interrupted_then_resumed_with_unchanged_inputs(inputs):
+    cmd, env = finetune_cmd(epochs=3, root=inputs)
+    proc = subprocess.Popen(cmd, cwd=inputs, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (inputs / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the signal arrived")
+    again = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming the killed run" in again.stdout
+    model = json.loads((inputs / "models/finetuned/model.json").read_text())
+    assert model["run"]["resumed_from"].endswith(".ckpt") and model["run"]["epochs_run"] == 3
+    assert not (inputs / "models/checkpoints/interrupted.ckpt").exists()

@@ -177,7 +177,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, quicksta
     minutes = prov["train_wall_time_s"] / 60
     weights = "n/a" if prov["model_weights"] is None else f"{prov['model_weights'] / 1e6:.1f} million"
     lines += [
-        "| | |", "| :--- | :--- |",
+        "| Headline | |", "| :--- | :--- |",
         f"| **Accuracy** | **{percent(result['accuracy'])}** (95% bootstrap CI {percent(result['accuracy_ci95_low'])}"
         f" - {percent(result['accuracy_ci95_high'])}; n = {result['n']}) |",
         f"| Balanced accuracy | {percent(result['balanced_accuracy'])} |",

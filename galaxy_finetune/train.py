@@ -76,6 +76,24 @@ class CpuEta(Callback):
                       stacklevel=1)
 
 
+class SamplesSeen(Callback):
+    """Training samples seen per epoch, summed over every process (so DDP's sharding can be checked)."""
+
+    def __init__(self):
+        self.per_epoch: list[int] = []
+        self._count = 0
+
+    def on_train_epoch_start(self, trainer, module):
+        self._count = 0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._count += len(batch["label"])
+
+    def on_train_epoch_end(self, trainer, module):
+        total = trainer.strategy.reduce(torch.tensor(float(self._count), device=module.device), reduce_op="sum")
+        self.per_epoch.append(int(total.item()))
+
+
 def _files(root: Path) -> list[tuple[str, Path]]:
     root = Path(root)
     if root.is_file():
@@ -133,12 +151,13 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     ckpt_path = resume_checkpoint(checkpoint_dir, stamp, train.resume, rank_zero)
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
+    seen = SamplesSeen()
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=MONITOR, mode="min",
                                  save_top_k=1, save_last=True)
     trainer = L.Trainer(
         max_epochs=train.epochs, accelerator=device, devices=train.devices, num_nodes=train.num_nodes,
         strategy=train.strategy, precision=precision,
-        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta(),
+        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta(), seen,
                    OnExceptionCheckpoint(checkpoint_dir, filename=INTERRUPTED.removesuffix(".ckpt"))],
         logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=ckpt_path is not None),
         log_every_n_steps=5, deterministic=False, enable_model_summary=False)
@@ -172,7 +191,8 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         "best_epoch": int(best["epoch"]),
         "best_val_loss": float(checkpoint.best_model_score),
         "train_images": n_train,
-        "train_images_per_s": round(n_train * epochs_run / wall, 1),
+        "samples_per_epoch": seen.per_epoch,
+        "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
         "params": train.model_dump(),
         "augment": augment.model_dump(),
         "versions": versions(),

@@ -24,6 +24,8 @@ def main(args, params):
               f"replace train.*: lr={train.lr} epochs={train.epochs} input_size={train.input_size}")
     run = finetune(train, params.augment, profile, manifest["classes"], args.splits_dir, args.raw_dir,
                    args.encoder_dir, args.model_out, args.live_dir, args.checkpoints)
+    if not run:  # a DDP worker process: rank 0 reports and writes the outputs
+        return
     print(f"finetune_gpu: {run['epochs_run']} epochs in {run['wall_time_s']} s on {run['device']}, "
           f"best val loss {run['best_val_loss']:.4f} (epoch {run['best_epoch']})")
 

@@ -1,0 +1,58 @@
+"""DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.params import Params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _params(devices: int, batch_size: int) -> dict:
+    return {"data": {"source": "synthetic", "synthetic_n_per_class": 8, "synthetic_image_size": 32},
+            "model": {"encoder": "random", "random_arch": "convnext_atto"},
+            # lr so small the weights stay put: validation then measures the same model in both runs
+            "train": {"lr": 1e-12, "batch_size": batch_size, "input_size": 32, "epochs": 2, "patience": 50,
+                      "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    fetch_data(Params.model_validate(_params(1, 8)), root / "data/raw", root / "models/encoder", cache=root / "c")
+    catalog = pd.read_csv(root / "data/raw/catalog.csv", keep_default_na=False).drop(columns="split")
+    # 24 train / 8 val: both divide evenly over 2 processes, so DistributedSampler pads nothing
+    (root / "data/splits").mkdir(parents=True)
+    catalog.iloc[:24].to_csv(root / "data/splits/train.csv", index=False)
+    catalog.iloc[24:].to_csv(root / "data/splits/val.csv", index=False)
+    catalog.iloc[24:].to_csv(root / "data/splits/test.csv", index=False)
+    return root
+
+
+def _finetune(root: Path, devices: int, batch_size: int) -> dict:
+    run_dir = root / f"run{devices}"
+    run_dir.mkdir()
+    (run_dir / "params.yaml").write_text(yaml.safe_dump(_params(devices, batch_size)))
+    cmd = [sys.executable, str(ROOT / "stages/finetune_gpu.py"), str(root / "data/raw"), str(root / "data/splits"),
+           str(root / "models/encoder"), "models/finetuned", "--live-dir", "metrics/training"]
+    proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run_dir / "models/finetuned/model.json").read_text())["run"]
+
+
+def test_two_processes_match_one(inputs):
+    single = _finetune(inputs, devices=1, batch_size=8)
+    ddp = _finetune(inputs, devices=2, batch_size=4)  # the same global batch of 8
+    assert single["world_size"] == 1 and ddp["world_size"] == 2
+    assert single["samples_per_epoch"] == ddp["samples_per_epoch"] == [24, 24]
+    assert ddp["best_val_loss"] == pytest.approx(single["best_val_loss"], rel=1e-4)
+    assert ddp["best_epoch"] == single["best_epoch"] == 0
+    assert not list((inputs / "run2").glob("models/checkpoints/*-v1.ckpt"))  # saved once, by rank 0

@@ -80,18 +80,24 @@ class GalaxyDataModule(L.LightningDataModule):
         self.frames: dict[str, pd.DataFrame] = {}
 
     def load(self, name: str) -> InMemoryGalaxies:
+        """The split `name` from split_dir, decoded once."""
         if name not in self.datasets:
-            frame = read_split(self.split_dir, name)
-            images = load_images([self.raw_dir / f for f in frame["file"]])
-            labels = torch.tensor(frame["label"].to_numpy(), dtype=torch.long)
-            self.frames[name], self.datasets[name] = frame, InMemoryGalaxies(images, labels)
+            self.add(name, read_split(self.split_dir, name))
+        return self.datasets[name]
+
+    def add(self, name: str, frame: pd.DataFrame) -> InMemoryGalaxies:
+        """Galaxies of `frame` (file relative to raw_dir or absolute; label optional) under `name`."""
+        images = load_images([self.raw_dir / f for f in frame["file"]])
+        label = frame["label"].to_numpy() if "label" in frame.columns else np.full(len(frame), -1)
+        self.frames[name], self.datasets[name] = frame, InMemoryGalaxies(images, torch.tensor(label, dtype=torch.long))
         return self.datasets[name]
 
     def setup(self, stage: str) -> None:
         names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
                  "predict": (self.predict_split,)}[stage]
         for name in names:
-            self.load(name)
+            if name not in self.datasets:
+                self.load(name)
 
     def _loader(self, name: str, train: bool) -> torch.utils.data.DataLoader:
         # num_workers=0: a batch is a single tensor index, cheaper than shipping it between processes

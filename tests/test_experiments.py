@@ -1,0 +1,61 @@
+"""DVC's own engines for sweeps and sharing: the experiment queue and a (local-directory) remote."""
+import json
+import re
+import time
+
+import pytest
+
+from tests.pipeline_repo import make_repo, run
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo, env = make_repo(tmp_path_factory.mktemp("exp") / "repo")
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+    return repo, env
+
+
+def test_queued_sweep_runs_both_experiments(repo):
+    path, env = repo
+    for lr in ("0.002", "0.0005"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"quickstart.lr={lr}", "-n", f"lr-{lr}"], path, env)
+    run(["dvc", "queue", "start", "-j", "2"], path, env)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], path, env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    assert "Failed" not in status, run(["dvc", "queue", "logs", "lr-0.002"], path, env, check=False).stdout[-3000:]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], path, env).stdout)
+    experiments = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            rev = exp["revs"][0]
+            data = rev.get("data") or {}
+            lr = data["params"]["params.yaml"]["data"]["quickstart"]["lr"]
+            metrics = data["metrics"]["metrics/metrics.json"]["data"]
+            experiments[exp.get("name") or rev.get("name")] = (lr, metrics["accuracy"])
+    assert {"lr-0.002", "lr-0.0005"} <= set(experiments)
+    assert experiments["lr-0.002"][0] == 0.002 and experiments["lr-0.0005"][0] == 0.0005
+    table = run(["dvc", "exp", "show", "--md"], path, env).stdout
+    assert "lr-0.002" in table and "accuracy" in table
+    diff = run(["dvc", "exp", "diff", "lr-0.002", "lr-0.0005"], path, env).stdout
+    assert "quickstart.lr" in diff
+
+
+def test_remote_round_trip(repo, tmp_path):
+    path, env = repo
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], path, env)
+    run(["git", "commit", "-qam", "remote"], path, env)
+    run(["dvc", "push"], path, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(path), str(clone)], tmp_path, env)
+    run(["dvc", "pull"], clone, env)
+    assert (clone / "models/finetuned/model.safetensors").is_file()
+    assert (clone / "data/raw/catalog.csv").is_file()
+    out = run(["dvc", "repro"], clone, env).stdout
+    assert re.findall(r"Running stage '(\w+)'", out) == ["fetch_data"]  # the network re-check only
+    assert run(["dvc", "metrics", "show"], clone, env).stdout == run(["dvc", "metrics", "show"], path, env).stdout

@@ -27,6 +27,10 @@ def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except OSError as exc:  # disk full, read-only folder, ...: the atomic writers left nothing behind
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; free space or fix permissions, then rerun", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted; no outputs were written", file=sys.stderr)
         sys.exit(130)

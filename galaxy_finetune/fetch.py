@@ -87,6 +87,11 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                 "encoder": encoder,
             }
             write_json(raw_tmp / MANIFEST, manifest)
+    constant = raw.record.get("constant_images") or []
+    if constant:
+        print(f"warning: {len(constant)} image(s) have one value everywhere (blank cutouts?), e.g. "
+              f"{', '.join(constant[:5])}; listed in {raw_out / MANIFEST} under data.constant_images",
+              file=sys.stderr)
     if profile == "quickstart":
         print(banner([
             "OFFLINE QUICKSTART: the real inputs could not be had, so this run uses",

@@ -105,7 +105,7 @@ def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retr
                    record={"resources": _resource_record(resources, paths)})
 
 
-def read_hdf5(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, H, W, 3) uint8 and labels (N,) from a GalaxyMNIST HDF5 file, with its shape checked."""
     import h5py
 
@@ -136,12 +136,14 @@ def galaxy_mnist_64(cache_dir: Path, local_dir: str = "", timeout: float = 60, r
         h5_path = cache_dir / f"{resource.filename.removesuffix('.gz')}.{resource.md5}"
         if not h5_path.is_file():
             gunzip(gz_path, h5_path)
-        split_images, labels = read_hdf5(h5_path, len(GALAXY_MNIST_CLASSES))
+        split_images, labels = read_hdf5(h5_path)
         images.append(split_images)
         frames.append(pd.DataFrame({"id_str": [f"{split}_galaxy_{i}" for i in range(len(labels))],
                                     "label": labels, "split": split}))
-    return RawData(pd.concat(frames, ignore_index=True), GALAXY_MNIST_CLASSES, np.concatenate(images),
-                   record={"resources": _resource_record(resources, paths)})
+    catalog, images = pd.concat(frames, ignore_index=True), np.concatenate(images)
+    return RawData(catalog, GALAXY_MNIST_CLASSES, images,
+                   record={"resources": _resource_record(resources, paths),
+                           "constant_images": constant_images(images, catalog["id_str"])})
 
 
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
@@ -174,13 +176,26 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     ids = frame["id_str"].astype(str) if "id_str" in frame.columns else pd.Series([p.stem for p in src])
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     catalog = pd.DataFrame({"id_str": ids.values, "label": labels, "split": split, "src_path": [str(p) for p in src]})
+    constant = []
     for row, p in enumerate(src):
         try:
             with Image.open(p) as img:
-                img.verify()
+                img.load()  # a full decode: verify() alone misses truncated pixel data
+                extrema = img.convert("RGB").getextrema()
         except Exception as exc:
             raise PipelineError(f"{path}: row {row}: cannot read image {p} ({type(exc).__name__})") from None
-    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
+        if img.width == 0 or img.height == 0:
+            raise PipelineError(f"{path}: row {row}: image {p} is empty (0 pixels)")
+        if all(low == high for low, high in extrema):
+            constant.append(str(catalog["id_str"].iloc[row]))
+    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path),
+                                                    "constant_images": constant})
+
+
+def constant_images(images: np.ndarray, ids) -> list[str]:
+    """ids of images with a single value everywhere (blank cutouts): kept, but reported."""
+    flat = images.reshape(len(images), -1)
+    return [str(i) for i in np.asarray(ids)[flat.min(1) == flat.max(1)]]
 
 
 def synthetic(n_per_class: int, image_size: int, seed: int) -> RawData:

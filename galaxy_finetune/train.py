@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import platform
 import shutil
 import time
@@ -164,7 +165,10 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     logging.getLogger("zoobot").setLevel(logging.WARNING)
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
+    except pickle.UnpicklingError as exc:
+        raise PipelineError(f"{ckpt_path}: refused to load, it holds more than weights ({str(exc).splitlines()[0]}); "
+                            f"delete it or set train.resume: never") from None
     except SIGTERMException:
         raise PipelineError(f"training stopped by SIGTERM; {checkpoint_dir / INTERRUPTED} saved, and the next "
                             f"`dvc repro` resumes from it (train.resume: auto)") from None

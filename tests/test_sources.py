@@ -348,7 +348,7 @@ def test_galaxy_mnist_64_corrupt_gz_is_a_pipeline_error(tmp_path, dead_url_base)
 def test_read_hdf5_ok(tmp_path):
     images = np.zeros((3, 8, 8, 3), np.uint8)
     path = write_h5(tmp_path / "ok.hdf5", images=images, labels=np.array([0, 3, 1], np.uint8))
-    got_images, got_labels = sources.read_hdf5(path, N_CLASSES)
+    got_images, got_labels = sources.read_hdf5(path)
     np.testing.assert_array_equal(got_images, images)
     assert got_labels.dtype == np.int64 and list(got_labels) == [0, 3, 1]
 
@@ -372,7 +372,7 @@ def test_read_hdf5_ok(tmp_path):
 def test_read_hdf5_errors_name_the_file(tmp_path, case, datasets, message):
     path = write_h5(tmp_path / f"{case}.hdf5", **datasets)
     with pytest.raises(PipelineError) as info:
-        sources.read_hdf5(path, N_CLASSES)
+        sources.read_hdf5(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
 
@@ -381,7 +381,7 @@ def test_read_hdf5_not_hdf5(tmp_path):
     path = tmp_path / "fake.hdf5"
     path.write_bytes(b"not an hdf5 file" * 10)
     with pytest.raises(PipelineError, match="not a readable HDF5 file") as info:
-        sources.read_hdf5(path, N_CLASSES)
+        sources.read_hdf5(path)
     assert str(info.value).startswith(f"{path}: ")
 
 
@@ -419,7 +419,7 @@ def test_user_catalog_csv_with_class_names(user_images):
     assert list(cat["split"]) == [""] * 4
     assert list(cat["src_path"]) == [str(user_images / "imgs" / n) for n in ("g1.png", "g2.jpg", "g3.PNG", "g4.png")]
     assert raw.classes == tuple(CLASSES) and raw.images is None
-    assert raw.record == {"catalog": str(path), "catalog_md5": md5_file(path)}
+    assert {k: raw.record[k] for k in ("catalog", "catalog_md5")} == {"catalog": str(path), "catalog_md5": md5_file(path)}
     sources.validate(raw)
 
 
@@ -595,3 +595,16 @@ def test_synthetic_is_balanced_unique_and_deterministic(tmp_path):
     assert list(csv["file"]) == [f"images/synthetic_{i:06d}.png" for i in range(12)]
     with Image.open(out / csv["file"][5]) as img:
         np.testing.assert_array_equal(np.asarray(img), raw.images[5])
+
+
+def test_constant_images_are_reported_not_dropped(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(tmp_path / "blank.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    pd.DataFrame({"file_loc": ["blank.png", "ok.png"], "label": ["a", "b"]}).to_csv(tmp_path / "c.csv", index=False)
+    raw = sources.user_catalog(tmp_path / "c.csv", ["a", "b"])
+    assert raw.record["constant_images"] == ["blank"] and len(raw.catalog) == 2
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    images[1, 0, 0, 0] = 9
+    assert sources.constant_images(images, ["x", "y", "z"]) == ["x", "z"]

@@ -105,3 +105,34 @@ def test_interrupted_then_resumed_with_unchanged_inputs(inputs):
     model = json.loads((inputs / "models/finetuned/model.json").read_text())
     assert model["run"]["resumed_from"].endswith(".ckpt") and model["run"]["epochs_run"] == 3
     assert not (inputs / "models/checkpoints/interrupted.ckpt").exists()
+
+
+def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
+    """A pickle smuggled in as the checkpoint to resume from is never executed."""
+    import pickle
+
+    from galaxy_finetune.params import AugmentParams
+    from galaxy_finetune.train import fingerprint
+
+    train = TrainParams(**{**TINY["train"], "epochs": 1})
+    augment = AugmentParams()
+    classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
+    ckpt = inputs / "models/checkpoints"
+    ckpt.mkdir(parents=True)
+    stamp = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/raw/manifest.json",
+                        inputs / "models/encoder")
+    (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": stamp}))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (ckpt / "last.ckpt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    from galaxy_finetune.train import finetune
+
+    with pytest.raises(PipelineError, match="refused to load"):
+        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/raw",
+                 inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
+    assert not marker.exists()
+    assert not (inputs / "models/finetuned").exists()

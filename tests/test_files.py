@@ -1,0 +1,61 @@
+"""Atomic writes: a failed write (disk full, read-only folder) leaves nothing half-written."""
+import errno
+import os
+
+import pytest
+
+from galaxy_finetune import files
+from galaxy_finetune.cli import run_stage
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_write_replaces_atomically(tmp_path):
+    files.write_json(tmp_path / "m.json", {"a": 1})
+    files.write_json(tmp_path / "m.json", {"a": 2})
+    assert files.read_json(tmp_path / "m.json") == {"a": 2}
+    assert _leftovers(tmp_path) == ["m.json"]
+
+
+def test_disk_full_mid_write_keeps_the_old_file(tmp_path):
+    files.write_text(tmp_path / "report.md", "old")
+    with pytest.raises(OSError):
+        with files.atomic_path(tmp_path / "report.md") as tmp:
+            tmp.write_text("half of the new")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    assert (tmp_path / "report.md").read_text() == "old"
+    assert _leftovers(tmp_path) == ["report.md"]
+
+
+def test_failed_folder_output_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with files.atomic_path(tmp_path / "splits") as tmp:
+            tmp.mkdir()
+            (tmp / "train.csv").write_text("id\n")
+            raise RuntimeError("killed")
+    assert _leftovers(tmp_path) == []
+
+
+def test_read_only_destination(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    with pytest.raises(OSError):
+        files.write_json(tmp_path / "metrics.json", {"a": 1})
+    assert _leftovers(tmp_path) == []
+
+
+def test_stage_turns_os_errors_into_one_line(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("{}\n")
+
+    def body(args, params):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "data/raw/images/x.png")
+
+    with pytest.raises(SystemExit) as exit_:
+        run_stage("test", lambda parser: None, body, ["--params", str(tmp_path / "params.yaml")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: data/raw/images/x.png: No space left on device; free space or fix permissions, then rerun"

@@ -39,7 +39,8 @@ def load() -> str:
 def env_for(cache: Path) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GALAXY_FINETUNE_OFFLINE="1", HF_HUB_OFFLINE="1", GALAXY_FINETUNE_CACHE=str(cache))
+    env.update(GALAXY_FINETUNE_OFFLINE="1", HF_HUB_OFFLINE="1", GALAXY_FINETUNE_CACHE=str(cache),
+               PYTHONUNBUFFERED="1")  # stream DVC's lines so each stage is time-stamped
     for key, value in (("GIT_AUTHOR_NAME", "bench"), ("GIT_AUTHOR_EMAIL", "bench@example.com"),
                        ("GIT_COMMITTER_NAME", "bench"), ("GIT_COMMITTER_EMAIL", "bench@example.com")):
         env.setdefault(key, value)

@@ -92,3 +92,23 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
     assert len(errors) == 1 and "train.lr" in errors[0] and "train.epochs" in errors[0]
     assert not (path / "data/splits-new").exists()
     run(["git", "checkout", "params.yaml"], path, env)
+
+
+def test_two_repros_at_once_the_second_gets_dvcs_lock_error(repo):
+    import subprocess
+    import time
+
+    path, env, _ = repo
+    first = subprocess.Popen(["dvc", "repro", "-f", "finetune_gpu"], cwd=path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while "Running stage" not in (line := first.stdout.readline()) and time.time() < deadline:
+            pass
+        second = run(["dvc", "repro"], path, env, check=False)
+        assert second.returncode != 0
+        # DVC's own lock: either the repo lock or the per-output read/write lock, depending on timing
+        assert re.search(r"is busy, it is being blocked by|Unable to acquire lock", second.stderr + second.stdout)
+    finally:
+        first.communicate(timeout=600)
+    assert first.returncode == 0

@@ -100,7 +100,10 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
     else:
         raise PipelineError(f"model.encoder: {spec!r} not understood; use hf_hub:<repo>, a .safetensors path or random")
     write_json(out_dir / RECORD, record)
-    build_encoder(out_dir)  # fail now, not an hour into training, if the weights do not fit the architecture
+    try:
+        build_encoder(out_dir)  # fail now, not an hour into training, if the weights do not fit the architecture
+    except PipelineError as exc:
+        raise PipelineError(f"model.encoder: {spec}: {str(exc).split(': ', 1)[1]}") from None
     return record
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
 from galaxy_finetune.data import GalaxyDataModule
@@ -147,8 +148,8 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     if device == "gpu":
         model = model.to(memory_format=torch.channels_last)
     stamp = fingerprint(train, augment, classes, split_dir, raw_dir / "manifest.json", encoder_dir)
-    # DDP's worker processes re-run this script with their rank set in the environment
-    rank_zero = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    # DDP workers (Lightning's launcher, torchrun, SLURM) run this script too, their rank set in the environment
+    rank_zero = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     ckpt_path = resume_checkpoint(checkpoint_dir, stamp, train.resume, rank_zero)
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")

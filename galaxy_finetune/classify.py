@@ -15,6 +15,7 @@ import pandas as pd
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import write_csv
 from galaxy_finetune.predict import predict_frames
+from galaxy_finetune.sources import read_catalog_file
 from galaxy_finetune.train import load_finetuned
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -27,15 +28,7 @@ def galaxies_from(source: Path) -> pd.DataFrame:
         if not files:
             raise PipelineError(f"{source}: no .jpg/.jpeg/.png images in this folder")
         return pd.DataFrame({"id_str": [p.stem for p in files], "file": [str(p.resolve()) for p in files]})
-    if not source.is_file():
-        raise PipelineError(f"{source}: not found; give a folder of images or a CSV/parquet catalog")
-    try:
-        frame = pd.read_parquet(source) if source.suffix == ".parquet" else pd.read_csv(source)
-    except Exception as exc:
-        raise PipelineError(f"{source}: not a readable catalog ({exc})") from None
-    if "file_loc" not in frame.columns:
-        raise PipelineError(f"{source}: no file_loc column; the catalog must name each image's path")
-    files = [Path(p) if Path(p).is_absolute() else (source.parent / p) for p in frame["file_loc"].astype(str)]
+    frame, files = read_catalog_file(source, {"file_loc"}, "images")
     ids = frame["id_str"].astype(str) if "id_str" in frame.columns else [p.stem for p in files]
     return pd.DataFrame({"id_str": list(ids), "file": [str(p.resolve()) for p in files]})
 

@@ -146,6 +146,21 @@ def galaxy_mnist_64(cache_dir: Path, local_dir: str = "", timeout: float = 60, r
                            "constant_images": constant_images(images, catalog["id_str"])})
 
 
+def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.DataFrame, list[Path]]:
+    """A CSV/parquet catalog with its required columns, and its file_loc paths resolved against its folder."""
+    if not path.is_file():
+        raise PipelineError(f"{param}: {path} not found; point it at a CSV or parquet catalog")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except Exception as exc:
+        raise PipelineError(f"{path}: not a readable catalog ({exc})") from None
+    missing = required - set(frame.columns)
+    if missing:
+        raise PipelineError(f"{path}: missing column(s) {sorted(missing)}; need {' and '.join(sorted(required))}")
+    files = [Path(p) if Path(p).is_absolute() else path.parent / p for p in frame["file_loc"].astype(str)]
+    return frame, files
+
+
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
 
@@ -153,16 +168,7 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     paths are taken relative to the catalog's folder.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"data.catalog: {path} not found; point it at a CSV or parquet catalog")
-    try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as exc:
-        raise PipelineError(f"{path}: not a readable catalog ({exc})") from None
-    missing = {"file_loc", "label"} - set(frame.columns)
-    if missing:
-        raise PipelineError(f"{path}: missing column(s) {sorted(missing)}; need file_loc and label")
-    src = [Path(p) if Path(p).is_absolute() else path.parent / p for p in frame["file_loc"].astype(str)]
+    frame, src = read_catalog_file(path, {"file_loc", "label"}, "data.catalog")
     labels = []
     for row, value in enumerate(frame["label"]):
         if isinstance(value, str) and not value.lstrip("-").isdigit():

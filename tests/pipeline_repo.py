@@ -66,3 +66,11 @@ def make_repo(dest: Path, updates: dict | None = None) -> tuple[Path, dict]:
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "init"], dest, env)
     return dest, env
+
+
+def repro_and_commit(repo: Path, env: dict, message: str) -> str:
+    """`dvc repro`, then commit everything; returns what dvc printed."""
+    proc = run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", message], repo, env)
+    return proc.stdout + proc.stderr

@@ -73,4 +73,4 @@ def test_missing_model_and_bad_catalog(trained, tmp_path, capsys):
     (tmp_path / "cat.csv").write_text("path\nx.png\n")
     with pytest.raises(SystemExit):
         main([str(trained / "model"), str(tmp_path / "cat.csv")])
-    assert "no file_loc column" in capsys.readouterr().err
+    assert "missing column(s) ['file_loc']" in capsys.readouterr().err

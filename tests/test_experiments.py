@@ -5,15 +5,13 @@ import time
 
 import pytest
 
-from tests.pipeline_repo import make_repo, run
+from tests.pipeline_repo import make_repo, repro_and_commit, run
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo, env = make_repo(tmp_path_factory.mktemp("exp") / "repo")
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "baseline"], repo, env)
+    repro_and_commit(repo, env, "baseline")
     return repo, env
 
 

@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.pipeline_repo import make_repo, run, set_params
+from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
 STAGES = ["fetch_data", "split", "finetune_gpu", "predict", "analyse"]
 
@@ -17,10 +17,7 @@ def ran(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo, env = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    first = run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "first run"], repo, env)
-    return repo, env, first.stdout + first.stderr
+    return repo, env, repro_and_commit(repo, env, "first run")
 
 
 def test_first_run_runs_every_stage_and_writes_every_output(repo):

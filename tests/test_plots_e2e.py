@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from galaxy_finetune.figures import FIGURES
-from tests.pipeline_repo import ROOT, make_repo, run, set_params
+from tests.pipeline_repo import ROOT, make_repo, repro_and_commit, run, set_params
 
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
 VEGA_DIV = re.compile(r'<div id = "(?P<id>[^"]+)">\s*<script type = "text/javascript">\s*var spec = ')
@@ -64,13 +64,9 @@ def test_html_template_inlines_the_pinned_vega_scripts():
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo, env = make_repo(tmp_path_factory.mktemp("plots") / "repo")
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "first run"], repo, env)
+    repro_and_commit(repo, env, "first run")
     set_params(repo, {"quickstart": {"epochs": 1}, "analyse": {"seed": 1}})
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "second run: one epoch"], repo, env)
+    repro_and_commit(repo, env, "second run: one epoch")
     return repo, env
 
 

@@ -47,6 +47,19 @@ def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
             "models/finetuned", "--live-dir", "metrics/training"], env
 
 
+def start_then_sigterm(cmd: list[str], env: dict, root: Path) -> tuple[subprocess.Popen, str]:
+    """Start training, send SIGTERM once the first epoch's checkpoint exists; return the process and stderr."""
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (root / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (root / "models/checkpoints/last.ckpt").exists() or proc.returncode == 0, proc.communicate()[1][-2000:]
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return proc, err
+
+
 def test_gpu_requested_without_one_is_a_clear_error(monkeypatch):
     import torch
 
@@ -68,14 +81,7 @@ def test_resume_only_with_the_same_inputs(tmp_path):
 
 
 def test_killed_run_leaves_no_model_and_the_rerun_resumes(inputs):
-    cmd, env = finetune_cmd(epochs=40, root=inputs)
-    proc = subprocess.Popen(cmd, cwd=inputs, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (inputs / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert (inputs / "models/checkpoints/last.ckpt").exists(), proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    proc, err = start_then_sigterm(*finetune_cmd(epochs=40, root=inputs), inputs)
     assert proc.returncode != 0
     assert "error: training stopped by SIGTERM" in err
     assert (inputs / "models/checkpoints/interrupted.ckpt").is_file()
@@ -91,12 +97,7 @@ def test_killed_run_leaves_no_model_and_the_rerun_resumes(inputs):
 
 def test_interrupted_then_resumed_with_unchanged_inputs(inputs):
     cmd, env = finetune_cmd(epochs=3, root=inputs)
-    proc = subprocess.Popen(cmd, cwd=inputs, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (inputs / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
+    proc, _ = start_then_sigterm(cmd, env, inputs)
     if proc.returncode == 0:
         pytest.skip("training finished before the signal arrived")
     again = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)

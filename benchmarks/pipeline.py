@@ -76,6 +76,7 @@ def timed_repro(repo: Path, env: dict, log) -> dict:
     for line in proc.stdout:
         now = time.perf_counter()
         log.write(f"[{now - start:7.1f}s] {line}")
+        log.flush()
         if m := STAGE_LINE.search(line):
             if current:
                 stages[current] = round(now - t_current, 1)

@@ -44,15 +44,17 @@ def random_affine(n: int, aug: AugmentParams, device, generator: torch.Generator
     # normalised coordinates span 2 units per image side, so a translation fraction t moves 2t
     shift = torch.stack([uniform(-aug.translate, aug.translate), uniform(-aug.translate, aug.translate)], 1) * 2
     cos, sin = torch.cos(angle), torch.sin(angle)
-    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
-    # torchvision's RandomAffine shear (area-preserving): [[1, -tan sx], [-tan sy, 1 + tan sx tan sy]]
-    shear = torch.stack([torch.stack([torch.ones_like(shear_x), -shear_x], 1),
-                         torch.stack([-shear_y, 1 + shear_x * shear_y], 1)], 1)
-    linear = rotation @ shear / zoom[:, None, None]
+    # torchvision's RandomAffine maps input to output by zoom * R(angle) @ shear, shear (area-preserving) being
+    # [[1, -tan sx], [-tan sy, 1 + tan sx tan sy]], then shifts the output; affine_grid wants the inverse map
+    inv_rotation = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    inv_shear = torch.stack([torch.stack([1 + shear_x * shear_y, shear_x], 1),
+                             torch.stack([shear_y, torch.ones_like(shear_y)], 1)], 1)
+    linear = inv_shear @ inv_rotation / zoom[:, None, None]
+    offset = -(linear @ shift[:, :, None])  # the shift is in output coordinates, as torchvision's
     if aug.flip:
         signs = torch.where(torch.rand(n, 2, device=device, generator=generator) < 0.5, -1.0, 1.0)
-        linear = linear * signs[:, None, :]  # mirror the input x and/or y axis
-    return torch.cat([linear, shift[:, :, None]], dim=2)
+        linear = linear * signs[:, None, :]  # mirror the output x and/or y axis (flips after the warp)
+    return torch.cat([linear, offset], dim=2)
 
 
 def train_view(images: torch.Tensor, size: int, aug: AugmentParams,

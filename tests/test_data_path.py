@@ -224,17 +224,9 @@ def test_train_view_intensity_statistics_match_torchvision(view_stats):
     assert not _same_distribution(view_stats, ["pixel_mean", "pixel_std", "flux"])
 
 
-XFAIL_AFFINE = pytest.mark.xfail(strict=True, reason=(
-    "augment.random_affine differs from torchvision RandomAffine: its shift is in input coordinates "
-    "(so galaxies move zoom x farther, ~1.3x) and it shears after rotating (so shear-induced elongation "
-    "always lies along one diagonal); see the benchmarks/ report for the 6-line fix"))
-
-
-@XFAIL_AFFINE
 def test_train_view_position_statistics_match_torchvision(view_stats):
     assert not _same_distribution(view_stats, ["centroid_x", "centroid_y"])
 
 
-@XFAIL_AFFINE
 def test_train_view_shape_statistics_match_torchvision(view_stats):
     assert not _same_distribution(view_stats, ["size", "e1", "e2", "ellipticity"])

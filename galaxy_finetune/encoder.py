@@ -12,7 +12,6 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-import torch
 
 from galaxy_finetune.download import Unreachable
 from galaxy_finetune.errors import PipelineError
@@ -73,8 +72,12 @@ def hub_files(repo_id: str) -> tuple[Path, Path, str]:
         raise Unreachable(f"model.encoder: could not download hf_hub:{repo_id} ({type(exc).__name__}: {exc})") from None
 
 
-def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano", seed: int = 42) -> dict:
-    """Write the encoder named by `spec` (hf_hub:<repo> | path.safetensors | random) into `out_dir`."""
+def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano", seed: int = 42,
+                    validate: bool = True) -> dict:
+    """Write the encoder named by `spec` (hf_hub:<repo> | path.safetensors | random) into `out_dir`.
+
+    `validate` builds the model once to check the weights fit (seconds: torch and timm are imported).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     if spec == "random":
         record = {"source": "random", "arch": random_arch, "seed": seed, "sha256": None,
@@ -100,6 +103,8 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
     else:
         raise PipelineError(f"model.encoder: {spec!r} not understood; use hf_hub:<repo>, a .safetensors path or random")
     write_json(out_dir / RECORD, record)
+    if not validate:
+        return record
     try:
         build_encoder(out_dir)  # fail now, not an hour into training, if the weights do not fit the architecture
     except PipelineError as exc:
@@ -107,9 +112,10 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
     return record
 
 
-def build_encoder(encoder_dir: str | Path) -> torch.nn.Module:
-    """The timm encoder (no classifier head) recorded in `encoder_dir`, with its weights loaded."""
+def build_encoder(encoder_dir: str | Path):
+    """The timm encoder (no classifier head, a torch Module) recorded in `encoder_dir`, with its weights loaded."""
     import timm
+    import torch
 
     encoder_dir = Path(encoder_dir)
     record = read_json(encoder_dir / RECORD)

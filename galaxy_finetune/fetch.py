@@ -32,7 +32,7 @@ def load_source(params: Params, cache: Path) -> sources.RawData:
         return sources.galaxy_mnist_64(cache / "galaxy_mnist_64", d.local_dir, f.timeout_s, f.retries)
     if d.source == "catalog":
         return sources.user_catalog(d.catalog, d.classes)
-    return sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed)
+    return sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
 
 
 def data_digest(raw_dir: Path, catalog) -> str:
@@ -69,8 +69,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                                     f"data.local_dir, or set fetch.offline: quickstart")
             profile = "quickstart"
             q = params.quickstart
-            raw = sources.synthetic(q.n_per_class, q.image_size, params.data.synthetic_seed)
-            encoder = resolve_encoder("random", enc_tmp, "convnext_nano", params.model.seed)
+            raw = sources.synthetic(q.n_per_class, q.image_size, params.data.synthetic_seed, cache)
+            encoder = resolve_encoder("random", enc_tmp, "convnext_nano", params.model.seed, validate=False)
         with atomic_path(raw_out) as raw_tmp:
             catalog = sources.write_raw(raw, raw_tmp)
             manifest = {

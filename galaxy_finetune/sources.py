@@ -6,6 +6,7 @@ under data/raw/images/ in their original encoding (JPEG stays JPEG) or as PNG wh
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,16 +205,31 @@ def constant_images(images: np.ndarray, ids) -> list[str]:
     return [str(i) for i in np.asarray(ids)[flat.min(1) == flat.max(1)]]
 
 
-def synthetic(n_per_class: int, image_size: int, seed: int) -> RawData:
-    """The built-in synthetic galaxies (see galaxy_finetune.synthetic)."""
-    from galaxy_finetune.synthetic import make_synthetic
+def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path | None = None) -> RawData:
+    """The built-in synthetic galaxies (see galaxy_finetune.synthetic).
 
-    images, labels = make_synthetic(n_per_class, seed, image_size)
-    catalog = pd.DataFrame({"id_str": [f"synthetic_{i:06d}" for i in range(len(labels))], "label": labels,
-                            "split": ""})
-    return RawData(catalog, GALAXY_MNIST_CLASSES, images,
-                   record={"generator": "galaxy_finetune.synthetic", "n_per_class": n_per_class,
-                           "image_size": image_size, "seed": seed})
+    With `cache_dir`, the rendered PNGs are kept there, keyed by the parameters and the generator's own
+    source, so the always-rerun fetch stage copies files instead of drawing 2000 galaxies again.
+    """
+    from galaxy_finetune import synthetic as generator
+
+    record = {"generator": "galaxy_finetune.synthetic", "n_per_class": n_per_class, "image_size": image_size,
+              "seed": seed}
+    ids = [f"synthetic_{i:06d}" for i in range(n_per_class * len(GALAXY_MNIST_CLASSES))]
+    if cache_dir is None:
+        images, labels = generator.make_synthetic(n_per_class, seed, image_size)
+        return RawData(pd.DataFrame({"id_str": ids, "label": labels, "split": ""}), GALAXY_MNIST_CLASSES, images,
+                       record=record)
+    code = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
+    folder = cache_dir / f"synthetic-{n_per_class}-{image_size}-{seed}-{code}"
+    if not (folder / "catalog.csv").is_file():
+        images, labels = generator.make_synthetic(n_per_class, seed, image_size)
+        raw = RawData(pd.DataFrame({"id_str": ids, "label": labels, "split": ""}), GALAXY_MNIST_CLASSES, images)
+        with atomic_path(folder) as tmp:
+            write_raw(raw, tmp)
+    catalog = pd.read_csv(folder / "catalog.csv", dtype={"id_str": str}, keep_default_na=False)
+    catalog = catalog.assign(src_path=[str(folder / f) for f in catalog["file"]])[["id_str", "label", "split", "src_path"]]
+    return RawData(catalog, GALAXY_MNIST_CLASSES, record=record)
 
 
 def validate(raw: RawData) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from galaxy_finetune.errors import PipelineError
@@ -137,3 +138,24 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
+
+
+def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
+    """training_mode: head_only is the linear-probe baseline: Zoobot's classifier freezes the encoder."""
+    from safetensors.torch import load_file
+
+    from galaxy_finetune.encoder import build_encoder
+    from galaxy_finetune.params import AugmentParams
+    from galaxy_finetune.train import finetune
+
+    train = TrainParams(**{**TINY["train"], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
+    classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
+    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/raw",
+                   inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
+    assert run["params"]["training_mode"] == "head_only"
+    trained = load_file(inputs / "models/finetuned/model.safetensors")
+    initial = build_encoder(inputs / "models/encoder").state_dict()
+    for key, value in initial.items():
+        assert torch.equal(trained[f"encoder.{key}"], value), key
+    head = [k for k in trained if k.startswith("head.")]
+    assert head

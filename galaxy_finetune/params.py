@@ -7,6 +7,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
 
 PositiveInt = Field(gt=0)
@@ -20,8 +21,7 @@ class DataParams(_Group):
     source: Literal["galaxy_mnist", "galaxy_mnist_64", "catalog", "synthetic"] = "galaxy_mnist"
     local_dir: str = ""
     catalog: str = ""
-    classes: list[str] = Field(default_factory=lambda: ["smooth_round", "smooth_cigar", "edge_on_disk",
-                                                        "unbarred_spiral"], min_length=2)
+    classes: list[str] = Field(default_factory=lambda: list(GALAXY_MNIST_CLASSES), min_length=2)
     synthetic_n_per_class: int = Field(2500, gt=0)
     synthetic_image_size: int = Field(64, ge=16)
     synthetic_seed: int = 0

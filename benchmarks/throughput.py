@@ -326,11 +326,7 @@ def run_project(args, device, folder, split_dir, encoder_dir, interleave: BareSt
     phases = PhaseTimer(device)
     if device.type == "cpu":  # on a GPU the timers would need a sync per step; data_path gives the view's cost
         phases.wrap(data)
-    model = project_classifier(encoder_dir)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model.encoder = torch.compile(model.encoder)
+    model = prepared_classifier(encoder_dir, device, args.compile)
     w, total = args.warmup, args.warmup + args.steps + 1
     gpu = device.type == "cuda"
     clock = step_clock_class()(device, interleave, sync_at={w, total - 1} if gpu else None)
@@ -344,6 +340,16 @@ def run_project(args, device, folder, split_dir, encoder_dir, interleave: BareSt
     return {"step_s": steps, "bare_s": clock.bare_times[w:], "fetch_s": phases.fetch[w + 1:],
             "view_s": phases.view[w + 1:], "decode_once_s": decode_s, "decoded_images": n_decoded,
             "gpu_utilisation": sampler.summary() if gpu else None}
+
+
+def prepared_classifier(encoder_dir, device, compile_encoder: bool):
+    """The project's classifier as both training paths use it: channels_last on GPU, optionally compiled."""
+    model = project_classifier(encoder_dir)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if compile_encoder:
+        model.encoder = torch.compile(model.encoder)
+    return model
 
 
 def reference_datamodule(args, catalog: pd.DataFrame, n_train: int, n_val: int, batch: int):
@@ -363,11 +369,7 @@ def reference_datamodule(args, catalog: pd.DataFrame, n_train: int, n_val: int, 
 
 def run_reference(args, device, catalog, n_train, n_val, encoder_dir):
     dm = reference_datamodule(args, catalog, n_train, n_val, args.batch)
-    model = project_classifier(encoder_dir)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if args.compile:
-        model.encoder = torch.compile(model.encoder)
+    model = prepared_classifier(encoder_dir, device, args.compile)
     w, total = args.warmup, args.warmup + args.steps + 1
     gpu = device.type == "cuda"
     clock = step_clock_class()(device, None, sync_at={w, total - 1} if gpu else None)

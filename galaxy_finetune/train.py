@@ -27,6 +27,9 @@ from galaxy_finetune.params import AugmentParams, TrainParams
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
 WEIGHTS, CONFIG = "model.safetensors", "model.json"
 INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed
+STAMP = "fingerprint.json"  # what the checkpoints in the folder were trained from, and whether that run finished
+# the code that shapes training: a change to it must never resume an older run's checkpoint
+TRAINING_CODE = ("train.py", "data.py", "augment.py", "params.py", "encoder.py")
 
 
 def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams):
@@ -107,7 +110,8 @@ def fingerprint(train: TrainParams, augment: AugmentParams, classes: list[str], 
     """What a checkpoint was trained from: a run only resumes from checkpoints with the same fingerprint."""
     digest = hashlib.sha256(json.dumps([train.model_dump(exclude={"resume"}), augment.model_dump(), classes],
                                        sort_keys=True).encode())
-    for root in inputs:
+    package = Path(__file__).parent
+    for root in (*inputs, *(package / name for name in TRAINING_CODE)):
         for name, path in _files(root):
             digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -119,10 +123,11 @@ def resume_checkpoint(checkpoint_dir: Path, stamp: str, resume: str, rank_zero: 
     Rank zero then clears the folder of any other run's checkpoints and stamps it with `stamp`;
     other DDP ranks only read, so every rank reaches the same answer.
     """
-    stamp_file = checkpoint_dir / "fingerprint.json"
+    stamp_file = checkpoint_dir / STAMP
     candidates = [c for c in (checkpoint_dir / INTERRUPTED, checkpoint_dir / "last.ckpt") if c.is_file()]
-    same_inputs = stamp_file.is_file() and json.loads(stamp_file.read_text()).get("fingerprint") == stamp
-    if resume == "auto" and candidates and same_inputs:
+    recorded = json.loads(stamp_file.read_text()) if stamp_file.is_file() else {}
+    # a finished run is never resumed: a forced or repeated run trains afresh
+    if resume == "auto" and candidates and recorded.get("fingerprint") == stamp and not recorded.get("complete"):
         return max(candidates, key=lambda c: c.stat().st_mtime)
     if rank_zero:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -164,6 +169,10 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=ckpt_path is not None),
         log_every_n_steps=5, deterministic=False, enable_model_summary=False)
     logging.getLogger("zoobot").setLevel(logging.WARNING)
+    # with OnExceptionCheckpoint, Lightning reads ckpt_path=None as "last"; resume_checkpoint() has already
+    # cleared other runs' checkpoints, so there is none to find and its warnings only add noise
+    warnings.filterwarnings("ignore", message=r".*ckpt_path.*(without a model|no last checkpoint available)")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     start = time.perf_counter()
     try:
         trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)  # never unpickle code
@@ -182,6 +191,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     (checkpoint_dir / INTERRUPTED).unlink(missing_ok=True)
+    write_json(checkpoint_dir / STAMP, {"fingerprint": stamp, "complete": True})
     n_train = len(data.datasets["train"])
     epochs_run = trainer.current_epoch
     run = {

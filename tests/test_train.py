@@ -79,6 +79,9 @@ def test_resume_only_with_the_same_inputs(tmp_path):
     assert resume_checkpoint(ckpt, "a", "never") is None and not (ckpt / "last.ckpt").exists()
     (ckpt / "last.ckpt").write_text("x")
     assert resume_checkpoint(ckpt, "b", "auto") is None and not (ckpt / "last.ckpt").exists()
+    (ckpt / "last.ckpt").write_text("x")
+    (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": "b", "complete": True}))
+    assert resume_checkpoint(ckpt, "b", "auto") is None  # a finished run is not resumed
 
 
 def test_killed_run_leaves_no_model_and_the_rerun_resumes(inputs):

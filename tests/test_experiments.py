@@ -1,6 +1,7 @@
 """DVC's own engines for sweeps and sharing: the experiment queue and a (local-directory) remote."""
 import json
 import re
+import subprocess
 import time
 
 import pytest
@@ -19,13 +20,16 @@ def test_queued_sweep_runs_both_experiments(repo):
     path, env = repo
     for lr in ("0.002", "0.0005"):
         run(["dvc", "exp", "run", "--queue", "-S", f"quickstart.lr={lr}", "-n", f"lr-{lr}"], path, env)
-    run(["dvc", "queue", "start", "-j", "2"], path, env)
+    # the queue's workers are daemons that outlive `dvc queue start`: give them no pipe of ours to hold open
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=path, env=env, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], path, env).stdout
         if not re.search(r"\b(Queued|Running)\b", status):
             break
         time.sleep(5)
+    run(["dvc", "queue", "stop"], path, env, check=False)
     assert "Failed" not in status, run(["dvc", "queue", "logs", "lr-0.002"], path, env, check=False).stdout[-3000:]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], path, env).stdout)
     experiments = {}

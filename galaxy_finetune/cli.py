@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from typing import Callable
@@ -21,7 +20,6 @@ def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # batches are tensor indexes
-    os.environ.setdefault("TQDM_MININTERVAL", "5")
     try:
         body(args, load_params(args.params))
     except PipelineError as exc:

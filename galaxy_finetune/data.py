@@ -31,9 +31,11 @@ def load_images(files: list[Path], threads: int = 4) -> torch.Tensor:
     if not files:
         return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
     first = _decode(files[0], None)
-    size = first.shape[0] if first.shape[0] == first.shape[1] else max(first.shape[:2])
+    size = max(first.shape[:2])
+    if first.shape[:2] != (size, size):
+        first = _decode(files[0], size)
     with ThreadPoolExecutor(threads) as pool:  # PIL decodes with the GIL released
-        arrays = list(pool.map(lambda f: _decode(f, size), files))
+        arrays = [first, *pool.map(lambda f: _decode(f, size), files[1:])]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

@@ -6,7 +6,6 @@ unless the encoder is a seeded random init, encoder.safetensors. Only safetensor
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import socket
 import urllib.parse
@@ -83,12 +82,10 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
         record = {"source": "random", "arch": random_arch, "seed": seed, "sha256": None,
                   "note": f"timm {random_arch} randomly initialised with torch seed {seed}: no pretraining"}
     elif spec.startswith("hf_hub:"):
-        import json
-
         repo_id = spec.removeprefix("hf_hub:")
         cfg_path, weights, revision = hub_files(repo_id)
         shutil.copyfile(weights, out_dir / WEIGHTS)
-        arch = json.loads(cfg_path.read_text()).get("architecture")
+        arch = read_json(cfg_path).get("architecture")
         if not arch:
             raise PipelineError(f"{cfg_path}: no 'architecture' key; not a timm model config")
         record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / WEIGHTS)}

@@ -65,8 +65,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         profile = "full"
         if problems:
             if params.fetch.offline == "error":
-                raise PipelineError("; ".join(problems) + f". fetch.offline is 'error': put the official files in "
-                                    f"data.local_dir, or set fetch.offline: quickstart")
+                raise PipelineError("; ".join(problems) + ". fetch.offline is 'error': put the official files in "
+                                    "data.local_dir, or set fetch.offline: quickstart")
             profile = "quickstart"
             q = params.quickstart
             raw = sources.synthetic(q.n_per_class, q.image_size, params.data.synthetic_seed, cache)

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from galaxy_finetune.data import GalaxyDataModule
 from galaxy_finetune.encoder import build_encoder, encoder_record
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, write_json
+from galaxy_finetune.files import atomic_path, read_json, write_json
 from galaxy_finetune.params import AugmentParams, TrainParams
 
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
@@ -212,9 +212,10 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         "augment": augment.model_dump(),
         "versions": versions(),
     }
-    config = {"arch": encoder_record(encoder_dir)["arch"], "classes": classes, "input_size": train.input_size,
+    encoder = encoder_record(encoder_dir)
+    config = {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
               "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
-              "encoder": encoder_record(encoder_dir), "run": run}
+              "encoder": encoder, "run": run}
     with atomic_path(model_out) as tmp:
         tmp.mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -227,7 +228,6 @@ def versions() -> dict:
     import dvc
     import lightning
     import timm
-    import zoobot  # noqa: F401
     from importlib.metadata import version
 
     return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
@@ -252,8 +252,6 @@ def load_finetuned(model_dir: str | Path):
 
 
 def read_config(model_dir: Path) -> dict:
-    from galaxy_finetune.files import read_json
-
     path = Path(model_dir) / CONFIG
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the finetune_gpu stage first")

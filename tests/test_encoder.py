@@ -3,7 +3,6 @@ import json
 import pytest
 import timm
 import torch
-from safetensors.torch import save_file
 
 from galaxy_finetune import encoder as enc
 from galaxy_finetune.download import Unreachable

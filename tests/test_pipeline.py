@@ -100,7 +100,7 @@ def test_two_repros_at_once_the_second_gets_dvcs_lock_error(repo):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 60
-        while "Running stage" not in (line := first.stdout.readline()) and time.time() < deadline:
+        while "Running stage" not in first.stdout.readline() and time.time() < deadline:
             pass
         second = run(["dvc", "repro"], path, env, check=False)
         assert second.returncode != 0

@@ -8,34 +8,23 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from galaxy_finetune.augment import eval_view, train_view
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.images import decode_image
 from galaxy_finetune.params import AugmentParams
-
-
-def _decode(path: Path, size: int | None) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            return np.asarray(img)
-    except Exception as exc:
-        raise PipelineError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
 def load_images(files: list[Path], threads: int = 4) -> torch.Tensor:
     """Decode image files into one (N, 3, H, W) uint8 tensor (resized to the first image's size if mixed)."""
     if not files:
         return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
-    first = _decode(files[0], None)
+    first = decode_image(files[0], None)
     size = max(first.shape[:2])
     if first.shape[:2] != (size, size):
-        first = _decode(files[0], size)
+        first = decode_image(files[0], size)
     with ThreadPoolExecutor(threads) as pool:  # PIL decodes with the GIL released
-        arrays = [first, *pool.map(lambda f: _decode(f, size), files[1:])]
+        arrays = [first, *pool.map(lambda f: decode_image(f, size), files[1:])]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

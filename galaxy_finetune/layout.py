@@ -1,0 +1,16 @@
+"""The one place that names the files the stages exchange (folders come from dvc.yaml's command lines)."""
+
+# data/raw/ (fetch_data)
+CATALOG = "catalog.csv"          # one row per galaxy, in store order
+MANIFEST = "manifest.json"       # what was fetched, from where, and what stood in for what was missing
+# data/store/ (store)
+STORE_IMAGES = "images.npy"      # (N, S, S, 3) uint8, row i = catalog row i; read through a memory map
+STORE_RECORD = "store.json"      # size, count, pixel sha256, the source fingerprint it was built from
+# models/encoder/ (fetch_data)
+ENCODER_WEIGHTS = "encoder.safetensors"
+ENCODER_RECORD = "encoder.json"
+# models/finetuned/ (finetune_gpu)
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_CONFIG = "model.json"
+# data/predictions/ (predict)
+TIMING = "timing.json"

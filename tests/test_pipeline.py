@@ -83,7 +83,7 @@ def test_analyse_param_change_reruns_only_analyse(repo):
 def test_bad_params_fail_with_one_line_before_any_work(repo):
     path, env, _ = repo
     set_params(path, {"train": {"lr": -1.0, "epochs": 0}})
-    proc = run(["python", "stages/split.py", "data/raw", "data/splits-new"], path, env, check=False)
+    proc = run(["python", "-m", "stages.split", "data/raw", "data/splits-new"], path, env, check=False)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "train.lr" in errors[0] and "train.epochs" in errors[0]

@@ -3,7 +3,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.params import Params, TrainParams
 from galaxy_finetune.split import split_catalog
 from galaxy_finetune.train import resolve_device, resume_checkpoint
+from tests.pipeline_repo import checkout_env, stage_cmd
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "split": {"val_fraction": 0.2},
@@ -43,9 +42,8 @@ def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
     params = json.loads(json.dumps(TINY))
     params["train"]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/splits", "models/encoder",
-            "models/finetuned", "--live-dir", "metrics/training"], env
+    return stage_cmd("finetune_gpu", "data/raw", "data/splits", "models/encoder", "models/finetuned",
+                     "--live-dir", "metrics/training"), checkout_env(PYTHONUNBUFFERED="1")
 
 
 def start_then_sigterm(cmd: list[str], env: dict, root: Path) -> tuple[subprocess.Popen, str]:

@@ -52,6 +52,15 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
 
 
+def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
+    _, _, output = repo
+    for noise in ("litlogger", "litmodels", "_pytree", "Tip:", "warnings.warn(", "UserWarning"):
+        assert noise not in output, noise
+    warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
+    assert warnings  # the CPU warnings of training are still there, one line each
+    assert not [line for line in output.splitlines() if re.search(r"\.py:\d+", line)]
+
+
 def test_second_repro_reruns_nothing_but_the_network_check(repo):
     path, env, _ = repo
     out = run(["dvc", "repro"], path, env).stdout

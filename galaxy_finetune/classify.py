@@ -14,9 +14,9 @@ import pandas as pd
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import write_csv
+from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.predict import predict_frames
 from galaxy_finetune.sources import read_catalog_file
-from galaxy_finetune.train import load_finetuned
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -11,7 +11,8 @@ import torch
 
 from galaxy_finetune.data import GalaxyDataModule, read_split
 from galaxy_finetune.params import AugmentParams
-from galaxy_finetune.train import load_finetuned, resolve_device
+from galaxy_finetune.accelerator import resolve_accelerator
+from galaxy_finetune.model_io import load_finetuned
 
 
 def predictions_table(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -32,7 +33,7 @@ def predictions_table(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]
 def predict_frames(model, config: dict, frames: dict[str, pd.DataFrame], raw_dir: Path, batch_size: int,
                    accelerator: str = "auto") -> tuple[dict[str, pd.DataFrame], dict]:
     """Class probabilities for each frame's galaxies through the training-time eval view, plus timing."""
-    device, precision = resolve_device(accelerator, "auto")
+    device, precision = resolve_accelerator(accelerator, "auto")
     augment = AugmentParams(eval_zoom=config["eval_zoom"])
     data = GalaxyDataModule(raw_dir, raw_dir, config["input_size"], batch_size, augment, batch_size)
     trainer = L.Trainer(accelerator=device, devices=1, precision=precision, logger=False,

@@ -3,6 +3,7 @@ from pathlib import Path
 
 from galaxy_finetune.cli import run_stage
 from galaxy_finetune.files import read_json
+from galaxy_finetune.layout import MANIFEST
 from galaxy_finetune.train import finetune
 
 
@@ -16,7 +17,7 @@ def add_arguments(parser):
 
 
 def main(args, params):
-    manifest = read_json(args.raw_dir / "manifest.json")
+    manifest = read_json(args.raw_dir / MANIFEST)
     profile = manifest["profile"]
     train = params.effective_train(profile)
     if profile == "quickstart":

@@ -5,6 +5,7 @@ import pytest
 
 from galaxy_finetune.classify import main
 from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
 from galaxy_finetune.split import split_catalog
@@ -19,7 +20,7 @@ def trained(tmp_path_factory):
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "accelerator": "cpu"}})
     fetch_data(params, root / "raw", root / "encoder", cache=root / "cache")
-    catalog = pd.read_csv(root / "raw/catalog.csv", keep_default_na=False)
+    catalog = pd.read_csv(root / "raw" / CATALOG, keep_default_na=False)
     (root / "splits").mkdir()
     for name, frame in split_catalog(catalog, 0.2, 0.3, 0).items():
         frame.to_csv(root / f"splits/{name}.csv", index=False)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.layout import CATALOG, MODEL_CONFIG
 from galaxy_finetune.params import Params
 from tests.pipeline_repo import checkout_env, stage_cmd
 
@@ -25,7 +26,7 @@ def _params(devices: int, batch_size: int) -> dict:
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     fetch_data(Params.model_validate(_params(1, 8)), root / "data/raw", root / "models/encoder", cache=root / "c")
-    catalog = pd.read_csv(root / "data/raw/catalog.csv", keep_default_na=False).drop(columns="split")
+    catalog = pd.read_csv(root / "data/raw" / CATALOG, keep_default_na=False).drop(columns="split")
     # 24 train / 8 val: both divide evenly over 2 processes, so DistributedSampler pads nothing
     (root / "data/splits").mkdir(parents=True)
     catalog.iloc[:24].to_csv(root / "data/splits/train.csv", index=False)
@@ -43,7 +44,7 @@ def _finetune(root: Path, devices: int, batch_size: int) -> dict:
     proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600,
                           env=checkout_env(PYTHONUNBUFFERED="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((run_dir / "models/finetuned/model.json").read_text())["run"]
+    return json.loads((run_dir / "models/finetuned" / MODEL_CONFIG).read_text())["run"]
 
 
 def test_two_processes_match_one(inputs):

@@ -3,6 +3,7 @@ import pytest
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.files import read_json
+from galaxy_finetune.layout import ENCODER_RECORD, MANIFEST
 from galaxy_finetune.params import Params
 
 
@@ -24,9 +25,9 @@ def test_offline_falls_back_to_the_quickstart(tmp_path, capsys):
     assert manifest["requested"] == {"source": "galaxy_mnist", "encoder": params.model.encoder}
     assert manifest["counts_per_class"] == {c: 3 for c in params.data.classes}
     assert manifest["encoder"]["source"] == "random" and manifest["encoder"]["arch"] == "convnext_nano"
-    assert read_json(tmp_path / "raw" / "manifest.json") == manifest
+    assert read_json(tmp_path / "raw" / MANIFEST) == manifest
     assert len(list((tmp_path / "raw" / "images").glob("*.png"))) == 12
-    assert (tmp_path / "encoder" / "encoder.json").is_file()
+    assert (tmp_path / "encoder" / ENCODER_RECORD).is_file()
     assert "OFFLINE QUICKSTART" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 

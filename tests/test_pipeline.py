@@ -4,6 +4,7 @@ import re
 
 import pandas as pd
 import pytest
+from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
@@ -24,18 +25,18 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     path, _, output = repo
     assert ran(output) == STAGES
     assert "OFFLINE QUICKSTART" in output
-    manifest = json.loads((path / "data/raw/manifest.json").read_text())
+    manifest = json.loads((path / "data/raw" / MANIFEST).read_text())
     assert manifest["profile"] == "quickstart" and manifest["n_images"] == 48
-    catalog = pd.read_csv(path / "data/raw/catalog.csv")
+    catalog = pd.read_csv(path / "data/raw" / CATALOG)
     assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "file"]
     assert all((path / "data/raw" / f).is_file() for f in catalog["file"])
-    assert (path / "models/encoder/encoder.json").is_file()
+    assert (path / "models/encoder" / ENCODER_RECORD).is_file()
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
     assert not set(splits["train"].id_str) & set(splits["test"].id_str)
-    model = json.loads((path / "models/finetuned/model.json").read_text())
+    model = json.loads((path / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["input_size"] == 32 and model["run"]["params"]["lr"] == 1e-3 and model["run"]["epochs_run"] >= 1
-    assert (path / "models/finetuned/model.safetensors").stat().st_size > 1e6
+    assert (path / "models/finetuned" / MODEL_WEIGHTS).stat().st_size > 1e6
     assert (path / "metrics/training/metrics.json").is_file()
     assert list((path / "metrics/training/plots/metrics").rglob("*.tsv"))
     predictions = pd.read_csv(path / "data/predictions/test.csv")

@@ -10,8 +10,9 @@ from typing import Callable
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.params import Params, load_params
 
-# Lightning's INFO lines that advertise its cloud products (litlogger, litmodels): not about this run
-_TIP = "💡 Tip:"
+# Lightning's INFO lines that advertise its cloud products (litlogger, litmodels), and its hardware census
+# (which the stages' own lines say better: "on NVIDIA H100", "no GPU found: training on CPU")
+_DROPPED_INFO = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
 _LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 # warnings about library internals a user cannot act on
 _SILENCED_WARNINGS = (
@@ -20,9 +21,9 @@ _SILENCED_WARNINGS = (
 )
 
 
-class _NoAdverts(logging.Filter):
+class _NoCensusOrAdverts(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_TIP)
+        return not str(record.msg).startswith(_DROPPED_INFO)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -42,8 +43,8 @@ def quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in _LIGHTNING_INFO_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, _NoAdverts) for f in logger.filters):
-            logger.addFilter(_NoAdverts())
+        if not any(isinstance(f, _NoCensusOrAdverts) for f in logger.filters):
+            logger.addFilter(_NoCensusOrAdverts())
     for pattern in _SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.showwarning = _one_line_warning

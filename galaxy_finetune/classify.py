@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from galaxy_finetune.data import ImageFiles, loader_workers
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.predict import predict_to_csv
 from galaxy_finetune.sources import read_catalog_file
 from galaxy_finetune.train import load_finetuned, resolve_device
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                                 Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,
                                 extra=["file"])
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     if not result:  # another DDP rank: rank zero reports
         return

@@ -63,9 +63,9 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
     """Which profile, data, weights, device, versions and times produced a result."""
     run, encoder = model_config["run"], model_config["encoder"]
     return {
-        "profile": manifest["profile"],
+        "profile": manifest["run_label"],
         "data_source": manifest["source"],
-        "data_sha256": manifest["data_sha256"],
+        "data_sha256": manifest["data_fingerprint"],
         "data_images": manifest.get("n_images"),
         "encoder_source": encoder["source"],
         "encoder_arch": encoder["arch"],
@@ -132,29 +132,12 @@ def read_curves(live_dir: Path | None) -> dict[str, dict[str, pd.DataFrame]]:
     return curves
 
 
-def load_images(raw_dir: Path, ids: list[str]) -> list[np.ndarray]:
-    """The images of galaxies `ids`, found through data/raw/catalog.csv."""
-    from PIL import Image
+def load_images(store_dir: Path, rows: pd.DataFrame) -> list[np.ndarray]:
+    """The stored images of the galaxies of `rows` (predictions with their store `row`)."""
+    from galaxy_finetune.store import open_images
 
-    catalog_path = raw_dir / "catalog.csv"
-    if not ids:
-        return []
-    if not catalog_path.is_file():
-        raise PipelineError(f"{catalog_path}: not found; run the fetch_data stage first")
-    files = pd.read_csv(catalog_path, dtype={"id_str": str}, usecols=["id_str", "file"]).set_index("id_str")["file"]
-    missing = [i for i in ids if i not in files.index]
-    if missing:
-        raise PipelineError(f"{catalog_path}: no galaxy {missing[0]} of the predictions; predictions and data/raw "
-                            f"come from different runs (rerun dvc repro)")
-    images = []
-    for galaxy in ids:
-        path = raw_dir / files[galaxy]
-        try:
-            with Image.open(path) as image:
-                images.append(np.asarray(image.convert("L" if image.mode in ("L", "I", "F") else "RGB")))
-        except OSError as exc:
-            raise PipelineError(f"{path}: cannot read the image of {galaxy} ({exc})") from None
-    return images
+    images = open_images(store_dir)
+    return [np.asarray(images[int(r)]) for r in rows["row"]]
 
 
 def records_json(frame: pd.DataFrame) -> str:
@@ -170,7 +153,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, quicksta
     """reports/summary.md: headline table, per-class table, top confusions, figure links."""
     prov = result["provenance"]
     lines = ["# Zoobot fine-tuned on GalaxyMNIST: test-set analysis", ""]
-    if prov["profile"] != "full":
+    if quickstart_reason:
         lines += [f"> **{prov['profile'].upper()} PROFILE**: {prov['data_source']} galaxies and a "
                   f"{prov['encoder_source']} encoder, not the real inputs, so these numbers say nothing about "
                   f"Zoobot on GalaxyMNIST." + (f" Why: {quickstart_reason}" if quickstart_reason else ""), ""]
@@ -213,7 +196,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, quicksta
     return "\n".join(lines)
 
 
-def draw_figures(table: pd.DataFrame, probs: np.ndarray, result: dict, classes: list[str], raw_dir: Path,
+def draw_figures(table: pd.DataFrame, probs: np.ndarray, result: dict, classes: list[str], store_dir: Path,
                  curves: dict, ece_bins: int, plots_dir: Path, stamp: figures.Stamp) -> None:
     y_true = class_indexes(table["true_label"], classes)
     confidence = probs.max(1)
@@ -231,7 +214,7 @@ def draw_figures(table: pd.DataFrame, probs: np.ndarray, result: dict, classes: 
     for right, name, title in ((True, "top_5_predictions.png", f"The {TOP_K} most confident correct predictions"),
                                (False, "top_5_errors.png", f"The {TOP_K} most confident mistakes")):
         rows = most_confident(table, probs, right, TOP_K)
-        images = load_images(raw_dir, rows["id_str"].tolist())
+        images = load_images(store_dir, rows)
         figures.top_galaxies(rows, images, probs[rows["_row"].to_numpy()], classes, plots_dir / name, stamp, title,
                              TOP_K)
     figures.reliability_diagram(reliability(confidence, correct, ece_bins), result["ece"],
@@ -240,7 +223,7 @@ def draw_figures(table: pd.DataFrame, probs: np.ndarray, result: dict, classes: 
 
 
 def analyse(predictions: Path, raw_dir: Path, model_dir: Path, live_dir: Path | None, params: AnalyseParams,
-            out: Outputs) -> dict:
+            out: Outputs, store_dir: Path = Path("data/store")) -> dict:
     """Validate the inputs, compute the metrics, then write every output of `out` (all or none); return the metrics."""
     manifest = read_input_json(raw_dir / "manifest.json", "fetch_data")
     config = read_input_json(model_dir / "model.json", "finetune_gpu")
@@ -260,12 +243,12 @@ def analyse(predictions: Path, raw_dir: Path, model_dir: Path, live_dir: Path | 
     curves = read_curves(live_dir)
     stamp = figures.Stamp(prov["profile"], footer(prov))
     plots_link = Path(os.path.relpath(out.plots, out.report.parent)).as_posix()
-    report = summary_markdown(result, classes, plots_link, manifest.get("reason"))
+    report = summary_markdown(result, classes, plots_link, "; ".join(manifest["substitutions"]))
     with contextlib.ExitStack() as stack:  # each output is renamed into place only if everything succeeded
         plots_tmp, metrics_tmp, residuals_tmp, report_tmp = [
             stack.enter_context(atomic_path(path)) for path in (out.plots, out.metrics, out.residuals, out.report)]
         plots_tmp.mkdir()
-        draw_figures(table, probs, result, classes, raw_dir, curves, params.ece_bins, plots_tmp, stamp)
+        draw_figures(table, probs, result, classes, store_dir, curves, params.ece_bins, plots_tmp, stamp)
         write_text(residuals_tmp, records_json(residuals(table, probs, classes)))
         write_json(metrics_tmp, result)
         write_text(report_tmp, report)

@@ -36,7 +36,7 @@ class Stamp:
     footer: str
 
     def title(self, text: str) -> str:
-        return f"{text}  [{self.profile} profile]"
+        return f"{text}\n[{self.profile}]"
 
 
 def class_colours(classes: list[str]) -> dict[str, tuple]:
@@ -47,7 +47,7 @@ def save(fig, path: Path, stamp: Stamp, title: str) -> None:
     """Title, footer and PNG metadata, then an atomic write."""
     full_title = stamp.title(title)
     fig.suptitle(full_title, fontsize=13)
-    colour = "0.35" if stamp.profile == "full" else WRONG  # a quickstart figure must not pass for the real one
+    colour = "0.35" if "| pretrained" in stamp.profile and "SYNTHETIC" not in stamp.profile else WRONG  # a quickstart figure must not pass for the real one
     fig.text(0.5, 0.008, stamp.footer, ha="center", va="bottom", fontsize=7.5, color=colour, wrap=True)
     fig.tight_layout(rect=(0, 0.045, 1, 1))
     with atomic_path(path) as tmp:

@@ -23,14 +23,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.accelerator import device_name, resolve_accelerator
 from galaxy_finetune.code_deps import package_modules
-from galaxy_finetune.data import GalaxyDataModule
+from galaxy_finetune.data import GalaxyDataModule, loader_workers
 from galaxy_finetune.encoder import build_encoder, encoder_record
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import hash_files, write_json
 from galaxy_finetune.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
-                                    CHECKPOINT_LAST, MANIFEST)
+                                    CHECKPOINT_LAST, STORE_RECORD)
 from galaxy_finetune.model_io import build_classifier, save_finetuned
 from galaxy_finetune.params import AugmentParams, TrainParams
+from galaxy_finetune.store import read_record
 
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
 
@@ -155,9 +156,9 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
     return time.perf_counter() - start
 
 
-def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: list[str],
-             split_dir: Path, raw_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
-             checkpoint_dir: Path) -> dict:
+def finetune(train: TrainParams, augment: AugmentParams, run_label: str, classes: list[str],
+             split_dir: Path, store_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
+             checkpoint_dir: Path, workers: int | str = "auto") -> dict:
     """Fit (resuming a killed run when allowed), then export the best weights to `model_out`; the run's record.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
@@ -165,11 +166,12 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     if accelerator == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    data = GalaxyDataModule(split_dir, raw_dir, train.input_size, train.batch_size, augment)
+    data = GalaxyDataModule(store_dir, split_dir, train.input_size, train.batch_size, augment,
+                            loader_workers(workers, accelerator))
     model = build_classifier(build_encoder(encoder_dir), len(classes), train)
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    inputs_fingerprint = fingerprint(train, augment, classes, split_dir, raw_dir / MANIFEST, encoder_dir)
+    inputs_fingerprint = fingerprint(train, augment, classes, split_dir, store_dir / STORE_RECORD, encoder_dir)
     # DDP workers (Lightning's launcher, torchrun, SLURM) run this script too, their rank set in the environment
     rank_zero = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     ckpt_path = resume_checkpoint(checkpoint_dir, inputs_fingerprint, train.resume, rank_zero)
@@ -183,7 +185,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         return {}
     seen = next(c for c in trainer.callbacks if isinstance(c, SamplesSeen))
     run = {
-        "profile": profile,
+        "run_label": run_label,
         "device": device_name(accelerator),
         "accelerator": accelerator,
         "precision": precision,
@@ -192,7 +194,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "epochs_run": trainer.current_epoch,
         "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
-        "train_images": len(data.datasets["train"]),
+        "train_images": len(data.dataset("train")),
         "samples_per_epoch": seen.per_epoch,
         "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
         "params": train.model_dump(),
@@ -200,18 +202,18 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         "versions": versions(),
     }
     export_best(model, trainer.checkpoint_callback.best_model_path, model_out,
-                model_config(encoder_dir, classes, train, augment, run))
+                model_config(encoder_dir, store_dir, classes, train, augment, run))
     (checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
     write_json(checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
     return run
 
 
-def model_config(encoder_dir: Path, classes: list[str], train: TrainParams, augment: AugmentParams,
-                 run: dict) -> dict:
+def model_config(encoder_dir: Path, store_dir: Path, classes: list[str], train: TrainParams,
+                 augment: AugmentParams, run: dict) -> dict:
     """What model.json records: how to rebuild the classifier and view its inputs, and where it came from."""
     encoder = encoder_record(encoder_dir)
     return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
-            "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
+            "store_size": read_record(store_dir)["image_size"], "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
             "encoder": encoder, "run": run}
 
 

@@ -13,40 +13,32 @@ import yaml
 from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST, CATALOG,
-                                    MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS)
-from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST, MODEL_CONFIG,
+                                    MODEL_WEIGHTS, STORE_RECORD)
 from galaxy_finetune.params import Params, TrainParams
-from galaxy_finetune.split import split_catalog
 from galaxy_finetune.train import resume_checkpoint
 from tests.pipeline_repo import checkout_env, stage_cmd
+from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
 TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "split": {"val_fraction": 0.2},
-        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
+        RANDOM_INIT_RECIPE: {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
 
 
 @pytest.fixture
 def inputs(tmp_path, monkeypatch):
-    """data/raw, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
-    import pandas as pd
-
+    """data/raw, data/store, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
     monkeypatch.chdir(tmp_path)
-    params = Params.model_validate(TINY)
-    fetch_data(params, tmp_path / "data/raw", tmp_path / "models/encoder", cache=tmp_path / "cache")
-    catalog = pd.read_csv(tmp_path / "data/raw" / CATALOG, keep_default_na=False)
-    (tmp_path / "data/splits").mkdir(parents=True)
-    for name, frame in split_catalog(catalog, 0.2, 0.2, 0).items():
-        frame.to_csv(tmp_path / f"data/splits/{name}.csv", index=False)
+    prepare(tmp_path, Params.model_validate(TINY), 0.2, 0.2)
     return tmp_path
 
 
 def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
     params = json.loads(json.dumps(TINY))
-    params["train"]["epochs"] = epochs
+    params[RANDOM_INIT_RECIPE]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return stage_cmd("finetune_gpu", "data/raw", "data/splits", "models/encoder", "models/finetuned",
+    return stage_cmd("finetune_gpu", "data/raw", "data/store", "data/splits", "models/encoder", "models/finetuned",
                      "--live-dir", "metrics/training"), checkout_env(PYTHONUNBUFFERED="1")
 
 
@@ -122,13 +114,13 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import fingerprint
 
-    train = TrainParams(**{**TINY["train"], "epochs": 1})
+    train = Params.model_validate(TINY).effective_train(pretrained=False).model_copy(update={"epochs": 1})
     augment = AugmentParams()
     classes = list(GALAXY_MNIST_CLASSES)
     ckpt = inputs / "models/checkpoints"
     ckpt.mkdir(parents=True)
-    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/raw" / MANIFEST,
-                                     inputs / "models/encoder")
+    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits",
+                                     inputs / "data/store" / STORE_RECORD, inputs / "models/encoder")
     (ckpt / CHECKPOINT_FINGERPRINT).write_text(json.dumps({"fingerprint": inputs_fingerprint}))
     marker = tmp_path / "pwned"
 
@@ -140,7 +132,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/raw",
+        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/store",
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
@@ -154,9 +146,9 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import finetune
 
-    train = TrainParams(**{**TINY["train"], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
+    train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
     classes = list(GALAXY_MNIST_CLASSES)
-    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/raw",
+    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/store",
                    inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
     assert run["params"]["training_mode"] == "head_only"
     trained = load_file(inputs / "models/finetuned" / MODEL_WEIGHTS)

@@ -125,7 +125,7 @@ def _render(job) -> None:
 def write_galaxies(folder: Path, n: int, source_size: int, seed: int = 0, procs: int = 1) -> pd.DataFrame:
     """n synthetic galaxies rendered at 64 px, upscaled to source_size, saved as JPEGs under folder/images.
 
-    Returns the catalog: id_str, file (relative to folder), file_loc (absolute), label, label_name."""
+    Returns the catalog: id_str, src and file_loc (the absolute path), label, label_name; row i is image i."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rels = [f"images/{i:06d}.jpg" for i in range(n)]
     labels = [i % len(CLASSES) for i in range(n)]
@@ -138,20 +138,29 @@ def write_galaxies(folder: Path, n: int, source_size: int, seed: int = 0, procs:
     else:
         for job in jobs:
             _render(job)
-    return pd.DataFrame({"id_str": [f"g{i:06d}" for i in range(n)], "file": rels,
-                         "file_loc": [str(folder / rel) for rel in rels], "label": labels,
+    paths = [str(folder / rel) for rel in rels]
+    return pd.DataFrame({"id_str": [f"g{i:06d}" for i in range(n)], "src": paths, "file_loc": paths, "label": labels,
                          "label_name": [CLASSES[label] for label in labels]})
 
 
+def build_store(folder: Path, catalog: pd.DataFrame, size: int) -> tuple[Path, float]:
+    """The store stage's images.npy for `catalog` at size x size in folder/store; returns it and the seconds taken."""
+    from galaxy_finetune.store import build_store as build
+
+    t0 = time.perf_counter()
+    build(catalog, folder / "store", size, threads=os.cpu_count() or 1)
+    return folder / "store", time.perf_counter() - t0
+
+
 def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) -> Path:
-    """The first n_train rows as train, the next n_val as val, the rest as test, in folder/splits/."""
-    split_dir = folder / "splits"
-    split_dir.mkdir(exist_ok=True)
-    parts = {"train": catalog.iloc[:n_train], "val": catalog.iloc[n_train:n_train + n_val],
-             "test": catalog.iloc[n_train + n_val:]}
-    for name, frame in parts.items():
-        frame[["id_str", "file", "label", "label_name"]].to_csv(split_dir / f"{name}.csv", index=False)
-    return split_dir
+    """The first n_train rows as train, the next n_val as val, the rest as test, in folder/splits/ (as the
+    split stage writes them: id_str, label, label_name, row)."""
+    from galaxy_finetune.split import write_splits as write
+
+    rows = catalog.assign(row=range(len(catalog)))[["id_str", "label", "label_name", "row"]]
+    write({"train": rows.iloc[:n_train], "val": rows.iloc[n_train:n_train + n_val],
+           "test": rows.iloc[n_train + n_val:]}, folder / "splits")
+    return folder / "splits"
 
 
 def make_encoder_dir(folder: Path, arch: str = "convnext_nano") -> Path:

@@ -12,10 +12,10 @@ from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies
 from galaxy_finetune.encoder import build_encoder
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.images import decode_image
+from galaxy_finetune.model_io import build_classifier
 from galaxy_finetune.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.store import build_store, open_images, read_record, stored_size
 from galaxy_finetune.synthetic import render_galaxy
-from galaxy_finetune.model_io import build_classifier
 from tests.tiny import prepare
 
 

@@ -213,8 +213,8 @@ def model_config(encoder_dir: Path, store_dir: Path, classes: list[str], train: 
     """What model.json records: how to rebuild the classifier and view its inputs, and where it came from."""
     encoder = encoder_record(encoder_dir)
     return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
-            "store_size": read_record(store_dir)["image_size"], "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
-            "encoder": encoder, "run": run}
+            "store_size": read_record(store_dir)["image_size"], "eval_zoom": augment.eval_zoom,
+            "training_mode": train.training_mode, "dropout": train.dropout, "encoder": encoder, "run": run}
 
 
 def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict) -> int:

@@ -63,7 +63,8 @@ def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
     for noise in ("litlogger", "litmodels", "_pytree", "Tip:", "warnings.warn(", "UserWarning"):
         assert noise not in output, noise
     warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
-    assert warnings  # the CPU warnings of training are still there, one line each
+    assert warnings  # the CPU warnings of training are still there, one line each, each once
+    assert len(warnings) == len(set(warnings)), warnings
     assert not [line for line in output.splitlines() if re.search(r"\.py:\d+", line)]
 
 

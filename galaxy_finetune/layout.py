@@ -15,3 +15,8 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
 # data/predictions/ (predict)
 TIMING = "timing.json"
+# models/checkpoints/ (finetune_gpu's own, for resuming a killed run; not a DVC output)
+CHECKPOINT_FINGERPRINT = "fingerprint.json"  # what the checkpoints were trained from, and whether that run finished
+CHECKPOINT_INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed
+CHECKPOINT_LAST = "last.ckpt"
+CHECKPOINT_BEST = "best.ckpt"

@@ -10,9 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
 
-PositiveInt = Field(gt=0)
-
-
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.augment import eval_view
 from galaxy_finetune.data import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.files import atomic_path, write_json
 from galaxy_finetune.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.train import load_finetuned, resolve_device
+from galaxy_finetune.model_io import load_finetuned
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 
@@ -164,7 +165,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     resumed = len(done_indices(parts_dir)[0])
     if resumed:
         print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
-    device, precision = resolve_device(accelerator, "auto")
+    device, precision = resolve_accelerator(accelerator, "auto")
     data = PredictionData(dataset, parts_dir, config["input_size"], config["eval_zoom"], batch_size, workers)
     writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,

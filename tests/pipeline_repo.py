@@ -31,6 +31,17 @@ def dvc_env(cache: Path) -> dict:
     return env
 
 
+def stage_cmd(name: str, *args) -> list[str]:
+    """A stage's command line as dvc.yaml writes it (`python -m stages.<name> ...`)."""
+    return [sys.executable, "-m", f"stages.{name}", *map(str, args)]
+
+
+def checkout_env(**extra) -> dict:
+    """The environment for running this checkout's stages from another folder: its root first on sys.path."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
 def run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:

@@ -113,7 +113,7 @@ def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
 def run_stage(inputs: dict, root: Path) -> subprocess.CompletedProcess:
     out = outputs(root)
     return subprocess.run(
-        [sys.executable, "stages/analyse.py", str(inputs["predictions"]), str(inputs["raw"]), str(inputs["model"]),
+        [sys.executable, "-m", "stages.analyse", str(inputs["predictions"]), str(inputs["raw"]), str(inputs["model"]),
          str(inputs["live"]), "--metrics", str(out.metrics), "--residuals", str(out.residuals), "--plots",
          str(out.plots), "--report", str(out.report)], cwd=ROOT, capture_output=True, text=True)
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from galaxy_finetune.layout import CATALOG, MODEL_WEIGHTS
 from tests.pipeline_repo import make_repo, repro_and_commit, run
 
 
@@ -56,8 +57,8 @@ def test_remote_round_trip(repo, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(path), str(clone)], tmp_path, env)
     run(["dvc", "pull"], clone, env)
-    assert (clone / "models/finetuned/model.safetensors").is_file()
-    assert (clone / "data/raw/catalog.csv").is_file()
+    assert (clone / "models/finetuned" / MODEL_WEIGHTS).is_file()
+    assert (clone / "data/raw" / CATALOG).is_file()
     out = run(["dvc", "repro"], clone, env).stdout
     assert re.findall(r"Running stage '(\w+)'", out) == ["fetch_data"]  # the network re-check only
     assert run(["dvc", "metrics", "show"], clone, env).stdout == run(["dvc", "metrics", "show"], path, env).stdout

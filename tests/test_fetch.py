@@ -8,6 +8,7 @@ from PIL import Image
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.files import read_json
+from galaxy_finetune.layout import ENCODER_RECORD, MANIFEST
 from galaxy_finetune.params import Params
 
 

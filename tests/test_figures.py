@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 from galaxy_finetune import figures
+from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.metrics import reliability
 
-CLASSES = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
+CLASSES = list(GALAXY_MNIST_CLASSES)
 STAMP = figures.Stamp("quickstart", "profile: quickstart | data: synthetic (sha256 0123456789) | "
                                     "encoder: random (convnext_nano) | device: cpu")
 

@@ -1,6 +1,6 @@
 """Dataset sources, each turned into one canonical form in data/raw/.
 
-data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/test, or
+data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/val/test, or
 empty where the source has no canonical split) and file (relative to data/raw/); the images sit
 under data/raw/images/ in their original encoding (JPEG stays JPEG) or as PNG when they came as arrays.
 """
@@ -165,7 +165,8 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
 
-    Optional columns: id_str (default: the file's stem) and split (train/test). Relative file_loc
+    Optional columns: id_str (default: the file's stem) and split (train/val/test, galaxy-datasets' layout;
+    other columns are ignored). Relative file_loc
     paths are taken relative to the catalog's folder.
     """
     path = Path(path)
@@ -245,9 +246,10 @@ def validate(raw: RawData) -> None:
     empty = [raw.classes[i] for i in range(n) if counts[i] == 0]
     if empty:
         raise PipelineError(f"catalog: class(es) {empty} have no examples; add some or remove them from data.classes")
-    bad_split = set(cat["split"]) - {"train", "test", ""}
+    bad_split = set(cat["split"]) - {"train", "val", "test", ""}
     if bad_split:
-        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, test or leave empty")
+        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, val, test or "
+                            f"leave empty")
 
 
 def write_raw(raw: RawData, out_dir: Path) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from galaxy_finetune.data import GalaxyDataModule
 from galaxy_finetune.encoder import build_encoder, encoder_record
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.learning import LearningCurve
 from galaxy_finetune.params import AugmentParams, TrainParams
 
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
@@ -136,10 +137,13 @@ def resume_checkpoint(checkpoint_dir: Path, stamp: str, resume: str, rank_zero: 
     return None
 
 
-def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: list[str],
+def finetune(train: TrainParams, augment: AugmentParams, recipe: str, classes: list[str],
              split_dir: Path, raw_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
-             checkpoint_dir: Path) -> dict:
-    """Fit (resuming a killed run when allowed), then export the best weights to `model_out`."""
+             checkpoint_dir: Path, learning: LearningCurve | None = None) -> dict:
+    """Fit (resuming a killed run when allowed), then export the best weights to `model_out`.
+
+    `recipe`: the params group the recipe came from (Params.recipe); `learning` judges the val curve.
+    """
     from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -165,7 +169,8 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         max_epochs=train.epochs, accelerator=device, devices=train.devices, num_nodes=train.num_nodes,
         strategy=train.strategy, precision=precision,
         callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="min", patience=train.patience), CpuEta(), seen,
-                   OnExceptionCheckpoint(checkpoint_dir, filename=INTERRUPTED.removesuffix(".ckpt"))],
+                   OnExceptionCheckpoint(checkpoint_dir, filename=INTERRUPTED.removesuffix(".ckpt")),
+                   *([learning] if learning else [])],
         logger=DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=ckpt_path is not None),
         log_every_n_steps=5, deterministic=False, enable_model_summary=False)
     logging.getLogger("zoobot").setLevel(logging.WARNING)
@@ -195,7 +200,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     n_train = len(data.datasets["train"])
     epochs_run = trainer.current_epoch
     run = {
-        "profile": profile,
+        "recipe": recipe,
         "device": device_name(device),
         "accelerator": device,
         "precision": precision,
@@ -207,6 +212,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
         "best_val_loss": float(checkpoint.best_model_score),
         "train_images": n_train,
         "samples_per_epoch": seen.per_epoch,
+        "learning_warning": learning.warning if learning else None,
         "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
         "params": train.model_dump(),
         "augment": augment.model_dump(),

@@ -68,8 +68,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                 raise PipelineError("; ".join(problems) + ". fetch.offline is 'error': put the official files in "
                                     "data.local_dir, or set fetch.offline: quickstart")
             profile = "quickstart"
-            q = params.quickstart
-            raw = sources.synthetic(q.n_per_class, q.image_size, params.data.synthetic_seed, cache)
+            d = params.data
+            raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
             encoder = resolve_encoder("random", enc_tmp, "convnext_nano", params.model.seed, validate=False)
         with atomic_path(raw_out) as raw_tmp:
             catalog = sources.write_raw(raw, raw_tmp)

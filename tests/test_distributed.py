@@ -19,8 +19,9 @@ def _params(devices: int, batch_size: int) -> dict:
     return {"data": {"source": "synthetic", "synthetic_n_per_class": 8, "synthetic_image_size": 32},
             "model": {"encoder": "random", "random_arch": "convnext_atto"},
             # lr so small the weights stay put: validation then measures the same model in both runs
-            "train": {"lr": 1e-12, "batch_size": batch_size, "input_size": 32, "epochs": 2, "patience": 50,
-                      "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}}
+            "train": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"},
+            # the random encoder trains with the scratch recipe
+            "scratch": {"lr": 1e-12, "batch_size": batch_size, "input_size": 32, "epochs": 2, "patience": 50}}
 
 
 @pytest.fixture(scope="module")

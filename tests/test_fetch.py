@@ -16,7 +16,7 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_offline_falls_back_to_the_quickstart(tmp_path, capsys):
-    params = Params.model_validate({"quickstart": {"n_per_class": 3, "image_size": 32}})
+    params = Params.model_validate({"data": {"synthetic_n_per_class": 3, "synthetic_image_size": 32}})
     manifest = fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
     assert manifest["profile"] == "quickstart" and manifest["source"] == "synthetic"
     assert "galaxy_mnist_train_catalog.parquet" in manifest["reason"]

@@ -63,7 +63,7 @@ def test_second_repro_reruns_nothing_but_the_network_check(repo):
 
 def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
     path, env, _ = repo
-    set_params(path, {"quickstart": {"lr": 3e-4}})
+    set_params(path, {"scratch": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
     assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout

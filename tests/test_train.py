@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "split": {"val_fraction": 0.2},
-        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
+        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0},
+        # the stage trains the random encoder with the scratch recipe
+        "scratch": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50}}
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ def inputs(tmp_path, monkeypatch):
 
 def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
     params = json.loads(json.dumps(TINY))
-    params["train"]["epochs"] = epochs
+    params["scratch"]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/splits", "models/encoder",

@@ -3,8 +3,8 @@
 Two baselines come from the validation labels alone: the majority-class rate (the accuracy of always
 answering the commonest class) and the class-frequency loss (the cross-entropy of always answering the
 class frequencies, i.e. their entropy). A run learned nothing when its best val accuracy does not beat the
-majority rate by `margin`, or when its val loss never falls below the class-frequency loss (its
-probabilities are no better than the class shares).
+majority rate by `margin`; when only its val loss never falls below the class-frequency loss, its
+accuracy may be real but its probabilities are no better than the class shares, and the warning says that.
 """
 from __future__ import annotations
 
@@ -53,14 +53,17 @@ def learning_warning(val_acc: Sequence[float], val_loss: Sequence[float], baseli
     if not val_acc or not val_loss:
         return None
     best_acc, best_loss = max(val_acc), min(val_loss)
-    evidence = []
-    if best_acc < baseline.majority_rate + margin:
-        evidence.append(f"best val accuracy {best_acc:.1%} is not {margin:.0%} above the majority-class rate "
-                        f"{baseline.majority_rate:.1%}")
-    if best_loss >= baseline.class_frequency_loss:
-        evidence.append(f"val loss never fell below {baseline.class_frequency_loss:.3f} (the loss of answering "
-                        f"the class frequencies; best {best_loss:.3f})")
-    if not evidence:
+    no_accuracy = best_acc < baseline.majority_rate + margin
+    no_loss = best_loss >= baseline.class_frequency_loss
+    loss_evidence = (f"val loss never fell below {baseline.class_frequency_loss:.3f} (the loss of answering the "
+                     f"class frequencies; best {best_loss:.3f})")
+    if no_accuracy:
+        headline = (f"this run learned nothing: best val accuracy {best_acc:.1%} is not {margin:.0%} above the "
+                    f"majority-class rate {baseline.majority_rate:.1%}" + (f"; {loss_evidence}" if no_loss else ""))
+    elif no_loss:
+        headline = (f"this run's probabilities are no better than the class frequencies: {loss_evidence}, "
+                    f"although val accuracy reached {best_acc:.1%}")
+    else:
         return None
     causes, tries = [], []
     if not run.pretrained and run.lr < LOW_SCRATCH_LR:
@@ -77,8 +80,7 @@ def learning_warning(val_acc: Sequence[float], val_loss: Sequence[float], baseli
     elif run.lr >= LOW_SCRATCH_LR:
         causes.insert(0, f"lr {run.lr:g} too high for fine-tuning")
         tries.insert(0, f"lower {run.recipe}.lr (1e-5 fine-tunes Zoobot)")
-    return (f"this run learned nothing: {'; '.join(evidence)}. Likely causes: {'; '.join(causes)}. "
-            f"Try: {'; '.join(tries)}.")
+    return f"{headline}. Likely causes: {'; '.join(causes)}. Try: {'; '.join(tries)}."
 
 
 class LearningCurve(Callback):

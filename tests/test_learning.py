@@ -9,7 +9,7 @@ from PIL import Image
 from galaxy_finetune.learning import Baseline, LearningCurve, RunContext, learning_warning
 
 BALANCED4 = Baseline.from_labels([0, 1, 2, 3] * 10, 4)
-SCRATCH_LOW_LR = RunContext(pretrained=False, recipe="train", lr=1e-5, n_train=320)
+SCRATCH_LOW_LR = RunContext(pretrained=False, recipe="scratch", lr=1e-5, n_train=320)
 
 
 def test_baselines_come_from_the_val_labels():
@@ -26,7 +26,7 @@ def test_chance_level_history_with_a_random_init_and_a_fine_tuning_lr():
         "this run learned nothing: best val accuracy 24.0% is not 5% above the majority-class rate 25.0%; "
         "val loss never fell below 1.386 (the loss of answering the class frequencies; best 1.387). "
         "Likely causes: lr 1e-05 too low for a random init; too few images (320 for training, 80 per class); "
-        "labels that do not match the images (shuffled or mis-joined catalog). Try: raise train.lr (1e-3 trains "
+        "labels that do not match the images (shuffled or mis-joined catalog). Try: raise scratch.lr (1e-3 trains "
         "a random ConvNeXt); add images (a few hundred per class); look at a few catalog rows next to their "
         "images; use pretrained weights (model.encoder, cached once online).")
 

@@ -1,6 +1,6 @@
 """Dataset sources, each turned into one canonical form in data/raw/.
 
-data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/test, or
+data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/val/test, or
 empty where the source has no canonical split) and src, the absolute path of its image file. Nothing is
 copied or decoded here: the store stage decodes each src once into data/store/. Sources that come as
 arrays (the 64 px HDF5 release, the synthetic galaxies) are written once as PNGs into the download cache.
@@ -179,7 +179,8 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
 
-    Optional columns: id_str (default: the file's stem) and split (train/test). Relative file_loc
+    Optional columns: id_str (default: the file's stem) and split (train/val/test, galaxy-datasets' layout;
+    other columns are ignored). Relative file_loc
     paths are taken relative to the catalog's folder.
     """
     path = Path(path)
@@ -246,9 +247,10 @@ def validate(raw: RawData) -> None:
     empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
     if empty_classes:
         raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
-    bad_split = set(cat["split"]) - {"train", "test", ""}
+    bad_split = set(cat["split"]) - {"train", "val", "test", ""}
     if bad_split:
-        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, test or leave empty")
+        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, val, test or "
+                            f"leave empty")
 
 
 def canonical_catalog(raw: RawData) -> pd.DataFrame:

@@ -57,7 +57,6 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
 
 
-def test_second_repro_reruns_nothing_but_the_network_check_and_copies_nothing(repo):
 def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
     _, _, output = repo
     for noise in ("litlogger", "litmodels", "_pytree", "Tip:", "warnings.warn(", "UserWarning"):
@@ -67,7 +66,7 @@ def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
     assert not [line for line in output.splitlines() if re.search(r"\.py:\d+", line)]
 
 
-def test_second_repro_reruns_nothing_but_the_network_check(repo):
+def test_second_repro_reruns_nothing_but_the_network_check_and_copies_nothing(repo):
     path, env, _ = repo
     # fetch_data's own small outputs are re-linked by DVC around the run; everything after it is untouched
     outputs = [p for d in ("data/store", "data/splits", "data/predictions", "models/finetuned")
@@ -89,7 +88,7 @@ def test_the_store_is_one_copy_linked_to_the_cache(repo):
 
 def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
     path, env, _ = repo
-    set_params(path, {"quickstart": {"lr": 3e-4}})
+    set_params(path, {"scratch": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
     assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]  # no new store, no new split
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout

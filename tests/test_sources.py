@@ -559,8 +559,23 @@ def test_validate_label_out_of_range(bad):
 
 
 def test_validate_bad_split():
-    with pytest.raises(PipelineError, match=r"split values \['val'\] not understood"):
-        sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "val", "test"]))
+    sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "val", "test"]))
+    with pytest.raises(PipelineError, match=r"split values \['validation'\] not understood; use train, val, test"):
+        sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "validation", "test"]))
+
+
+def test_user_catalog_in_galaxy_datasets_layout(user_images):
+    """galaxy-datasets' own catalog as it is: id_str, file_loc, label plus other columns, split train/val/test."""
+    path = user_images / "catalog.csv"
+    pd.DataFrame({"id_str": ["J1", "J2", "J3", "J4"],
+                  "file_loc": [str(user_images / "imgs" / n) for n in ("g1.png", "g2.jpg", "g3.PNG", "g4.png")],
+                  "label": [0, 1, 2, 0], "smooth-or-featured_smooth": [12, 3, 0, 8], "ra": [1.0, 2.0, 3.0, 4.0],
+                  "split": ["train", "val", "test", "train"]}).to_csv(path, index=False)
+    raw = sources.user_catalog(path, CLASSES)
+    sources.validate(raw)
+    assert list(raw.catalog["id_str"]) == ["J1", "J2", "J3", "J4"]
+    assert list(raw.catalog["split"]) == ["train", "val", "test", "train"]
+    assert list(raw.catalog["label"]) == [0, 1, 2, 0]
 
 
 def test_write_raw_validates_before_writing(tmp_path):

@@ -114,7 +114,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import fingerprint
 
-    train = Params.model_validate(TINY).effective_train(pretrained=False).model_copy(update={"epochs": 1})
+    train = Params.model_validate(TINY).recipe(False)[1].model_copy(update={"epochs": 1})
     augment = AugmentParams()
     classes = list(GALAXY_MNIST_CLASSES)
     ckpt = inputs / "models/checkpoints"

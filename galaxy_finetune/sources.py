@@ -166,7 +166,9 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
     if not path.is_file():
         raise PipelineError(f"{param}: {path} not found; point it at a CSV or parquet catalog")
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        # ids and splits are text as written: 007 stays 007, NA stays NA (an empty id is refused later)
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
+            path, dtype={"id_str": str, "split": str}, keep_default_na=False, na_values={"label": [""]})
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable catalog ({exc})") from None
     missing = required - set(frame.columns)
@@ -229,7 +231,7 @@ def validate(raw: RawData) -> None:
     """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
     cat, n = raw.catalog, len(raw.classes)
     ids = cat["id_str"].astype(str)
-    empty = ids.str.strip() == ""
+    empty = cat["id_str"].isna().to_numpy() | (ids.str.strip() == "").to_numpy()
     if empty.any():
         raise PipelineError(f"catalog: row {int(np.flatnonzero(empty)[0])} has an empty id_str; give every galaxy an id")
     control = ids.str.contains(r"[\x00-\x1f\x7f]", regex=True)

@@ -73,23 +73,25 @@ def _tiny_inputs(root, shuffled: bool):
     """32 train / 12 val 32-px images of 2 classes. Shuffled: every image appears once with each label, so
     nothing in the pixels tells the labels apart (and val accuracy is exactly the majority rate)."""
     from galaxy_finetune.encoder import resolve_encoder
+    from galaxy_finetune.store import build_store
 
     rng = np.random.default_rng(0)
-    (root / "raw/images").mkdir(parents=True)
-    (root / "raw/manifest.json").write_text("{}")
+    (root / "images").mkdir(parents=True)
     (root / "splits").mkdir()
+    files = []
     for split, n in (("train", 16), ("val", 6)):
         rows = []
         for i in range(n):
             colour = COLOURS[i % 2]
             pixels = np.clip(np.array(colour) + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
-            name = f"images/{split}{i}.png"
-            Image.fromarray(pixels).save(root / "raw" / name)
+            files.append(root / "images" / f"{split}{i}.png")
+            Image.fromarray(pixels).save(files[-1])
             labels = (0, 1) if shuffled else (i % 2,)
-            rows += [{"id_str": f"{split}{i}_{label}", "label": label, "file": name} for label in labels]
+            rows += [{"id_str": f"{split}{i}_{label}", "label": label, "row": len(files) - 1} for label in labels]
         if not shuffled:
             rows = rows * 2  # the same number of images either way
         pd.DataFrame(rows).to_csv(root / f"splits/{split}.csv", index=False)
+    build_store(pd.DataFrame({"id_str": [f.stem for f in files], "src": files}), root / "store", 32)
     resolve_encoder("random", root / "encoder", "convnext_atto", 0, validate=False)
     return root
 
@@ -107,8 +109,8 @@ def test_real_training_says_whether_it_learned(tmp_path, monkeypatch, shuffled):
     curve = LearningCurve(Baseline.from_labels(val["label"], 2), train.majority_margin,
                           RunContext(False, "scratch", train.lr, 32))
     augment = AugmentParams(rotation_deg=0, translate=0, shear_deg=0, flip=False)
-    run = finetune(train, augment, "scratch", ["red", "blue"], root / "splits", root / "raw", root / "encoder",
-                   root / "model", root / "live", root / "ckpt", curve)
+    run = finetune(train, augment, "test run", "scratch", ["red", "blue"], root / "splits", root / "store",
+                   root / "encoder", root / "model", root / "live", root / "ckpt", learning=curve)
     assert len(curve.val_acc) == len(curve.val_loss) == 3  # one per epoch, the sanity check left out
     if shuffled:
         assert curve.val_acc == [0.5, 0.5, 0.5]

@@ -68,3 +68,11 @@ def test_fits_params_become_the_decoder_view():
     assert Params().data.fits_view() == FitsView()  # the schema defaults are the decoder's defaults
     with pytest.raises(ValueError, match="fits_bands"):
         Params.model_validate({"data": {"fits_bands": [0, 1, 1]}})
+def test_store_params():
+    store = load_params(ROOT / "params.yaml").store
+    assert (store.image_size, store.threads, store.loader_workers) == ("auto", 0, "auto")
+    assert Params.model_validate({"store": {"image_size": 16, "loader_workers": 0}}).store.image_size == 16
+    for bad in ({"image_size": 8}, {"image_size": "big"}, {"threads": -1}, {"loader_workers": "many"},
+                {"image_sise": 64}):
+        with pytest.raises(ValueError, match="store"):
+            Params.model_validate({"store": bad})

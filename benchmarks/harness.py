@@ -150,8 +150,17 @@ def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) 
     parts = {"train": catalog.iloc[:n_train], "val": catalog.iloc[n_train:n_train + n_val],
              "test": catalog.iloc[n_train + n_val:]}
     for name, frame in parts.items():
-        frame[["id_str", "file", "label", "label_name"]].to_csv(split_dir / f"{name}.csv", index=False)
+        frame.assign(row=frame.index)[["id_str", "label", "label_name", "row"]].to_csv(split_dir / f"{name}.csv",
+                                                                                      index=False)
     return split_dir
+
+
+def write_store(folder: Path, catalog: pd.DataFrame, size: int) -> Path:
+    """The galaxies decoded once into folder/store (the store stage's images.npy), row i = catalog row i."""
+    from galaxy_finetune.store import build_store
+
+    build_store(catalog.assign(src=catalog["file_loc"]), folder / "store", size)
+    return folder / "store"
 
 
 def make_encoder_dir(folder: Path, arch: str = "convnext_nano") -> Path:

@@ -57,8 +57,7 @@ if not __package__:  # run as a script: import this checkout's packages, never a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import (CLASSES, GpuSampler, load, make_encoder_dir, median, now, provenance,  # noqa: E402
-                                sync, write_galaxies, write_splits)
-from galaxy_finetune.layout import MANIFEST  # noqa: E402
+                                sync, write_galaxies, write_splits, write_store)
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -238,6 +237,7 @@ class Bench:
     device: torch.device
     folder: Path
     catalog: pd.DataFrame = field(repr=False)
+    store_dir: Path
     split_dir: Path
     encoder_dir: Path
     n_train: int
@@ -265,9 +265,11 @@ def prepare(args: argparse.Namespace, device: torch.device, folder: Path) -> Ben
     t0 = time.perf_counter()
     catalog = write_galaxies(folder, n_all, args.source_size, procs=os.cpu_count() or 1)
     split_dir = write_splits(folder, catalog, n_train, n_val)
+    store_dir = write_store(folder, catalog, args.source_size)
     encoder_dir = make_encoder_dir(folder)
-    print(f"wrote {n_all} JPEGs ({args.source_size} px) in {time.perf_counter() - t0:.1f} s", flush=True)
-    return Bench(args, device, folder, catalog, split_dir, encoder_dir, n_train, n_val)
+    print(f"wrote {n_all} JPEGs ({args.source_size} px) and their store in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return Bench(args, device, folder, catalog, store_dir, split_dir, encoder_dir, n_train, n_val)
 
 
 # ----------------------------------------------------------------------------------------------- runners
@@ -297,7 +299,7 @@ class DataPath(Runner):
         from galaxy_finetune.params import AugmentParams
 
         b, args, aug = self.bench, self.bench.args, AugmentParams()
-        data = GalaxyDataModule(b.split_dir, b.folder, args.size, args.batch, aug)
+        data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, aug)
         data.setup("fit")
         loader = data.train_dataloader()
         host_n, t0 = 0, time.perf_counter()
@@ -381,11 +383,11 @@ class TrainStep(Runner):
         from galaxy_finetune.params import AugmentParams
 
         b, args = self.bench, self.bench.args
-        data = GalaxyDataModule(b.split_dir, b.folder, args.size, args.batch, AugmentParams())
+        data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams())
         t0 = time.perf_counter()
         data.setup("fit")
-        decode_s = time.perf_counter() - t0
-        n_decoded = len(data.datasets["train"]) + len(data.datasets["val"])
+        decode_s = time.perf_counter() - t0  # the store was decoded once in prepare(): this is opening it
+        n_decoded = len(data.dataset("train")) + len(data.dataset("val"))
         phases = PhaseTimer(b.device)
         if not b.gpu:  # on a GPU the timers would need a sync per step; the datapath runner gives the view's cost
             phases.wrap(data)
@@ -429,16 +431,21 @@ class Predict(Runner):
     name = "predict"
 
     def run(self) -> dict:
-        from galaxy_finetune.predict import predict_frames
+        from galaxy_finetune.data import StoreGalaxies
+        from galaxy_finetune.predict import predict_to_csv
 
         b, args = self.bench, self.bench.args
         model = project_classifier(b.encoder_dir).eval()
-        frame = b.catalog.iloc[:args.predict_images][["id_str", "file", "label"]].reset_index(drop=True)
+        frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
         config = {"eval_zoom": 1.2, "input_size": args.size, "classes": CLASSES}
         accelerator = "gpu" if b.gpu else "cpu"
-        _, timing = predict_frames(model, config, {"warmup": frame.iloc[:args.predict_batch]}, b.folder,
-                                   args.predict_batch, accelerator)
-        _, timing = predict_frames(model, config, {"test": frame}, b.folder, args.predict_batch, accelerator)
+
+        def streamed(galaxies, name):  # the predict stage's path: store rows -> writer -> CSV
+            dataset = StoreGalaxies(b.store_dir, galaxies.index, galaxies["label"])
+            return predict_to_csv(model, config, None, dataset, galaxies, b.folder / f"{name}.csv",
+                                  b.folder / f"{name}.parts", args.predict_batch, accelerator, progress=False)
+        streamed(frame.iloc[:args.predict_batch], "warmup")
+        timing = {"test_images_per_s": streamed(frame, "test")["images_per_s"]}
         x = torch.rand(args.predict_batch, 3, args.size, args.size, device=b.device)
         if b.gpu:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -469,14 +476,14 @@ class FullRun(Runner):
         t0 = time.perf_counter()
         catalog = write_galaxies(full, n, args.source_size, seed=1, procs=os.cpu_count() or 1)
         write_splits(full, catalog, n_train, n_val)
-        (full / MANIFEST).write_text(json.dumps({"profile": "benchmark"}))
+        write_store(full, catalog, args.source_size)
         prep_s = time.perf_counter() - t0
         encoder_dir = make_encoder_dir(full)
         train = TrainParams(epochs=args.full_epochs, patience=args.full_epochs + 1, batch_size=args.batch,
                             input_size=args.size, accelerator="gpu" if b.gpu else "cpu", devices=1, resume="never")
         with b.sampler() as sampler:
             t0 = time.perf_counter()
-            run = finetune(train, AugmentParams(), "benchmark", CLASSES, full / "splits", full, encoder_dir,
+            run = finetune(train, AugmentParams(), "benchmark", "train", CLASSES, full / "splits", full / "store", encoder_dir,
                            full / "model", full / "live", full / "checkpoints")
             wall = time.perf_counter() - t0
         return {"images": n, "train": n_train, "val": n_val, "epochs": run["epochs_run"],

@@ -132,7 +132,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/store",
+        finetune(train, augment, "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
@@ -148,7 +148,7 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
 
     train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
     classes = list(GALAXY_MNIST_CLASSES)
-    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/store",
+    run = finetune(train, AugmentParams(), "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                    inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
     assert run["params"]["training_mode"] == "head_only"
     trained = load_file(inputs / "models/finetuned" / MODEL_WEIGHTS)

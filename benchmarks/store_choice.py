@@ -5,8 +5,8 @@ pipeline does with one:
   build        decode or pack every galaxy once (the store stage)
   bytes        on disk
   shuffled     a training epoch's access pattern: random batches of 64, images/s delivered as uint8
-               arrays (memmap: rows by index; LitData: items by index; WebDataset: its shuffle buffer
-               over sequential shards, the only order it offers)
+               arrays (memmap: rows by index; LitData: its own shuffle, chunks in random order and items
+               within them; WebDataset: its shuffle buffer over sequential shards, the only order it offers)
   by index     the 16 galaxies the analysis or galaxy-similar asks for by row (random access)
 Every reader is warmed once first (page cache), then timed; decoded JPEG bytes count as part of a read.
 
@@ -80,10 +80,13 @@ def litdata_store(files: list[str], out: Path) -> dict:
     n = len(dataset)
     rng = np.random.default_rng(0)
 
-    def shuffled():
-        order = rng.permutation(n)
-        for i in range(0, n, BATCH):
-            np.stack([dataset[int(j)]["image"] for j in order[i:i + BATCH]])
+    def shuffled():  # LitData's own shuffle: chunks in random order, items shuffled within the chunks it holds
+        batch = []
+        for item in litdata.StreamingDataset(str(out), shuffle=True):
+            batch.append(item["image"])
+            if len(batch) == BATCH:
+                np.stack(batch)
+                batch = []
 
     def by_index():
         for row in rng.choice(n, 16, replace=False):

@@ -1,6 +1,7 @@
 """DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import yaml
 from galaxy_finetune.layout import MODEL_CONFIG
 from galaxy_finetune.params import Params
 from galaxy_finetune.split import read_catalog
-from tests.pipeline_repo import ROOT, checkout_env, stage_cmd
+from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
 
@@ -67,11 +68,11 @@ def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
     cmd = [sys.executable, "-m", "galaxy_finetune.classify", str(inputs / "run1/models/finetuned"), str(folder),
            "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu", "--devices", "2", "--batch-size", "3"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=checkout_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_csv(tmp_path / "out.csv")
     assert out["id_str"].tolist() == sorted(p.stem for p in folder.iterdir())
     single = tmp_path / "single.csv"
     subprocess.run(cmd[:5] + ["-o", str(single), "--accelerator", "cpu"], cwd=tmp_path, check=True,
-                   capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                   capture_output=True, env=checkout_env())
     pd.testing.assert_frame_equal(out, pd.read_csv(single), atol=1e-5)

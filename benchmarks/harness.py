@@ -153,14 +153,23 @@ def build_store(folder: Path, catalog: pd.DataFrame, size: int) -> tuple[Path, f
 
 
 def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) -> Path:
-    """The first n_train rows as train, the next n_val as val, the rest as test, in folder/splits/ (as the
-    split stage writes them: id_str, label, label_name, row)."""
-    from galaxy_finetune.split import write_splits as write
+    """The first n_train rows as train, the next n_val as val, the rest as test, in folder/splits/."""
+    split_dir = folder / "splits"
+    split_dir.mkdir(exist_ok=True)
+    parts = {"train": catalog.iloc[:n_train], "val": catalog.iloc[n_train:n_train + n_val],
+             "test": catalog.iloc[n_train + n_val:]}
+    for name, frame in parts.items():
+        frame.assign(row=frame.index)[["id_str", "label", "label_name", "row"]].to_csv(split_dir / f"{name}.csv",
+                                                                                      index=False)
+    return split_dir
 
-    rows = catalog.assign(row=range(len(catalog)))[["id_str", "label", "label_name", "row"]]
-    write({"train": rows.iloc[:n_train], "val": rows.iloc[n_train:n_train + n_val],
-           "test": rows.iloc[n_train + n_val:]}, folder / "splits")
-    return folder / "splits"
+
+def write_store(folder: Path, catalog: pd.DataFrame, size: int) -> Path:
+    """The galaxies decoded once into folder/store (the store stage's images.npy), row i = catalog row i."""
+    from galaxy_finetune.store import build_store
+
+    build_store(catalog.assign(src=catalog["file_loc"]), folder / "store", size)
+    return folder / "store"
 
 
 def make_encoder_dir(folder: Path, arch: str = "convnext_nano") -> Path:

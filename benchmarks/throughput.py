@@ -59,8 +59,8 @@ import torch
 if not __package__:  # run as a script: import this checkout's packages, never an installed copy
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import (CLASSES, GpuSampler, build_store, load, make_encoder_dir, median, now,  # noqa: E402
-                                provenance, sync, write_galaxies, write_splits)
+from benchmarks.harness import (CLASSES, GpuSampler, load, make_encoder_dir, median, now, provenance,  # noqa: E402
+                                sync, write_galaxies, write_splits, write_store)
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -272,8 +272,11 @@ def prepare(args: argparse.Namespace, device: torch.device, folder: Path) -> Ben
     # the store stage's size: the input size, capped at the source's (galaxy_finetune.store.stored_size)
     store_dir, store_build_s = build_store(folder, catalog, min(args.size, args.source_size))
     split_dir = write_splits(folder, catalog, n_train, n_val)
+    store_dir = write_store(folder, catalog, args.source_size)
     encoder_dir = make_encoder_dir(folder)
-    return Bench(args, device, folder, catalog, store_dir, split_dir, encoder_dir, n_train, n_val, store_build_s)
+    print(f"wrote {n_all} JPEGs ({args.source_size} px) and their store in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return Bench(args, device, folder, catalog, store_dir, split_dir, encoder_dir, n_train, n_val)
 
 
 # ----------------------------------------------------------------------------------------------- runners
@@ -388,7 +391,10 @@ class TrainStep(Runner):
 
         b, args = self.bench, self.bench.args
         data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams())
+        t0 = time.perf_counter()
         data.setup("fit")
+        decode_s = time.perf_counter() - t0  # the store was decoded once in prepare(): this is opening it
+        n_decoded = len(data.dataset("train")) + len(data.dataset("val"))
         phases = PhaseTimer(b.device)
         if not b.gpu:  # on a GPU the timers would need a sync per step; the datapath runner gives the view's cost
             phases.wrap(data)
@@ -433,24 +439,23 @@ class Predict(Runner):
 
     def run(self) -> dict:
         from galaxy_finetune.data import StoreGalaxies
-        from galaxy_finetune.model_io import save_finetuned
         from galaxy_finetune.predict import predict_to_csv
 
         b, args = self.bench, self.bench.args
         model = project_classifier(b.encoder_dir).eval()
+        frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
         config = {"eval_zoom": 1.2, "input_size": args.size, "classes": CLASSES}
         model_dir = b.folder / "model"
         save_finetuned(model_dir, model, config)  # predict_to_csv keys its resumable parts on the model file
         frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
         accelerator = "gpu" if b.gpu else "cpu"
 
-        def predict(n: int) -> dict:
-            dataset = StoreGalaxies(b.store_dir, range(n), frame["label"][:n])
-            return predict_to_csv(model, config, model_dir, dataset, frame.iloc[:n], b.folder / f"predict-{n}.csv",
-                                  b.folder / f"predict-{n}.parts", args.predict_batch, accelerator, progress=False)
-
-        predict(min(args.predict_batch, len(frame)))  # warm-up
-        timing = predict(len(frame))
+        def streamed(galaxies, name):  # the predict stage's path: store rows -> writer -> CSV
+            dataset = StoreGalaxies(b.store_dir, galaxies.index, galaxies["label"])
+            return predict_to_csv(model, config, None, dataset, galaxies, b.folder / f"{name}.csv",
+                                  b.folder / f"{name}.parts", args.predict_batch, accelerator, progress=False)
+        streamed(frame.iloc[:args.predict_batch], "warmup")
+        timing = {"test_images_per_s": streamed(frame, "test")["images_per_s"]}
         x = torch.rand(args.predict_batch, 3, args.size, args.size, device=b.device)
         if b.gpu:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -480,16 +485,16 @@ class FullRun(Runner):
         full = b.folder / "full"
         t0 = time.perf_counter()
         catalog = write_galaxies(full, n, args.source_size, seed=1, procs=os.cpu_count() or 1)
-        store_dir, _ = build_store(full, catalog, min(args.size, args.source_size))
-        split_dir = write_splits(full, catalog, n_train, n_val)
+        write_splits(full, catalog, n_train, n_val)
+        write_store(full, catalog, args.source_size)
         prep_s = time.perf_counter() - t0
         encoder_dir = make_encoder_dir(full)
         train = TrainParams(epochs=args.full_epochs, patience=args.full_epochs + 1, batch_size=args.batch,
                             input_size=args.size, accelerator="gpu" if b.gpu else "cpu", devices=1, resume="never")
         with b.sampler() as sampler:
             t0 = time.perf_counter()
-            run = finetune(train, AugmentParams(), "benchmark: synthetic galaxies, random encoder", CLASSES,
-                           split_dir, store_dir, encoder_dir, full / "model", full / "live", full / "checkpoints")
+            run = finetune(train, AugmentParams(), "benchmark", "train", CLASSES, full / "splits", full / "store", encoder_dir,
+                           full / "model", full / "live", full / "checkpoints")
             wall = time.perf_counter() - t0
         return {"images": n, "train": n_train, "val": n_val, "epochs": run["epochs_run"],
                 "finetune_wall_s": round(wall, 1), "fit_wall_s": run["wall_time_s"],

@@ -80,6 +80,7 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "train_images_per_s": run.get("train_images_per_s"),
         "epochs_run": run["epochs_run"],
         "best_epoch": run["best_epoch"],
+        "learning_warning": run.get("learning_warning"),  # issue 10: finetune_gpu's learned-nothing verdict
         "predict_images_per_s": (timing or {}).get("test_images_per_s"),
         "versions": {**run["versions"], **{name: version(name) for name in ("scikit-learn", "matplotlib",
                                                                             "seaborn")}},
@@ -157,6 +158,8 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, quicksta
         lines += [f"> **{prov['profile'].upper()} PROFILE**: {prov['data_source']} galaxies and a "
                   f"{prov['encoder_source']} encoder, not the real inputs, so these numbers say nothing about "
                   f"Zoobot on GalaxyMNIST." + (f" Why: {quickstart_reason}" if quickstart_reason else ""), ""]
+    if prov.get("learning_warning"):
+        lines += [f"> **Warning**: {prov['learning_warning']}", ""]
     minutes = prov["train_wall_time_s"] / 60
     weights = "n/a" if prov["model_weights"] is None else f"{prov['model_weights'] / 1e6:.1f} million"
     lines += [

@@ -142,12 +142,16 @@ def merge_parts(parts_dir: Path, out_path: Path, header: list[str], expected: in
             f.close()
 
 
-def _run_key(model_dir: Path, galaxies: pd.DataFrame, what: str) -> dict:
-    weights = Path(model_dir) / MODEL_WEIGHTS
+def _run_key(model_dir: Path | None, galaxies: pd.DataFrame, what: str) -> dict:
+    """Which model (its weights file's path, size and mtime; None: a model never saved, never resumed) and
+    which inputs a folder of parts belongs to."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(galaxies, index=False).to_numpy().tobytes())
+    key = {"inputs_sha256": digest.hexdigest(), "what": what}
+    if model_dir is None:
+        return key | {"model": None, "nonce": time.time_ns()}
+    weights = Path(model_dir) / MODEL_WEIGHTS
     stat = weights.stat()
-    return {"model": str(weights.resolve()), "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
-            "inputs_sha256": digest.hexdigest(), "what": what}
+    return key | {"model": str(weights.resolve()), "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns}
 
 
 def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.DataFrame, out_path: Path,

@@ -29,6 +29,7 @@ from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import hash_files, write_json
 from galaxy_finetune.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
                                     CHECKPOINT_LAST, STORE_RECORD)
+from galaxy_finetune.learning import LearningCurve
 from galaxy_finetune.model_io import build_classifier, save_finetuned
 from galaxy_finetune.params import AugmentParams, TrainParams
 from galaxy_finetune.store import read_record
@@ -112,7 +113,8 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, resume: str, rank_
 
 def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epochs: int, patience: int,
                   accelerator: str = "cpu", precision: str = "32", devices: int | str = 1, num_nodes: int = 1,
-                  strategy: str = "auto", resumed: bool = False, monitor: str = MONITOR, **trainer_kwargs) -> L.Trainer:
+                  strategy: str = "auto", resumed: bool = False, monitor: str = MONITOR, callbacks=(),
+                  **trainer_kwargs) -> L.Trainer:
     """The Trainer of a fine-tuning run (in the spirit of zoobot's get_trainer): keeps the best and the last
     checkpoint in `checkpoint_dir`, stops early on `monitor`, checkpoints a killed run, counts the samples
     seen, warns of a slow CPU run, and logs to dvclive in `live_dir` (no logger when None)."""
@@ -120,6 +122,7 @@ def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epo
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
     callbacks = [
+        *callbacks,
         ModelCheckpoint(dirpath=checkpoint_dir, filename=CHECKPOINT_BEST.removesuffix(".ckpt"), monitor=monitor,
                         mode="min", save_top_k=1, save_last=True),
         EarlyStopping(monitor=monitor, mode="min", patience=patience),
@@ -156,10 +159,12 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
     return time.perf_counter() - start
 
 
-def finetune(train: TrainParams, augment: AugmentParams, run_label: str, classes: list[str],
+def finetune(train: TrainParams, augment: AugmentParams, run_label: str, recipe: str, classes: list[str],
              split_dir: Path, store_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
-             checkpoint_dir: Path, workers: int | str = "auto") -> dict:
+             checkpoint_dir: Path, workers: int | str = "auto", learning: LearningCurve | None = None) -> dict:
     """Fit (resuming a killed run when allowed), then export the best weights to `model_out`; the run's record.
+
+    `recipe`: the params group the recipe came from (Params.recipe); `learning` judges the val curve.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
     accelerator, precision = resolve_accelerator(train.accelerator, train.precision)
@@ -179,13 +184,16 @@ def finetune(train: TrainParams, augment: AugmentParams, run_label: str, classes
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
     trainer = build_trainer(checkpoint_dir, live_dir, max_epochs=train.epochs, patience=train.patience,
                             accelerator=accelerator, precision=precision, devices=train.devices,
-                            num_nodes=train.num_nodes, strategy=train.strategy, resumed=ckpt_path is not None)
+                            num_nodes=train.num_nodes, strategy=train.strategy, resumed=ckpt_path is not None,
+                            callbacks=[learning] if learning else [])
     wall = fit(trainer, model, data, ckpt_path, checkpoint_dir)
     if not trainer.is_global_zero:
         return {}
     seen = next(c for c in trainer.callbacks if isinstance(c, SamplesSeen))
     run = {
         "run_label": run_label,
+        "recipe": recipe,
+        "learning_warning": learning.warning if learning else None,
         "device": device_name(accelerator),
         "accelerator": accelerator,
         "precision": precision,
@@ -202,19 +210,20 @@ def finetune(train: TrainParams, augment: AugmentParams, run_label: str, classes
         "versions": versions(),
     }
     export_best(model, trainer.checkpoint_callback.best_model_path, model_out,
-                model_config(encoder_dir, store_dir, classes, train, augment, run))
+                model_config(encoder_dir, read_record(store_dir)["image_size"], classes, train, augment, run))
     (checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
     write_json(checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
     return run
 
 
-def model_config(encoder_dir: Path, store_dir: Path, classes: list[str], train: TrainParams,
-                 augment: AugmentParams, run: dict) -> dict:
-    """What model.json records: how to rebuild the classifier and view its inputs, and where it came from."""
+def model_config(encoder_dir: Path, store_size: int, classes: list[str], train: TrainParams, augment: AugmentParams,
+                 run: dict) -> dict:
+    """What model.json records: how to rebuild the classifier and view its inputs (decoded at store_size, as
+    the store decoded the training galaxies, then the eval view), and where it came from."""
     encoder = encoder_record(encoder_dir)
-    return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
-            "store_size": read_record(store_dir)["image_size"], "eval_zoom": augment.eval_zoom,
-            "training_mode": train.training_mode, "dropout": train.dropout, "encoder": encoder, "run": run}
+    return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size, "store_size": store_size,
+            "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
+            "encoder": encoder, "run": run}
 
 
 def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict) -> int:

@@ -11,8 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "quickstart": {"n_per_class": 12, "image_size": 32, "input_size": 32, "epochs": 2, "batch_size": 8,
-                   "patience": 2},
+    "data": {"synthetic_n_per_class": 12, "synthetic_image_size": 32},
+    "scratch": {"input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2},
     "split": {"val_fraction": 0.15},
     "analyse": {"bootstrap_samples": 50},
 }

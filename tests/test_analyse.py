@@ -101,6 +101,20 @@ def test_analyse_writes_metrics_residuals_figures_and_report(tmp_path):
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
 
 
+def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):
+    """issue 10: finetune_gpu records run["learning_warning"]; the report puts it above the headline."""
+    inputs = make_inputs(tmp_path / "in")
+    config = json.loads((inputs["model"] / "model.json").read_text())
+    config["run"]["learning_warning"] = "this run learned nothing: best val accuracy 24.0% is not 5% above ..."
+    (inputs["model"] / "model.json").write_text(json.dumps(config))
+    out = outputs(tmp_path / "out")
+    analyse(inputs["predictions"], inputs["raw"], inputs["model"], inputs["live"], AnalyseParams(bootstrap_samples=10),
+            out)
+    report = out.report.read_text()
+    assert "> **Warning**: this run learned nothing: best val accuracy 24.0%" in report
+    assert report.index("**Warning**") < report.index("| **Accuracy** |")
+
+
 def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
     inputs = make_inputs(tmp_path, n=8)
     curves = read_curves(inputs["live"])

@@ -34,7 +34,7 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert sorted(p.name for p in (path / "data/raw").iterdir()) == [CATALOG, MANIFEST, SOURCE]
     images = np.load(path / "data/store" / STORE_IMAGES, mmap_mode="r")
     assert images.shape == (48, 32, 32, 3) and images.dtype == np.uint8
-    assert (path / "models/encoder" / ENCODER_RECORD).is_file()
+    assert (path / "models/encoder/encoder.json").is_file()
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
     assert not set(splits["train"].id_str) & set(splits["test"].id_str)
@@ -90,7 +90,7 @@ def test_the_store_is_one_copy_linked_to_the_cache(repo):
 
 def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
     path, env, _ = repo
-    set_params(path, {"quickstart": {"lr": 3e-4}})
+    set_params(path, {"scratch": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
     assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]  # no new store, no new split
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout

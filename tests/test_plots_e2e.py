@@ -65,7 +65,7 @@ def test_html_template_inlines_the_pinned_vega_scripts():
 def repo(tmp_path_factory):
     repo, env = make_repo(tmp_path_factory.mktemp("plots") / "repo")
     repro_and_commit(repo, env, "first run")
-    set_params(repo, {"quickstart": {"epochs": 1}, "analyse": {"seed": 1}})
+    set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
     repro_and_commit(repo, env, "second run: one epoch")
     return repo, env
 

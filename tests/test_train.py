@@ -13,8 +13,8 @@ import yaml
 from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST, MODEL_CONFIG,
-                                    MODEL_WEIGHTS, STORE_RECORD)
+from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
+                                    MODEL_CONFIG, MODEL_WEIGHTS, STORE_RECORD)
 from galaxy_finetune.params import Params, TrainParams
 from galaxy_finetune.train import resume_checkpoint
 from tests.pipeline_repo import checkout_env, stage_cmd
@@ -114,13 +114,13 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import fingerprint
 
-    train = Params.model_validate(TINY).effective_train(pretrained=False).model_copy(update={"epochs": 1})
+    train = Params.model_validate(TINY).recipe(False)[1].model_copy(update={"epochs": 1})
     augment = AugmentParams()
     classes = list(GALAXY_MNIST_CLASSES)
     ckpt = inputs / "models/checkpoints"
     ckpt.mkdir(parents=True)
-    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits",
-                                     inputs / "data/store" / STORE_RECORD, inputs / "models/encoder")
+    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/store" / STORE_RECORD,
+                                     inputs / "models/encoder")
     (ckpt / CHECKPOINT_FINGERPRINT).write_text(json.dumps({"fingerprint": inputs_fingerprint}))
     marker = tmp_path / "pwned"
 
@@ -132,7 +132,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/store",
+        finetune(train, augment, "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
@@ -148,7 +148,7 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
 
     train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
     classes = list(GALAXY_MNIST_CLASSES)
-    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/store",
+    run = finetune(train, AugmentParams(), "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                    inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
     assert run["params"]["training_mode"] == "head_only"
     trained = load_file(inputs / "models/finetuned" / MODEL_WEIGHTS)

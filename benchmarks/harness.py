@@ -125,7 +125,7 @@ def _render(job) -> None:
 def write_galaxies(folder: Path, n: int, source_size: int, seed: int = 0, procs: int = 1) -> pd.DataFrame:
     """n synthetic galaxies rendered at 64 px, upscaled to source_size, saved as JPEGs under folder/images.
 
-    Returns the catalog: id_str, src and file_loc (the absolute path), label, label_name; row i is image i."""
+    Returns the catalog: id_str, file (relative to folder), file_loc (absolute), label, label_name."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rels = [f"images/{i:06d}.jpg" for i in range(n)]
     labels = [i % len(CLASSES) for i in range(n)]
@@ -138,18 +138,9 @@ def write_galaxies(folder: Path, n: int, source_size: int, seed: int = 0, procs:
     else:
         for job in jobs:
             _render(job)
-    paths = [str(folder / rel) for rel in rels]
-    return pd.DataFrame({"id_str": [f"g{i:06d}" for i in range(n)], "src": paths, "file_loc": paths, "label": labels,
+    return pd.DataFrame({"id_str": [f"g{i:06d}" for i in range(n)], "file": rels,
+                         "file_loc": [str(folder / rel) for rel in rels], "label": labels,
                          "label_name": [CLASSES[label] for label in labels]})
-
-
-def build_store(folder: Path, catalog: pd.DataFrame, size: int) -> tuple[Path, float]:
-    """The store stage's images.npy for `catalog` at size x size in folder/store; returns it and the seconds taken."""
-    from galaxy_finetune.store import build_store as build
-
-    t0 = time.perf_counter()
-    build(catalog, folder / "store", size, threads=os.cpu_count() or 1)
-    return folder / "store", time.perf_counter() - t0
 
 
 def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) -> Path:

@@ -11,13 +11,11 @@ timm's benchmark.py). What is timed (warm-up steps excluded, per-step medians so
 skews less):
 
 - datapath:  each path's loader alone (no model): images/s it can feed, i.e. the ceiling it puts on a
-             fast accelerator (the project's, and the reference's unless `reference` is skipped); and
-             how fast the store stage decodes the JPEGs once (galaxy_finetune.store.build_store).
+             fast accelerator (the project's, and the reference's unless `reference` is skipped).
 - train:     bare: timm convnext_nano(num_classes=4), forward + backward + AdamW step on float tensors already
              in memory (on the device, channels_last and bf16 autocast on GPU). The ceiling.
-             project: galaxy_finetune.data.GalaxyDataModule (JPEGs decoded once by the store into a
-             memory-mapped uint8 images.npy, a batch read as one slice of it, train_view on the device in
-             on_after_batch_transfer) feeding Zoobot's
+             project: galaxy_finetune.data.GalaxyDataModule (JPEGs decoded once into a uint8 tensor,
+             whole-batch indexing, train_view on the device in on_after_batch_transfer) feeding Zoobot's
              FinetuneableZoobotClassifier (galaxy_finetune.model_io.build_classifier) through a Lightning
              Trainer, with the project's precision/channels_last choices and its dvclive logger.
              The headline ratio divides by the bare loop run alone, just before and just after the project
@@ -29,8 +27,7 @@ skews less):
 - reference: galaxy-datasets' CatalogDataModule with its default transforms (per-image PIL decode,
              RandomAffine, Resize, flips, 5x RandomErasing in its default 4 DataLoader workers) feeding the
              same classifier through the same Trainer: the reference run's path.
-- predict:   galaxy_finetune.predict.predict_to_csv over the store (the predict stage's path, CSV parts
-             written and merged) vs a bare no_grad forward.
+- predict:   galaxy_finetune.predict.predict_frames (the predict stage's path) vs a bare no_grad forward.
 - full:      a GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself (default on GPU only).
 
 Images: synthetic galaxies (galaxy_finetune.synthetic, 64 px) upscaled to --source-size and written as
@@ -194,7 +191,7 @@ class PhaseTimer:
         self.device, self.fetch, self.view = device, [], []
 
     def wrap(self, data):
-        dataset = data.dataset("train")
+        dataset = data.datasets["train"]
         fetch = type(dataset).__getitems__.__get__(dataset)
 
         def timed_fetch(indices):
@@ -245,7 +242,6 @@ class Bench:
     encoder_dir: Path
     n_train: int
     n_val: int
-    store_build_s: float
 
     @property
     def gpu(self) -> bool:
@@ -262,15 +258,12 @@ class Bench:
 
 
 def prepare(args: argparse.Namespace, device: torch.device, folder: Path) -> Bench:
-    """Write the galaxies every runner reads (JPEGs, their store, splits, a random encoder) into `folder`."""
+    """Write the galaxies every runner reads (JPEGs, splits, a random encoder) into `folder`."""
     n_train = args.batch * (args.warmup + args.steps + 2)
     n_val = args.batch
     n_all = n_train + n_val + max(args.predict_images, args.batch)
     t0 = time.perf_counter()
     catalog = write_galaxies(folder, n_all, args.source_size, procs=os.cpu_count() or 1)
-    print(f"wrote {n_all} JPEGs ({args.source_size} px) in {time.perf_counter() - t0:.1f} s", flush=True)
-    # the store stage's size: the input size, capped at the source's (galaxy_finetune.store.stored_size)
-    store_dir, store_build_s = build_store(folder, catalog, min(args.size, args.source_size))
     split_dir = write_splits(folder, catalog, n_train, n_val)
     store_dir = write_store(folder, catalog, args.source_size)
     encoder_dir = make_encoder_dir(folder)
@@ -294,8 +287,7 @@ class DataPath(Runner):
     name = "datapath"
 
     def run(self) -> dict:
-        out = {"project": self.project(epochs=3),
-               "store_build_images_per_s": len(self.bench.catalog) / self.bench.store_build_s}
+        out = {"project": self.project(epochs=3)}
         if "reference" not in self.bench.args.skip:
             out["reference"] = self.reference(epochs=2)
             out["speedup_project_vs_reference"] = out["project"]["images_per_s"] / out["reference"]["images_per_s"]
@@ -370,6 +362,7 @@ class TrainStep(Runner):
             "ratio_project_vs_bare_interleaved": median(bare_between) / step_s,
             "data_fetch_ms_per_step": 1e3 * median(proj["fetch_s"]),
             "device_view_ms_per_step": 1e3 * median(proj["view_s"]),
+            "decode_once_images_per_s": proj["decoded_images"] / proj["decode_once_s"],
         }
         if interleave:
             out["ratio_project_vs_bare_paired_median"] = median([bs / ps for bs, ps in zip(proj["bare_s"],
@@ -409,7 +402,7 @@ class TrainStep(Runner):
         if b.gpu:  # only the total between the two syncs is exact
             steps = [sum(steps) / len(steps)] * len(steps)
         return {"step_s": steps, "bare_s": clock.bare_times[w:], "fetch_s": phases.fetch[w + 1:],
-                "view_s": phases.view[w + 1:],
+                "view_s": phases.view[w + 1:], "decode_once_s": decode_s, "decoded_images": n_decoded,
                 "gpu_utilisation": sampler.summary() if b.gpu else None}
 
 
@@ -434,7 +427,7 @@ class ReferenceStep(Runner):
 
 
 class Predict(Runner):
-    """The predict stage's path (predict_to_csv over the store) against a bare no_grad forward of the same size."""
+    """The predict stage's path (predict_frames) against a bare no_grad forward of the same size."""
     name = "predict"
 
     def run(self) -> dict:
@@ -445,9 +438,6 @@ class Predict(Runner):
         model = project_classifier(b.encoder_dir).eval()
         frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
         config = {"eval_zoom": 1.2, "input_size": args.size, "classes": CLASSES}
-        model_dir = b.folder / "model"
-        save_finetuned(model_dir, model, config)  # predict_to_csv keys its resumable parts on the model file
-        frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
         accelerator = "gpu" if b.gpu else "cpu"
 
         def streamed(galaxies, name):  # the predict stage's path: store rows -> writer -> CSV
@@ -466,9 +456,9 @@ class Predict(Runner):
             b.bare.infer(x)
             times.append(now(b.device) - t0)
         bare_ips = args.predict_batch / median(times)
-        return {"project_images_per_s": timing["images_per_s"], "bare_images_per_s": round(bare_ips, 1),
+        return {"project_images_per_s": timing["test_images_per_s"], "bare_images_per_s": round(bare_ips, 1),
                 "images": len(frame), "batch": args.predict_batch,
-                "ratio_project_vs_bare": round(timing["images_per_s"] / bare_ips, 3)}
+                "ratio_project_vs_bare": round(timing["test_images_per_s"] / bare_ips, 3)}
 
 
 class FullRun(Runner):
@@ -570,8 +560,7 @@ def report(info: dict, results: dict, comparison: dict, gpu: bool) -> str:
         lines.append(f"data path alone     project {dp['project']['images_per_s']:.0f} img/s "
                      f"(host side, index only: {dp['project']['host_index_only_images_per_s']:.0f} img/s)"
                      + (f", reference {dp['reference']['images_per_s']:.0f} img/s "
-                        f"({dp['speedup_project_vs_reference']:.1f}x)" if "reference" in dp else "")
-                     + f"; store build (decode once) {dp['store_build_images_per_s']:.0f} img/s")
+                        f"({dp['speedup_project_vs_reference']:.1f}x)" if "reference" in dp else ""))
     if "predict" in results:
         pr = results["predict"]
         lines.append(f"predict             project {pr['project_images_per_s']} img/s, bare {pr['bare_images_per_s']} "

@@ -7,6 +7,7 @@ import pytest
 
 from galaxy_finetune import predict as predict_module
 from galaxy_finetune.classify import main
+from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
 from galaxy_finetune.train import finetune

@@ -1,6 +1,5 @@
 """DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +13,6 @@ from galaxy_finetune.params import Params
 from galaxy_finetune.split import read_catalog
 from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(devices: int, batch_size: int) -> dict:

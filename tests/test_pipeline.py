@@ -34,7 +34,7 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert sorted(p.name for p in (path / "data/raw").iterdir()) == [CATALOG, MANIFEST, SOURCE]
     images = np.load(path / "data/store" / STORE_IMAGES, mmap_mode="r")
     assert images.shape == (48, 32, 32, 3) and images.dtype == np.uint8
-    assert (path / "models/encoder/encoder.json").is_file()
+    assert (path / "models/encoder" / ENCODER_RECORD).is_file()
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
     assert not set(splits["train"].id_str) & set(splits["test"].id_str)

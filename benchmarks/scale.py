@@ -199,7 +199,10 @@ def bounded_size(n: int, catalog: Path, work: Path, model_dir: Path, steps: int,
     out_csv = work / f"b{n}" / "classified.csv"
     classify = measured([sys.executable, "-m", "galaxy_finetune.classify", str(model_dir), str(catalog), "-o",
                          str(out_csv), "--accelerator", "cpu"], work / f"b{n}", env, limit_s=classify_s)
-    done = sum(max(0, len(p.read_text().splitlines())) for p in Path(f"{out_csv}.parts").glob("part-*.csv"))
+    if out_csv.is_file():  # finished within the limit: the parts are merged into the output
+        done = len(pd.read_csv(out_csv, usecols=["id_str"]))
+    else:  # stopped: count the rows its parts hold
+        done = sum(len(p.read_text().splitlines()) for p in Path(f"{out_csv}.parts").glob("part-*.csv"))
     row.update(classify_peak_gb=classify["peak_gb"], classify_images=done, classify_s=classify["wall_s"],
                classify_images_per_s=done / classify["wall_s"])
     pixels = n * SIZE * SIZE * 3

@@ -14,3 +14,9 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
 # data/predictions/ (predict)
 TIMING = "timing.json"
+# data/embeddings/ (embed)
+EMBED_GALAXIES = "galaxies.csv"          # id_str, split, label, label_name: row i of the arrays below
+EMBED_FEATURES = "features.npy"          # (N, D) float16 pooled encoder features
+EMBED_PCA_FEATURES = "pca_features.npy"  # (N, K) float32, the train-fitted PCA projection
+EMBED_PCA = "pca.npz"                    # mean, components, explained_variance_ratio
+EMBED_RECORD = "embed.json"              # counts, dimensions, explained variance, speed

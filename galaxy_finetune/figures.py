@@ -70,14 +70,14 @@ def confusion_matrix(counts: np.ndarray, classes: list[str], accuracy: float, pa
     rows = counts.sum(1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    for ax, data, fmt, label, title in (
+    for ax, data, fmt, label, panel in (
             (axes[0], counts, "d", "galaxies", "counts"),
             (axes[1], normalised, ".2f", "fraction of the true class", "row-normalised (recall on the diagonal)")):
         sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
                     cbar_kws={"label": label}, square=True, vmin=0, vmax=1 if fmt != "d" else None)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.tick_params(axis="x", rotation=25)
         ax.tick_params(axis="y", rotation=0)
     save(fig, path, stamp, f"{title}: accuracy {accuracy:.1%}, n = {int(counts.sum())}")

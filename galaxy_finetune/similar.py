@@ -61,7 +61,7 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
     from galaxy_finetune.embed import encoder_features, load_finetuned, torch_device
     from galaxy_finetune.images import decode_image
 
-    pixels = decode_image(path)
+    pixels = np.array(decode_image(path))  # writable, as torch wants
     model, config = load_finetuned(model_dir)
     device = torch_device(accelerator)
     features = encoder_features(model.to(device), pixels[None], config["input_size"], config["eval_zoom"], device)

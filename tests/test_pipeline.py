@@ -46,7 +46,8 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert predictions[[f"p_{c}" for c in classes]].sum(1).sub(1).abs().max() < 1e-4
     assert (path / "data/predictions/val.csv").is_file()
     metrics = json.loads((path / "metrics/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["profile"] == "quickstart"
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["real_run"] is False
+    assert "full" not in metrics["provenance"]["run_label"]
     assert metrics["provenance"]["encoder_source"] == "random"
     assert set(metrics["confusion"]) == set(classes)
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000

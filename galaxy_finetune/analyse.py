@@ -34,13 +34,14 @@ COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the full curve is in th
 
 @dataclass(frozen=True)
 class Inputs:
-    """What analyse reads: test and val predictions, predict's timing.json, data/raw, the model, dvclive's
-    folder and data/embeddings."""
+    """What analyse reads: test and val predictions, predict's timing.json, data/raw (the manifest), the store
+    (pixels), the model, dvclive's folder and data/embeddings."""
 
     predictions: Path
     val_predictions: Path
     timing: Path | None
     raw_dir: Path
+    store_dir: Path
     model_dir: Path
     live_dir: Path | None
     embeddings: Path
@@ -100,7 +101,7 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "run_label": label,
         "real_run": real,
         "data_source": manifest["source"],
-        "data_sha256": manifest["data_sha256"],
+        "data_sha256": manifest.get("data_fingerprint", manifest.get("data_sha256")),
         "data_images": manifest.get("n_images"),
         "encoder_source": encoder["source"],
         "encoder_arch": encoder["arch"],
@@ -324,7 +325,10 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     unusual = anomalies.head(figures.GALLERY)
     mistakes = table["id_str"][~correct].tolist()
     shown = list(dict.fromkeys([*top_correct["id_str"], *top_errors["id_str"], *unusual["id_str"], *mistakes]))
-    pixels = dict(zip(shown, galaxy_pixels(inputs.raw_dir, shown)))
+    if "row" not in table.columns:
+        raise PipelineError(f"{inputs.predictions}: no `row` column (each galaxy's store row); rerun the predict stage")
+    row_of = dict(zip(table["id_str"], table["row"]))
+    pixels = dict(zip(shown, galaxy_pixels(inputs.store_dir, [row_of[i] for i in shown])))
     confidence = probs.max(1)
     data = figures.FigureData(
         classes=classes, table=table, probs=probs, residual=per_galaxy["residual"].to_numpy(), metrics=result,
@@ -339,7 +343,8 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     stamp = figures.Stamp(prov["run_label"], footer(prov), warn=not prov["real_run"])
     plots_link = Path(os.path.relpath(out.plots, out.report.parent)).as_posix()
     errors_link = Path(os.path.relpath(out.errors_page, out.report.parent)).as_posix()
-    report = summary_markdown(result, classes, plots_link, errors_link, manifest.get("reason"))
+    reason = "; ".join(manifest.get("substitutions") or []) or manifest.get("reason")
+    report = summary_markdown(result, classes, plots_link, errors_link, reason)
     page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"])
     paths = (out.plots, out.metrics, out.residuals, out.coverage, out.embedding_map, out.anomalies, out.report,
              out.errors_page)

@@ -1,36 +1,49 @@
 """Classify your own galaxies with a fine-tuned model: `galaxy-classify MODEL_DIR IMAGES -o predictions.csv`.
 
-IMAGES is a folder of JPG/PNG files or a CSV/parquet catalog with a file_loc column (optional id_str).
-The images go through exactly the training-time eval view (decode, central zoom, resize to the model's
-input size), on the GPU when present.
+IMAGES is a folder of JPG/PNG/FITS files or a CSV/parquet catalog with a file_loc column (optional id_str).
+Each image is decoded as the store decoded the training galaxies (same size), then goes through exactly
+the training-time eval view, on the GPU when present. It streams: memory holds a batch, rows reach
+`OUTPUT.parts/` batch by batch, and a killed run started again with the same arguments goes on where it
+stopped; at the end the rows are merged into OUTPUT in input order. `--devices N` shares the images
+among N GPUs (one part file each).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import write_csv
-from galaxy_finetune.predict import predict_frames
+from galaxy_finetune.data import ImageFiles, loader_workers
+from galaxy_finetune.errors import PipelineError, one_line
+from galaxy_finetune.predict import predict_to_csv
 from galaxy_finetune.sources import read_catalog_file
-from galaxy_finetune.train import load_finetuned
+from galaxy_finetune.train import load_finetuned, resolve_device
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")
 
 
 def galaxies_from(source: Path) -> pd.DataFrame:
-    """id_str and absolute file paths of the galaxies in a folder or a catalog."""
+    """id_str and absolute file path of each galaxy in a folder (sorted by name) or a catalog (its order)."""
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise PipelineError(f"{source}: no .jpg/.jpeg/.png images in this folder")
-        return pd.DataFrame({"id_str": [p.stem for p in files], "file": [str(p.resolve()) for p in files]})
-    frame, files = read_catalog_file(source, {"file_loc"}, "images")
-    ids = frame["id_str"].astype(str) if "id_str" in frame.columns else [p.stem for p in files]
-    return pd.DataFrame({"id_str": list(ids), "file": [str(p.resolve()) for p in files]})
+        root = os.path.abspath(source)
+        with os.scandir(root) as entries:  # a million files: one directory read, no per-file Path objects
+            names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+        if not names:
+            raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
+        ids = [n[:-len(s)] for n in names for s in [next(s for s in IMAGE_SUFFIXES if n.lower().endswith(s))]]
+        frame = pd.DataFrame({"id_str": ids, "file": [os.path.join(root, n) for n in names]})
+    else:
+        table, files = read_catalog_file(source, {"file_loc"}, "images")
+        ids = table["id_str"].astype(str) if "id_str" in table.columns else [p.stem for p in files]
+        frame = pd.DataFrame({"id_str": list(ids), "file": [os.path.abspath(p) for p in files]})
+    dupes = frame["id_str"][frame["id_str"].duplicated()]
+    if len(dupes):
+        raise PipelineError(f"{source}: id {dupes.iloc[0]!r} appears {int((frame['id_str'] == dupes.iloc[0]).sum())} "
+                            f"times (same name, different suffix?); ids must be unique")
+    return frame
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,18 +54,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    parser.add_argument("--devices", default="1", help="GPUs (or CPU processes) to share the images: N or auto")
+    parser.add_argument("--workers", default="auto", help="DataLoader workers decoding images: N or auto "
+                        "(auto: 4 on a GPU, 1 on CPU)")
     args = parser.parse_args(argv)
     try:
         model, config = load_finetuned(args.model_dir)
         frame = galaxies_from(args.images)
-        tables, timing = predict_frames(model, config, {"new": frame}, Path("/"), args.batch_size, args.accelerator)
-        write_csv(args.output, tables["new"])
+        device, _ = resolve_device(args.accelerator, "auto")
+        workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
+        workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
+        dataset = ImageFiles(frame["file"], config["store_size"])
+        devices = args.devices if args.devices == "auto" else int(args.devices)
+        result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
+                                Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,
+                                extra=["file"])
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
-    counts = tables["new"]["pred_label"].value_counts().to_dict()
-    print(f"galaxy-classify: {len(frame)} galaxies -> {args.output} ({timing['new_images_per_s']} images/s on "
-          f"{timing['device']}); predicted: {counts}")
+    if not result:  # another DDP rank: rank zero reports
+        return
+    print(f"galaxy-classify: {result['galaxies']} galaxies -> {args.output} ({result['images_per_s']} images/s on "
+          f"{result['device']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Callable
 
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.params import Params, load_params
 
 
@@ -23,7 +23,7 @@ def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser
     try:
         body(args, load_params(args.params))
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:  # disk full, read-only folder, ...: the atomic writers left nothing behind
         where = f"{exc.filename}: " if exc.filename else ""

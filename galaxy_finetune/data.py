@@ -1,7 +1,12 @@
-"""Galaxies in memory: decoded once into a uint8 tensor, batched by index, viewed on the device."""
+"""Galaxies read by row from the image store; a batch is one slice of a memory map, viewed on the device.
+
+Neither training nor prediction holds the catalog's pixels in memory: a dataset knows the store's path
+and its rows, opens the memory map lazily in whichever process reads it (the main process or a
+DataLoader worker), and hands out whole batches as one uint8 tensor. The train and eval views are
+computed after the batch reaches its device (see augment.py).
+"""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -13,104 +18,120 @@ from galaxy_finetune.augment import eval_view, train_view
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.images import decode_image
 from galaxy_finetune.params import AugmentParams
-
-
-def load_images(files: list[Path], threads: int = 4) -> torch.Tensor:
-    """Decode image files into one (N, 3, H, W) uint8 tensor (resized to the first image's size if mixed)."""
-    if not files:
-        return torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
-    first = decode_image(files[0], None)
-    size = max(first.shape[:2])
-    if first.shape[:2] != (size, size):
-        first = decode_image(files[0], size)
-    with ThreadPoolExecutor(threads) as pool:  # PIL decodes with the GIL released
-        arrays = [first, *pool.map(lambda f: decode_image(f, size), files[1:])]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+from galaxy_finetune.store import open_images
 
 
 def read_split(split_dir: Path, name: str) -> pd.DataFrame:
     path = Path(split_dir) / f"{name}.csv"
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the split stage first (dvc repro split)")
-    return pd.read_csv(path, dtype={"id_str": str})
+    return pd.read_csv(path, dtype={"id_str": str}, keep_default_na=False)
 
 
-class InMemoryGalaxies(torch.utils.data.Dataset):
-    """Images and labels already in memory; a whole batch is one tensor index (no per-image collate)."""
+def loader_workers(requested: int | str, accelerator: str) -> int:
+    """DataLoader workers: on a GPU, 4 keep it fed while the page cache warms; on CPU a batch is one
+    slice of the memory map, cheaper than shipping it between processes."""
+    if requested != "auto":
+        return int(requested)
+    return 4 if accelerator == "gpu" else 0
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
+
+class StoreGalaxies(torch.utils.data.Dataset):
+    """Rows of an (N, S, S, 3) uint8 image array: the store's memory map (opened lazily, per process), or
+    any array already in memory. Items are dicts with image (3, S, S) uint8, label and index."""
+
+    def __init__(self, images: str | Path | np.ndarray, rows, labels=None):
+        self._path = None if isinstance(images, np.ndarray) else Path(images)
+        self._images = images if isinstance(images, np.ndarray) else None
+        self.rows = np.array(rows, dtype=np.int64)
+        self.labels = torch.tensor(np.full(len(self.rows), -1) if labels is None else np.array(labels), dtype=torch.long)
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = open_images(self._path)
+        return self._images
+
+    def __getstate__(self):  # a DataLoader worker reopens the map instead of receiving a pickled copy
+        state = dict(self.__dict__)
+        if self._path is not None:
+            state["_images"] = None
+        return state
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.rows)
 
     def __getitem__(self, i):
-        return {"image": self.images[i], "label": self.labels[i]}
+        return self.__getitems__([i])
 
     def __getitems__(self, indices):
-        index = torch.as_tensor(indices)
-        return {"image": self.images[index], "label": self.labels[index]}
+        index = np.asarray(indices, dtype=np.int64)
+        pixels = np.ascontiguousarray(self.images[self.rows[index]])  # one read of the batch's rows
+        return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+                "label": self.labels[index], "index": torch.from_numpy(index)}
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded at `size` x `size` as they are read (for galaxy-classify on new galaxies):
+    paths are kept as one bytes array, so a million of them cost ~100 MB and no copy-on-write in workers."""
+
+    def __init__(self, paths, size: int):
+        self.paths = np.asarray([str(p).encode() for p in paths])
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices):
+        pixels = np.stack([decode_image(self.paths[i].decode(), self.size) for i in indices])
+        return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+                "index": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
 
 
 def _as_batch(batch):
-    return batch
+    return batch  # __getitems__ already returns the whole batch
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_as_batch, num_workers=workers,
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 class GalaxyDataModule(L.LightningDataModule):
-    """train/val/test splits from data/splits/, images from data/raw/; views computed on the device."""
+    """Training data: train/val rows of data/splits/ read from the store; views computed on the device."""
 
-    def __init__(self, split_dir: str | Path, raw_dir: str | Path, input_size: int, batch_size: int,
-                 augment: AugmentParams, eval_batch_size: int | None = None):
+    def __init__(self, store_dir: str | Path, split_dir: str | Path, input_size: int, batch_size: int,
+                 augment: AugmentParams, workers: int = 0):
         super().__init__()
-        self.split_dir, self.raw_dir = Path(split_dir), Path(raw_dir)
-        self.input_size, self.batch_size = input_size, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.augment = augment
-        self.predict_split = "test"  # which split predict_dataloader serves
-        self.datasets: dict[str, InMemoryGalaxies] = {}
-        self.frames: dict[str, pd.DataFrame] = {}
+        self.store_dir, self.split_dir = Path(store_dir), Path(split_dir)
+        self.input_size, self.batch_size, self.augment, self.workers = input_size, batch_size, augment, workers
+        self.datasets: dict[str, StoreGalaxies] = {}
 
-    def load(self, name: str) -> InMemoryGalaxies:
-        """The split `name` from split_dir, decoded once."""
+    def dataset(self, name: str) -> StoreGalaxies:
         if name not in self.datasets:
-            self.add(name, read_split(self.split_dir, name))
-        return self.datasets[name]
-
-    def add(self, name: str, frame: pd.DataFrame) -> InMemoryGalaxies:
-        """Galaxies of `frame` (file relative to raw_dir or absolute; label optional) under `name`."""
-        images = load_images([self.raw_dir / f for f in frame["file"]])
-        label = frame["label"].to_numpy() if "label" in frame.columns else np.full(len(frame), -1)
-        self.frames[name], self.datasets[name] = frame, InMemoryGalaxies(images, torch.tensor(label, dtype=torch.long))
+            frame = read_split(self.split_dir, name)
+            self.datasets[name] = StoreGalaxies(self.store_dir, frame["row"], frame["label"])
         return self.datasets[name]
 
     def setup(self, stage: str) -> None:
-        names = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
-                 "predict": (self.predict_split,)}[stage]
-        for name in names:
-            if name not in self.datasets:
-                self.load(name)
-
-    def _loader(self, name: str, train: bool) -> torch.utils.data.DataLoader:
-        # num_workers=0: a batch is a single tensor index, cheaper than shipping it between processes
-        return torch.utils.data.DataLoader(
-            self.datasets[name], batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-            collate_fn=_as_batch, pin_memory=torch.cuda.is_available())
+        for name in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
+            self.dataset(name)
 
     def train_dataloader(self):
-        return self._loader("train", train=True)
+        return make_loader(self.dataset("train"), self.batch_size, True, self.workers)
 
     def val_dataloader(self):
-        return self._loader("val", train=False)
+        return make_loader(self.dataset("val"), self.batch_size, False, self.workers)
 
     def test_dataloader(self):
-        return self._loader("test", train=False)
-
-    def predict_dataloader(self):
-        return self._loader(self.predict_split, train=False)
+        return make_loader(self.dataset("test"), self.batch_size, False, self.workers)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        training = self.trainer is not None and self.trainer.training
-        if training:
+        if self.trainer is not None and self.trainer.training:
             batch["image"] = train_view(batch["image"], self.input_size, self.augment)
         else:
             batch["image"] = eval_view(batch["image"], self.input_size, self.augment.eval_zoom)

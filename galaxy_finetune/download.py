@@ -36,8 +36,25 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def check_md5(path: Path, expected: str, hint: str = "") -> None:
+def _memo(path: Path, memo_dir: Path | None) -> tuple[Path | None, str]:
+    stat = Path(path).stat()
+    if memo_dir is None:
+        return None, ""
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:20]
+    return Path(memo_dir) / f"{key}.md5", f"{Path(path).resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def check_md5(path: Path, expected: str, hint: str = "", memo_dir: Path | None = None) -> None:
+    """Raise ChecksumError unless `path` has md5 `expected`. With `memo_dir`, a file already verified with
+    the same size and mtime is not hashed again (the always-rerun fetch stays cheap); the memo lives
+    there, never beside the user's file."""
+    memo, stamp = _memo(path, memo_dir)
+    if memo is not None and memo.is_file() and memo.read_text() == f"{expected} {stamp}":
+        return
     actual = md5sum(path)
+    if actual == expected and memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(f"{expected} {stamp}")
     if actual != expected:
         raise ChecksumError(f"{path}: md5 {actual} but expected {expected}; {hint or 'delete it and retry'}")
 
@@ -59,8 +76,12 @@ def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries:
     download is deleted and reported. Transient network errors are retried with exponential backoff.
     """
     dest = Path(dest)
-    if dest.is_file() and md5sum(dest) == md5:
-        return dest
+    if dest.is_file():
+        try:
+            check_md5(dest, md5, memo_dir=dest.parent / ".verified")
+            return dest
+        except ChecksumError:
+            pass  # a stale or partial file: download again
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise Unreachable(f"{dest.name}: not downloaded from {url} because {OFFLINE_ENV} is set")
     last = None

@@ -1,8 +1,9 @@
 """embed: the fine-tuned encoder's pooled features for every galaxy of train/val/test, and a PCA fitted on train.
 
-The images go through exactly the predict stage's eval view (central zoom, resize to the model's input size);
-one batch of pixels is in memory at a time. Outputs (data/embeddings/, names in layout.py):
-galaxies.csv (id_str, split, label, label_name: row i of the arrays), features.npy ((N, D) float16),
+The images come from the store (data/store) and go through exactly the predict stage's eval view (central zoom,
+resize to the model's input size); one batch of pixels is in memory at a time. Outputs (data/embeddings/, names
+in layout.py): galaxies.csv (id_str, split, label, label_name, row: the store row; row i of the arrays),
+features.npy ((N, D) float16),
 pca.npz (mean, components, explained_variance_ratio), pca_features.npy ((N, K) float32), embed.json.
 """
 from __future__ import annotations
@@ -46,12 +47,13 @@ def encoder_features(model, pixels: np.ndarray, input_size: int, eval_zoom: floa
     return features.float().cpu().numpy()
 
 
-def embed_galaxies(model, config: dict, raw_dir: Path, ids: list[str], batch_size: int,
+def embed_galaxies(model, config: dict, store_dir: Path, rows: list[int], batch_size: int,
                    device: torch.device) -> np.ndarray:
-    """(len(ids), D) float32 encoder features, `batch_size` galaxies' pixels in memory at a time."""
+    """(len(rows), D) float32 encoder features of store rows `rows`, `batch_size` galaxies' pixels in memory
+    at a time."""
     model = model.to(device).eval()
-    batches = [encoder_features(model, galaxy_pixels(raw_dir, ids[start:start + batch_size]), config["input_size"],
-                                config["eval_zoom"], device) for start in range(0, len(ids), batch_size)]
+    batches = [encoder_features(model, galaxy_pixels(store_dir, rows[start:start + batch_size]), config["input_size"],
+                                config["eval_zoom"], device) for start in range(0, len(rows), batch_size)]
     return np.concatenate(batches) if batches else np.zeros((0, model.encoder.num_features), np.float32)
 
 
@@ -65,7 +67,7 @@ def fit_pca(train_features: np.ndarray, n_components: int, seed: int = 0):
     return PCA(n_components=n, svd_solver="full", random_state=seed).fit(train_features.astype(np.float32))
 
 
-def embed_splits(model_dir: Path, raw_dir: Path, split_dir: Path, out_dir: Path, batch_size: int,
+def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Path, batch_size: int,
                  pca_components: int, accelerator: str = "auto") -> dict:
     """Features of every galaxy of the splits, and their PCA, written to `out_dir` (all or nothing)."""
     model, config = load_finetuned(model_dir)
@@ -76,11 +78,11 @@ def embed_splits(model_dir: Path, raw_dir: Path, split_dir: Path, out_dir: Path,
             raise PipelineError(f"{path}: not found; run the split stage first")
         frame = pd.read_csv(path, dtype={"id_str": str})
         frames.append(pd.DataFrame({"id_str": frame["id_str"], "split": split, "label": frame["label"],
-                                    "label_name": frame["label_name"]}))
+                                    "label_name": frame["label_name"], "row": frame["row"]}))
     galaxies = pd.concat(frames, ignore_index=True)
     device = torch_device(accelerator)
     start = time.perf_counter()
-    features = embed_galaxies(model, config, raw_dir, galaxies["id_str"].tolist(), batch_size, device)
+    features = embed_galaxies(model, config, store_dir, galaxies["row"].tolist(), batch_size, device)
     seconds = time.perf_counter() - start
     return write_embeddings(out_dir, galaxies, features, pca_components,
                             {"device": device.type, "images_per_s": round(len(galaxies) / seconds, 1),

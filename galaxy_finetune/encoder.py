@@ -71,6 +71,21 @@ def hub_files(repo_id: str) -> tuple[Path, Path, str]:
         raise Unreachable(f"model.encoder: could not download hf_hub:{repo_id} ({type(exc).__name__}: {exc})") from None
 
 
+def encoder_identity(spec: str, random_arch: str = "convnext_nano", seed: int = 42) -> dict:
+    """What `spec` resolves to right now, found without copying or hashing the weights: the hub revision
+    or the file's size and mtime. Equal identities mean models/encoder/ need not be written again."""
+    if spec == "random":
+        return {"spec": spec, "arch": random_arch, "seed": seed}
+    if spec.startswith("hf_hub:"):
+        _, weights, revision = hub_files(spec.removeprefix("hf_hub:"))
+        return {"spec": spec, "revision": revision, "size": weights.stat().st_size}
+    path = Path(spec)
+    if spec.endswith(".safetensors") and path.is_file():
+        stat = path.stat()
+        return {"spec": spec, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "random_arch": random_arch}
+    return {"spec": spec}  # resolve_encoder names the problem
+
+
 def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano", seed: int = 42,
                     validate: bool = True) -> dict:
     """Write the encoder named by `spec` (hf_hub:<repo> | path.safetensors | random) into `out_dir`.

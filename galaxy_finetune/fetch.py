@@ -1,7 +1,15 @@
-"""fetch_data: every external input (the galaxies and the pretrained encoder), or the honest offline stand-in."""
+"""fetch_data: every external input (the galaxies and the pretrained encoder), each replaced only if missing.
+
+The stage reruns on every `dvc repro` (the network may have come back), so it is cheap: it reads the
+catalog, stats each source file and asks the HF cache for the encoder's revision, and writes nothing
+when that fingerprint matches the last run's. Decoding the pixels is the store stage's job.
+
+What can be had is always used: a catalog, files in data.local_dir or a cached download. What cannot is
+replaced, and the manifest says so in words: missing galaxies -> the synthetic galaxies, missing weights
+-> a random init of the same architecture (and training then uses the from-scratch recipe).
+"""
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import textwrap
@@ -9,12 +17,14 @@ from pathlib import Path
 
 from galaxy_finetune import sources
 from galaxy_finetune.download import Unreachable
-from galaxy_finetune.encoder import resolve_encoder
+from galaxy_finetune.encoder import encoder_identity, resolve_encoder
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, write_json
+from galaxy_finetune.files import atomic_path, read_json, write_csv, write_json
+from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
 from galaxy_finetune.params import Params
 
-MANIFEST = "manifest.json"
+DATA_NAMES = {"galaxy_mnist": "GalaxyMNIST", "galaxy_mnist_64": "GalaxyMNIST (64 px release)",
+              "catalog": "own catalog", "synthetic": "synthetic galaxies"}
 
 
 def cache_dir() -> Path:
@@ -35,12 +45,15 @@ def load_source(params: Params, cache: Path) -> sources.RawData:
     return sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
 
 
-def data_digest(raw_dir: Path, catalog) -> str:
-    """sha256 over catalog.csv and every image, in catalog order: one id for 'which data'."""
-    digest = hashlib.sha256((raw_dir / "catalog.csv").read_bytes())
-    for rel in catalog["file"]:
-        digest.update((raw_dir / rel).read_bytes())
-    return digest.hexdigest()
+def arch_name(arch: str) -> str:
+    """timm's convnext_nano -> ConvNeXt-Nano, for the words a reader sees."""
+    family, _, size = arch.partition("_")
+    return f"ConvNeXt-{size.capitalize()}" if family == "convnext" and size else arch
+
+
+def run_label(data_description: str, encoder: dict) -> str:
+    """'own catalog, 400 galaxies | no pretraining: random ConvNeXt-Nano': which data, which weights."""
+    return f"{data_description} | {encoder['description']}"
 
 
 def banner(lines: list[str]) -> str:
@@ -49,56 +62,98 @@ def banner(lines: list[str]) -> str:
     return "\n".join([rule, *[f"| {line.ljust(width - 4)} |" for line in lines], rule])
 
 
+def _announce(manifest: dict) -> None:
+    """Every run says what stood in for what, even when nothing had to be written."""
+    if not manifest["substitutions"]:
+        return
+    print(banner([
+        f"OFFLINE STAND-IN: {manifest['run_label']}",
+        *[line for p in manifest["substitutions"] for line in textwrap.wrap(p, 96, initial_indent="  - ",
+                                                                             subsequent_indent="    ")],
+        "For the real inputs: go online (or put the official files in data.local_dir and an HF cache",
+        "in HF_HOME), then `dvc repro` again; set fetch.offline: error to fail instead.",
+    ]), file=sys.stderr)
+
+
 def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | None = None) -> dict:
-    """Write data/raw/ (catalog.csv, images/, manifest.json) and models/encoder/; return the manifest."""
+    """Write data/raw/ (catalog.csv, source.json, manifest.json) and models/encoder/ if anything changed;
+    return the manifest."""
     cache = cache or cache_dir()
-    problems, raw, encoder_spec = [], None, params.model.encoder
+    d, m = params.data, params.model
+    raw = data_missing = identity = encoder_missing = None
     try:
         raw = load_source(params, cache)
     except Unreachable as exc:
-        problems.append(str(exc))
-    with atomic_path(encoder_out) as enc_tmp:
-        try:
-            encoder = resolve_encoder(encoder_spec, enc_tmp, params.model.random_arch, params.model.seed)
-        except Unreachable as exc:
-            problems.append(str(exc))
-        profile = "full"
-        if problems:
-            if params.fetch.offline == "error":
-                raise PipelineError("; ".join(problems) + ". fetch.offline is 'error': put the official files in "
-                                    "data.local_dir, or set fetch.offline: quickstart")
-            profile = "quickstart"
-            q = params.quickstart
-            raw = sources.synthetic(q.n_per_class, q.image_size, params.data.synthetic_seed, cache)
-            encoder = resolve_encoder("random", enc_tmp, "convnext_nano", params.model.seed, validate=False)
-        with atomic_path(raw_out) as raw_tmp:
-            catalog = sources.write_raw(raw, raw_tmp)
-            manifest = {
-                "profile": profile,
-                "reason": "; ".join(problems) if problems else None,
-                "source": "synthetic" if profile == "quickstart" else params.data.source,
-                "requested": {"source": params.data.source, "encoder": encoder_spec},
-                "classes": list(raw.classes),
-                "n_images": len(catalog),
-                "counts_per_class": catalog["label_name"].value_counts().reindex(raw.classes).astype(int).to_dict(),
-                "counts_per_split": {k or "none": int(v) for k, v in catalog["split"].value_counts().items()},
-                "data_sha256": data_digest(raw_tmp, catalog),
-                "data": raw.record,
-                "encoder": encoder,
-            }
-            write_json(raw_tmp / MANIFEST, manifest)
-    constant = raw.record.get("constant_images") or []
-    if constant:
-        print(f"warning: {len(constant)} image(s) have one value everywhere (blank cutouts?), e.g. "
-              f"{', '.join(constant[:5])}; listed in {raw_out / MANIFEST} under data.constant_images",
-              file=sys.stderr)
-    if profile == "quickstart":
-        print(banner([
-            "OFFLINE QUICKSTART: the real inputs could not be had, so this run uses",
-            f"{len(catalog)} SYNTHETIC galaxies and a RANDOMLY INITIALISED {encoder['arch']} (no Zoobot weights).",
-            "Its accuracy says nothing about Zoobot on GalaxyMNIST. Why:",
-            *[line for p in problems for line in textwrap.wrap(p, 96, initial_indent="  - ", subsequent_indent="    ")],
-            "For the real run: go online (or put the official files in data.local_dir and",
-            "an HF cache in HF_HOME), then `dvc repro` again.",
-        ]), file=sys.stderr)
+        data_missing = str(exc)
+    spec = m.encoder
+    try:
+        identity = encoder_identity(spec, m.random_arch, m.seed)
+    except Unreachable as exc:
+        encoder_missing, spec = str(exc), "random"
+    missing = [p for p in (data_missing, encoder_missing) if p]
+    if missing and params.fetch.offline == "error":
+        raise PipelineError("; ".join(missing) + ". fetch.offline is 'error': put the official files in "
+                            "data.local_dir, or set fetch.offline: quickstart")
+    substitutions, data_substituted = [], data_missing is not None
+    if data_substituted:
+        q = params.quickstart
+        raw = sources.synthetic(q.n_per_class, q.image_size, d.synthetic_seed, cache)
+        substitutions.append(f"data: {data_missing}; using {len(raw.catalog)} synthetic galaxies instead")
+    if encoder_missing:
+        identity = encoder_identity("random", m.random_arch, m.seed)
+        substitutions.append(f"{encoder_missing}; using a random {arch_name(m.random_arch)} (no pretraining) instead")
+
+    catalog = sources.canonical_catalog(raw)
+    source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
+              "record": raw.record}
+    source["fingerprint"] = sources.source_fingerprint(catalog, source)
+    previous_source = _read_if_there(raw_out / SOURCE)
+    previous_encoder = _read_if_there(encoder_out / ENCODER_RECORD)
+    manifest_path = raw_out / MANIFEST
+    if (previous_source.get("fingerprint") == source["fingerprint"] and previous_encoder.get("identity") == identity
+            and (raw_out / CATALOG).is_file() and manifest_path.is_file()):
+        manifest = read_json(manifest_path)
+        print(f"fetch_data: nothing changed since the last run (fingerprint {source['fingerprint'][:12]}): "
+              f"nothing copied")
+        _announce(manifest)
+        return manifest
+
+    if previous_encoder.get("identity") == identity:
+        encoder = previous_encoder
+    else:
+        with atomic_path(encoder_out) as tmp:
+            encoder = resolve_encoder(spec, tmp, m.random_arch, m.seed, validate=spec != "random")
+            pretrained = spec != "random"
+            encoder.update(identity=identity, pretrained=pretrained, description=(
+                f"pretrained: {spec}" if pretrained else f"no pretraining: random {arch_name(encoder['arch'])}"))
+            write_json(tmp / ENCODER_RECORD, encoder)
+    description = f"{DATA_NAMES[source['source']]}, {len(catalog)} galaxies"
+    if data_substituted:
+        description = f"SYNTHETIC stand-in for {DATA_NAMES[d.source]}, {len(catalog)} galaxies"
+    manifest = {
+        "run_label": run_label(description, encoder),
+        "substitutions": substitutions,
+        "requested": {"source": d.source, "encoder": m.encoder},
+        "source": source["source"],
+        "classes": source["classes"],
+        "n_images": len(catalog),
+        "counts_per_class": catalog["label_name"].value_counts().reindex(source["classes"]).astype(int).to_dict(),
+        "counts_per_split": {k or "none": int(v) for k, v in catalog["split"].value_counts().items()},
+        "data_fingerprint": source["fingerprint"],
+        "data": {**raw.record, "substituted": data_substituted, "description": description},
+        "encoder": encoder,
+    }
+    with atomic_path(raw_out) as tmp:
+        tmp.mkdir()
+        write_csv(tmp / CATALOG, catalog)
+        write_json(tmp / SOURCE, source)
+        write_json(tmp / MANIFEST, manifest)
+    _announce(manifest)
     return manifest
+
+
+def _read_if_there(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return {}

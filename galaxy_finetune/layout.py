@@ -3,6 +3,7 @@
 # data/raw/ (fetch_data)
 CATALOG = "catalog.csv"          # one row per galaxy, in store order
 MANIFEST = "manifest.json"       # what was fetched, from where, and what stood in for what was missing
+SOURCE = "source.json"           # the fingerprint of the source files: the store is rebuilt when it changes
 # data/store/ (store)
 STORE_IMAGES = "images.npy"      # (N, S, S, 3) uint8, row i = catalog row i; read through a memory map
 STORE_RECORD = "store.json"      # size, count, pixel sha256, the source fingerprint it was built from

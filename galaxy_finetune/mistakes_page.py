@@ -32,7 +32,7 @@ nav a { margin-right: 1em; }
 def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL) -> bytes:
     """A size x size PNG of one galaxy's (H, W, 3) uint8 pixels."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).resize((size, size), Image.BILINEAR).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(pixels).resize((size, size), Image.BILINEAR).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

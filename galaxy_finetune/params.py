@@ -105,6 +105,18 @@ class QuickstartParams(_Group):
     layer_decay: float = Field(1.0, gt=0, le=1)
 
 
+class StoreParams(_Group):
+    image_size: int | Literal["auto"] = "auto"  # auto: the largest recipe input size, capped at the source's size
+    threads: int = Field(0, ge=0)  # decode threads; 0: one per core (at most 8)
+    loader_workers: int | Literal["auto"] = "auto"  # DataLoader workers reading the store; auto: 4 on GPU, 0 on CPU
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.image_size != "auto" and self.image_size < 16:
+            raise ValueError(f"image_size must be auto or >= 16, got {self.image_size}")
+        return self
+
+
 class PredictParams(_Group):
     batch_size: int = Field(256, gt=0)
 
@@ -130,13 +142,14 @@ class Params(_Group):
     train: TrainParams = TrainParams()
     augment: AugmentParams = AugmentParams()
     quickstart: QuickstartParams = QuickstartParams()
+    store: StoreParams = StoreParams()
     predict: PredictParams = PredictParams()
     embed: EmbedParams = EmbedParams()
     analyse: AnalyseParams = AnalyseParams()
 
-    def effective_train(self, profile: str) -> TrainParams:
-        """The training block a profile runs with: offline quickstart swaps in its smaller, faster keys."""
-        if profile != "quickstart":
+    def effective_train(self, pretrained: bool) -> TrainParams:
+        """The training recipe: train: for pretrained weights, quickstart's keys swapped in for a random init."""
+        if pretrained:
             return self.train
         q = self.quickstart
         return self.train.model_copy(update=dict(input_size=q.input_size, epochs=q.epochs, lr=q.lr,

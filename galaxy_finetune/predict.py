@@ -1,6 +1,19 @@
-"""predict: the fine-tuned classifier's class probabilities for every galaxy of a split."""
+"""Class probabilities for any number of galaxies, streamed: bounded memory, resumable, one file per rank.
+
+`predict_to_csv` runs the fine-tuned classifier over a dataset (store rows for the predict stage, image
+files for galaxy-classify) with a Lightning Trainer. A `BasePredictionWriter` appends each batch's rows
+to a part file of its own process (`parts_dir/part-a<attempt>-r<rank>.csv`, flushed per batch), so
+memory holds one batch and several GPUs each write their own shard. A killed run, started again with
+the same model and inputs, reads which indices its parts already hold and predicts only the rest. At the
+end the parts, each in ascending index order, are merged into the output CSV in input order (a k-way
+merge of lines, never the whole table in memory), renamed into place, and the parts are removed.
+"""
 from __future__ import annotations
 
+import hashlib
+import heapq
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -8,50 +21,179 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 
-from galaxy_finetune.data import GalaxyDataModule, read_split
-from galaxy_finetune.params import AugmentParams
+from galaxy_finetune.augment import eval_view
+from galaxy_finetune.data import StoreGalaxies, make_loader, read_split
+from galaxy_finetune.files import atomic_path, write_json
+from galaxy_finetune.layout import MODEL_WEIGHTS, TIMING
 from galaxy_finetune.train import load_finetuned, resolve_device
 
-
-def predictions_table(frame: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """id_str, true_label (if known), pred_label (class names), p_<class> per class, p_true, confidence."""
-    labelled = "label" in frame.columns
-    table = pd.DataFrame({"id_str": frame["id_str"].values})
-    if labelled:
-        table["true_label"] = [classes[i] for i in frame["label"]]
-    table["pred_label"] = [classes[i] for i in probs.argmax(1)]
-    for i, name in enumerate(classes):
-        table[f"p_{name}"] = probs[:, i]
-    if labelled:
-        table["p_true"] = probs[np.arange(len(probs)), frame["label"].to_numpy()]
-    table["confidence"] = probs.max(1)
-    return table
+RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 
 
-def predict_frames(model, config: dict, frames: dict[str, pd.DataFrame], raw_dir: Path, batch_size: int,
-                   accelerator: str = "auto") -> tuple[dict[str, pd.DataFrame], dict]:
-    """Class probabilities for each frame's galaxies through the training-time eval view, plus timing."""
+def predictions_header(classes: list[str], labelled: bool, extra: list[str]) -> list[str]:
+    """id_str, [true_label], pred_label, p_<class>..., [p_true], confidence, then `extra` columns."""
+    return (["id_str"] + (["true_label"] if labelled else []) + ["pred_label"] + [f"p_{c}" for c in classes]
+            + (["p_true"] if labelled else []) + ["confidence"] + extra)
+
+
+class CsvPartWriter(BasePredictionWriter):
+    """Appends each batch's predictions, prefixed by their input index, to this rank's part file."""
+
+    def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, classes: list[str], extra: list[str]):
+        super().__init__(write_interval="batch")
+        self.parts_dir, self.galaxies, self.classes, self.extra = Path(parts_dir), galaxies, classes, extra
+        self.labelled = "label" in galaxies.columns
+        self.file = None
+
+    def on_predict_start(self, trainer, pl_module):
+        attempt = trainer.datamodule.attempt
+        path = self.parts_dir / f"part-a{attempt:04d}-r{trainer.global_rank:04d}.csv"
+        self.file = open(path, "a", newline="")
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        probs = prediction.float().cpu().numpy()
+        index = batch["index"].cpu().numpy()
+        rows = self.galaxies.iloc[index]
+        columns = [index, rows["id_str"].to_numpy()]
+        if self.labelled:
+            columns.append(np.asarray(self.classes)[rows["label"].to_numpy()])
+        columns.append(np.asarray(self.classes)[probs.argmax(1)])
+        columns += [np.char.mod("%.6f", probs[:, i]) for i in range(probs.shape[1])]
+        if self.labelled:
+            columns.append(np.char.mod("%.6f", probs[np.arange(len(probs)), rows["label"].to_numpy()]))
+        columns.append(np.char.mod("%.6f", probs.max(1)))
+        columns += [rows[name].to_numpy() for name in self.extra]
+        lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
+        self.file.write(lines)
+        self.file.flush()
+
+    def on_predict_end(self, trainer, pl_module):
+        self.file.close()
+        trainer.strategy.barrier()  # every rank's part is complete before rank zero merges
+
+
+class PredictionData(L.LightningDataModule):
+    """Exactly what prediction serves: one dataset's not-yet-predicted indices, through the eval view."""
+
+    def __init__(self, dataset, parts_dir: Path, input_size: int, eval_zoom: float, batch_size: int,
+                 workers: int = 0):
+        super().__init__()
+        self.dataset, self.parts_dir = dataset, Path(parts_dir)
+        self.input_size, self.eval_zoom, self.batch_size, self.workers = input_size, eval_zoom, batch_size, workers
+        self.todo, self.attempt = None, 0
+
+    def setup(self, stage: str) -> None:
+        # rank zero reads what the parts already hold; every rank gets the same plan (a collective, so no
+        # rank writes before all have planned)
+        plan = None
+        if self.trainer.is_global_zero:
+            done, attempts = done_indices(self.parts_dir)
+            plan = (np.setdiff1d(np.arange(len(self.dataset)), done), attempts + 1)
+        self.todo, self.attempt = self.trainer.strategy.broadcast(plan, src=0)
+
+    def predict_dataloader(self):
+        return make_loader(torch.utils.data.Subset(self.dataset, self.todo.tolist()), self.batch_size, False,
+                           self.workers)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        batch["image"] = eval_view(batch["image"], self.input_size, self.eval_zoom)
+        return batch
+
+
+def _part_files(parts_dir: Path) -> list[Path]:
+    return sorted(Path(parts_dir).glob("part-a*-r*.csv"))
+
+
+def done_indices(parts_dir: Path) -> tuple[np.ndarray, int]:
+    """Indices the part files already hold (a torn last line of a killed run is cut off), and how many
+    attempts wrote them."""
+    done, attempts = [], 0
+    for part in _part_files(parts_dir):
+        attempts = max(attempts, int(part.name.split("-")[1][1:]))
+        data = part.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(part, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+        if part.stat().st_size:
+            done.append(pd.read_csv(part, header=None, usecols=[0]).iloc[:, 0].to_numpy())
+    return (np.concatenate(done) if done else np.zeros(0, dtype=np.int64)), attempts
+
+
+def merge_parts(parts_dir: Path, out_path: Path, header: list[str], expected: int) -> None:
+    """The parts, merged in index order with the index dropped, into `out_path` (atomically)."""
+    files = [open(p) for p in _part_files(parts_dir)]
+    try:
+        streams = [((int(line.split(",", 1)[0]), line.split(",", 1)[1]) for line in f) for f in files]
+        with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as out:
+            out.write(",".join(header) + "\n")
+            count, last = 0, -1
+            for index, rest in heapq.merge(*streams):
+                if index == last:
+                    raise RuntimeError(f"{parts_dir}: index {index} predicted twice")  # a bug, not bad input
+                out.write(rest)
+                count, last = count + 1, index
+            if count != expected:
+                raise RuntimeError(f"{parts_dir}: {count} predictions for {expected} galaxies")
+    finally:
+        for f in files:
+            f.close()
+
+
+def _run_key(model_dir: Path, galaxies: pd.DataFrame, what: str) -> dict:
+    weights = Path(model_dir) / MODEL_WEIGHTS
+    digest = hashlib.sha256(pd.util.hash_pandas_object(galaxies, index=False).to_numpy().tobytes())
+    stat = weights.stat()
+    return {"model": str(weights.resolve()), "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
+            "inputs_sha256": digest.hexdigest(), "what": what}
+
+
+def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.DataFrame, out_path: Path,
+                   parts_dir: Path, batch_size: int, accelerator: str = "auto", devices: int | str = 1,
+                   workers: int = 0, extra: list[str] = (), progress: bool = True) -> dict:
+    """Predictions for every galaxy of `dataset` (row i described by galaxies.iloc[i]: id_str, optional
+    label, `extra` columns) written to `out_path`; resumes from `parts_dir` when it holds the same run."""
+    parts_dir = Path(parts_dir)
+    key = _run_key(model_dir, galaxies, str(out_path))
+    run_file = parts_dir / RUN
+    if not run_file.is_file() or json.loads(run_file.read_text()) != key:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        parts_dir.mkdir(parents=True)
+        write_json(run_file, key)
+    resumed = len(done_indices(parts_dir)[0])
+    if resumed:
+        print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
     device, precision = resolve_device(accelerator, "auto")
-    augment = AugmentParams(eval_zoom=config["eval_zoom"])
-    data = GalaxyDataModule(raw_dir, raw_dir, config["input_size"], batch_size, augment, batch_size)
-    trainer = L.Trainer(accelerator=device, devices=1, precision=precision, logger=False,
-                        enable_model_summary=False)
-    tables, timing = {}, {"device": device, "precision": precision}
-    for name, frame in frames.items():
-        data.add(name, frame)
-        data.predict_split = name
-        start = time.perf_counter()
-        probs = torch.cat(trainer.predict(model, datamodule=data)).float().numpy()
-        seconds = time.perf_counter() - start
-        tables[name] = predictions_table(frame, probs, config["classes"])
-        timing[f"{name}_images_per_s"] = round(len(probs) / seconds, 1)
-    return tables, timing
+    data = PredictionData(dataset, parts_dir, config["input_size"], config["eval_zoom"], batch_size, workers)
+    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
+    trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
+                        callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)
+    start = time.perf_counter()
+    trainer.predict(model, datamodule=data, return_predictions=False)
+    seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    header = predictions_header(config["classes"], "label" in galaxies.columns, list(extra))
+    merge_parts(parts_dir, out_path, header, len(galaxies))
+    shutil.rmtree(parts_dir)
+    return {"device": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
+            "images_per_s": round((len(galaxies) - resumed) / seconds, 1) if seconds else None}
 
 
-def predict_splits(model_dir: Path, split_dir: Path, raw_dir: Path, splits: list[str], batch_size: int,
-                   accelerator: str = "auto") -> tuple[dict[str, pd.DataFrame], dict]:
-    """Predictions for each split of data/splits/ with the fine-tuned model."""
+def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Path, splits: list[str],
+                   batch_size: int, accelerator: str = "auto", parts_root: Path = Path(".partial/predict")) -> dict:
+    """data/predictions/<split>.csv (with each galaxy's store `row`) and timing.json for each split."""
     model, config = load_finetuned(model_dir)
-    frames = {name: read_split(split_dir, name) for name in splits}
-    return predict_frames(model, config, frames, raw_dir, batch_size, accelerator)
+    timing = {}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for name in splits:
+            frame = read_split(split_dir, name)
+            dataset = StoreGalaxies(store_dir, frame["row"], frame["label"])
+            result = predict_to_csv(model, config, model_dir, dataset, frame, tmp / f"{name}.csv",
+                                    Path(parts_root) / name, batch_size, accelerator, extra=["row"])
+            timing.update(device=result["device"], precision=result["precision"])
+            timing[f"{name}_images_per_s"] = result["images_per_s"]
+        write_json(tmp / TIMING, timing)
+    return timing

@@ -2,7 +2,7 @@
 
 QUERY is a galaxy id of the catalog (any split) or the path of an image file. The k most similar galaxies, by
 cosine similarity of the fine-tuned encoder's PCA features (data/embeddings, written by the embed stage), go to
-a CSV (rank, id_str, similarity, split, label_name) and a contact sheet PNG with the query first. An image file
+a CSV (rank, id_str, similarity, split, label_name, row: the store row) and a contact sheet PNG with the query first. An image file
 goes through the model's eval view and encoder first, so it needs the model folder too.
 """
 from __future__ import annotations
@@ -27,24 +27,24 @@ class SimilaritySearch:
     def __init__(self, embeddings: Embeddings):
         self.embeddings = embeddings
         self.index = CosineIndex(embeddings.pca_features)
-        self.row_of = pd.Series(np.arange(len(embeddings.galaxies)), index=embeddings.galaxies["id_str"].to_numpy())
+        self.position = pd.Series(np.arange(len(embeddings.galaxies)), index=embeddings.galaxies["id_str"].to_numpy())
 
     @classmethod
     def load(cls, embed_dir: Path) -> "SimilaritySearch":
         return cls(read_embeddings(embed_dir))
 
     def __contains__(self, galaxy_id: str) -> bool:
-        return galaxy_id in self.row_of.index
+        return galaxy_id in self.position.index
 
     def _table(self, sim: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         galaxies = self.embeddings.galaxies.iloc[rows]
         return pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id_str": galaxies["id_str"].to_numpy(),
                              "similarity": np.round(sim, 6), "split": galaxies["split"].to_numpy(),
-                             "label_name": galaxies["label_name"].to_numpy()})
+                             "label_name": galaxies["label_name"].to_numpy(), "row": galaxies["row"].to_numpy()})
 
     def like_galaxy(self, galaxy_id: str, k: int) -> pd.DataFrame:
         """The k galaxies most similar to catalog galaxy `galaxy_id` (itself left out)."""
-        row = int(self.row_of[galaxy_id])
+        row = int(self.position[galaxy_id])
         sim, rows = self.index.search(self.embeddings.pca_features[row], k + 1)
         keep = rows[0] != row
         return self._table(sim[0][keep][:k], rows[0][keep][:k])
@@ -68,13 +68,13 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
     return pixels, embeddings.project(features.astype(np.float16).astype(np.float32))
 
 
-def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.DataFrame, raw_dir: Path,
+def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.DataFrame, store_dir: Path,
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
     from galaxy_finetune import figures
     from galaxy_finetune.pixels import galaxy_pixels
 
-    images = [query_pixels, *galaxy_pixels(raw_dir, neighbours["id_str"].tolist())]
+    images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\nsim {row.similarity:.3f}\n{row.label_name}"
                                             for row in neighbours.itertuples()]
     edges = ["black"] + ["0.6"] * len(neighbours)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("similar.csv"))
     parser.add_argument("--sheet", type=Path, default=Path("similar.png"), help="contact sheet PNG")
     parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
-    parser.add_argument("--raw", type=Path, default=Path("data/raw"), help="data/raw (catalog.csv and images)")
+    parser.add_argument("--store", type=Path, default=Path("data/store"), help="data/store (the galaxies' pixels)")
     parser.add_argument("--model", type=Path, default=Path("models/finetuned"), help="for an image-file query")
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     args = parser.parse_args(argv)
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
             seconds = time.perf_counter() - start
             from galaxy_finetune.pixels import galaxy_pixels
 
-            query_pixels = galaxy_pixels(args.raw, [args.query])[0]
+            query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
+            query_pixels = galaxy_pixels(args.store, [query_row])[0]
         elif Path(args.query).is_file():
             query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
             start = time.perf_counter()
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
         write_csv(args.output, neighbours)
-        contact_sheet(query_pixels, Path(args.query).name, neighbours, args.raw, args.sheet)
+        contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

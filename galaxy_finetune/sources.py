@@ -1,13 +1,16 @@
 """Dataset sources, each turned into one canonical form in data/raw/.
 
 data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/test, or
-empty where the source has no canonical split) and file (relative to data/raw/); the images sit
-under data/raw/images/ in their original encoding (JPEG stays JPEG) or as PNG when they came as arrays.
+empty where the source has no canonical split) and src, the absolute path of its image file. Nothing is
+copied or decoded here: the store stage decodes each src once into data/store/. Sources that come as
+arrays (the 64 px HDF5 release, the synthetic galaxies) are written once as PNGs into the download cache.
+An id is data, never a file name: any string but an empty one or one with control characters is kept as is.
 """
 from __future__ import annotations
 
 import hashlib
-import shutil
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +21,9 @@ from PIL import Image
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.download import check_md5, download, extract_tar, gunzip, md5sum
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, write_csv
+from galaxy_finetune.files import atomic_path
 
-CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "file"]
+CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,8 @@ GALAXY_MNIST_64 = (
 @dataclass
 class RawData:
     """A source's galaxies before they are written out: a catalog plus either files or arrays."""
-    catalog: pd.DataFrame            # id_str, label, split and (for file sources) src_path
+    catalog: pd.DataFrame            # id_str, label, split, src (absolute path of the image file)
     classes: tuple[str, ...]
-    images: np.ndarray | None = None  # (N, H, W, 3) uint8 for array sources
     record: dict = field(default_factory=dict)  # what was fetched from where, for the manifest
 
 
@@ -65,7 +67,8 @@ def obtain(resource: Resource, cache_dir: Path, local_dir: str, timeout: float, 
     if local_dir:
         local = Path(local_dir) / resource.filename
         if local.is_file():
-            check_md5(local, resource.md5, hint=f"replace it with the official file or remove it from {local_dir}")
+            check_md5(local, resource.md5, hint=f"replace it with the official file or remove it from {local_dir}",
+                      memo_dir=cache_dir / ".verified")
             return local
     return download(resource.url, cache_dir / resource.filename, resource.md5, timeout, retries)
 
@@ -97,8 +100,8 @@ def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retr
     catalog = pd.concat(frames, ignore_index=True)
     # the archive unpacks to images/<filename>; tolerate archives without that top folder
     image_root = unpacked / "images" if (unpacked / "images").is_dir() else unpacked
-    catalog["src_path"] = [str(image_root / name) for name in catalog["filename"]]
-    absent = [p for p in catalog["src_path"] if not Path(p).is_file()]
+    catalog["src"] = [str(image_root / name) for name in catalog["filename"]]
+    absent = [p for p in catalog["src"] if not Path(p).is_file()]
     if absent:
         raise PipelineError(f"{archive}: {len(absent)} image(s) named in the catalogs are missing, e.g. "
                             f"{Path(absent[0]).name}; delete {unpacked} and the archive, then retry")
@@ -141,10 +144,21 @@ def galaxy_mnist_64(cache_dir: Path, local_dir: str = "", timeout: float = 60, r
         images.append(split_images)
         frames.append(pd.DataFrame({"id_str": [f"{split}_galaxy_{i}" for i in range(len(labels))],
                                     "label": labels, "split": split}))
-    catalog, images = pd.concat(frames, ignore_index=True), np.concatenate(images)
-    return RawData(catalog, GALAXY_MNIST_CLASSES, images,
-                   record={"resources": _resource_record(resources, paths),
-                           "constant_images": constant_images(images, catalog["id_str"])})
+    catalog = pd.concat(frames, ignore_index=True)
+    folder = cache_dir / f"pngs-{'-'.join(r.md5[:8] for r in resources)}"
+    catalog["src"] = [str(folder / f"{i}.png") for i in catalog["id_str"]]
+    if not (folder / "complete").is_file():
+        write_pngs(np.concatenate(images), catalog["id_str"], folder)
+    return RawData(catalog, GALAXY_MNIST_CLASSES, record={"resources": _resource_record(resources, paths)})
+
+
+def write_pngs(images: np.ndarray, names, folder: Path) -> None:
+    """Array galaxies as <name>.png files in a cache folder (names are ours, never user ids)."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for image, name in zip(images, names):
+            Image.fromarray(image).save(tmp / f"{name}.png", compress_level=1)
+        (tmp / "complete").touch()
 
 
 def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.DataFrame, list[Path]]:
@@ -182,89 +196,76 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
                 raise PipelineError(f"{path}: row {row}: label {value} out of range 0..{len(classes) - 1}")
     ids = frame["id_str"].astype(str) if "id_str" in frame.columns else pd.Series([p.stem for p in src])
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
-    catalog = pd.DataFrame({"id_str": ids.values, "label": labels, "split": split, "src_path": [str(p) for p in src]})
-    constant = []
-    for row, p in enumerate(src):
-        try:
-            with Image.open(p) as img:
-                img.load()  # a full decode: verify() alone misses truncated pixel data
-                extrema = img.convert("RGB").getextrema()
-        except Exception as exc:
-            raise PipelineError(f"{path}: row {row}: cannot read image {p} ({type(exc).__name__})") from None
-        if img.width == 0 or img.height == 0:
-            raise PipelineError(f"{path}: row {row}: image {p} is empty (0 pixels)")
-        if all(low == high for low, high in extrema):
-            constant.append(str(catalog["id_str"].iloc[row]))
-    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path),
-                                                    "constant_images": constant})
+    for row, p in enumerate(src):  # a stat per file: cheap enough to run on every fetch; decoding is the store's
+        if not p.is_file():
+            raise PipelineError(f"{path}: row {row}: image {p} not found; fix file_loc or remove the row")
+    catalog = pd.DataFrame({"id_str": ids.values, "label": labels, "split": split,
+                            "src": [os.path.abspath(p) for p in src]})
+    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
 
 
-def constant_images(images: np.ndarray, ids) -> list[str]:
-    """ids of images with a single value everywhere (blank cutouts): kept, but reported."""
-    flat = images.reshape(len(images), -1)
-    return [str(i) for i in np.asarray(ids)[flat.min(1) == flat.max(1)]]
-
-
-def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path | None = None) -> RawData:
-    """The built-in synthetic galaxies (see galaxy_finetune.synthetic).
-
-    With `cache_dir`, the rendered PNGs are kept there, keyed by the parameters and the generator's own
-    source, so the always-rerun fetch stage copies files instead of drawing 2000 galaxies again.
-    """
+def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path) -> RawData:
+    """The built-in synthetic galaxies (see galaxy_finetune.synthetic), drawn once as PNGs into `cache_dir`,
+    keyed by the parameters and the generator's own source."""
     from galaxy_finetune import synthetic as generator
 
     record = {"generator": "galaxy_finetune.synthetic", "n_per_class": n_per_class, "image_size": image_size,
               "seed": seed}
     ids = [f"synthetic_{i:06d}" for i in range(n_per_class * len(GALAXY_MNIST_CLASSES))]
-    if cache_dir is None:
-        images, labels = generator.make_synthetic(n_per_class, seed, image_size)
-        return RawData(pd.DataFrame({"id_str": ids, "label": labels, "split": ""}), GALAXY_MNIST_CLASSES, images,
-                       record=record)
     code = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]
-    folder = cache_dir / f"synthetic-{n_per_class}-{image_size}-{seed}-{code}"
-    if not (folder / "catalog.csv").is_file():
+    folder = Path(cache_dir) / f"synthetic-{n_per_class}-{image_size}-{seed}-{code}"
+    labels_file = folder / "labels.npy"
+    if not labels_file.is_file():
         images, labels = generator.make_synthetic(n_per_class, seed, image_size)
-        raw = RawData(pd.DataFrame({"id_str": ids, "label": labels, "split": ""}), GALAXY_MNIST_CLASSES, images)
-        with atomic_path(folder) as tmp:
-            write_raw(raw, tmp)
-    catalog = pd.read_csv(folder / "catalog.csv", dtype={"id_str": str}, keep_default_na=False)
-    catalog = catalog.assign(src_path=[str(folder / f) for f in catalog["file"]])[["id_str", "label", "split", "src_path"]]
+        write_pngs(images, ids, folder)
+        np.save(labels_file, labels)
+    catalog = pd.DataFrame({"id_str": ids, "label": np.load(labels_file), "split": "",
+                            "src": [str(folder / f"{i}.png") for i in ids]})
     return RawData(catalog, GALAXY_MNIST_CLASSES, record=record)
 
 
 def validate(raw: RawData) -> None:
-    """Catalog checks every source shares: unique ids, labels in range, every class present."""
+    """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
     cat, n = raw.catalog, len(raw.classes)
-    dupes = cat["id_str"][cat["id_str"].duplicated()]
+    ids = cat["id_str"].astype(str)
+    empty = ids.str.strip() == ""
+    if empty.any():
+        raise PipelineError(f"catalog: row {int(np.flatnonzero(empty)[0])} has an empty id_str; give every galaxy an id")
+    control = ids.str.contains(r"[\x00-\x1f\x7f]", regex=True)
+    if control.any():
+        row = int(np.flatnonzero(control)[0])
+        raise PipelineError(f"catalog: row {row}: id_str {ids.iloc[row]!r} holds a control character "
+                            f"(NUL, newline, tab...); use printable ids")
+    dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
     bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
     if len(bad):
         raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
     counts = np.bincount(cat["label"], minlength=n)
-    empty = [raw.classes[i] for i in range(n) if counts[i] == 0]
-    if empty:
-        raise PipelineError(f"catalog: class(es) {empty} have no examples; add some or remove them from data.classes")
+    empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
+    if empty_classes:
+        raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
     bad_split = set(cat["split"]) - {"train", "test", ""}
     if bad_split:
         raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, test or leave empty")
 
 
-def write_raw(raw: RawData, out_dir: Path) -> pd.DataFrame:
-    """Write the canonical catalog.csv and images/ into `out_dir` (a fresh folder); return the catalog."""
+def canonical_catalog(raw: RawData) -> pd.DataFrame:
+    """The catalog.csv frame: id_str, label, label_name, split, src, validated."""
     validate(raw)
-    images_dir = out_dir / "images"
-    images_dir.mkdir(parents=True)
-    files = []
-    for i, row in enumerate(raw.catalog.itertuples(index=False)):
-        if raw.images is not None:
-            name = f"{row.id_str}.png"
-            Image.fromarray(raw.images[i]).save(images_dir / name, compress_level=1)
-        else:
-            name = f"{row.id_str}{Path(row.src_path).suffix.lower()}"
-            shutil.copyfile(row.src_path, images_dir / name)
-        files.append(f"images/{name}")
-    catalog = raw.catalog.assign(label_name=[raw.classes[i] for i in raw.catalog["label"]], file=files)
-    catalog = catalog[CATALOG_COLUMNS]
-    write_csv(out_dir / "catalog.csv", catalog)
-    return catalog
+    catalog = raw.catalog.assign(id_str=raw.catalog["id_str"].astype(str),
+                                 src=[os.path.abspath(p) for p in raw.catalog["src"]],
+                                 label_name=[raw.classes[i] for i in raw.catalog["label"]])
+    return catalog[CATALOG_COLUMNS].reset_index(drop=True)
+
+
+def source_fingerprint(catalog: pd.DataFrame, record: dict) -> str:
+    """sha256 of what the store would be built from: the catalog rows, each source file's size and
+    mtime, and the source record (resource md5s, catalog md5, generator settings). A stat per file:
+    milliseconds per thousand galaxies, so the always-rerun fetch stays cheap at survey scale."""
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode())
+    digest.update(pd.util.hash_pandas_object(catalog, index=True).to_numpy().tobytes())
+    stats = np.array([(st.st_size, st.st_mtime_ns) for st in map(os.stat, catalog["src"])], dtype=np.int64)
+    digest.update(stats.tobytes())
+    return digest.hexdigest()

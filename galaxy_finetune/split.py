@@ -1,12 +1,20 @@
 """split: stratified, seeded train/val/test catalogs; a source's canonical test set stays the test set."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path
+from galaxy_finetune.layout import CATALOG
 
-SPLITS = ("train", "val", "test")
+
+def read_catalog(raw_dir: Path) -> pd.DataFrame:
+    """data/raw/catalog.csv, with `row`: each galaxy's row in the store."""
+    catalog = pd.read_csv(Path(raw_dir) / CATALOG, dtype={"id_str": str}, keep_default_na=False)
+    return catalog.assign(row=range(len(catalog)))
 
 
 def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
@@ -24,8 +32,16 @@ def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: flo
         pool, test = _stratified(catalog, test_fraction, seed, "test")
     train, val = _stratified(pool, val_fraction, seed, "val")
     splits = {"train": train, "val": val, "test": test}
-    return {name: frame.drop(columns="split").sort_values("id_str").reset_index(drop=True)
+    return {name: frame.drop(columns=["split", "src"], errors="ignore").sort_values("id_str").reset_index(drop=True)
             for name, frame in splits.items()}
+
+
+def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
+    """data/splits/{train,val,test}.csv (id_str, label, label_name, row), all or nothing."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for name, frame in splits.items():
+            frame.to_csv(tmp / f"{name}.csv", index=False)
 
 
 def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str):

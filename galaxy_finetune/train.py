@@ -18,11 +18,13 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from safetensors.torch import save_file
 
-from galaxy_finetune.data import GalaxyDataModule
+from galaxy_finetune.data import GalaxyDataModule, loader_workers
 from galaxy_finetune.encoder import build_encoder, encoder_record
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.layout import STORE_RECORD
 from galaxy_finetune.params import AugmentParams, TrainParams
+from galaxy_finetune.store import read_record
 
 MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
 WEIGHTS, CONFIG = "model.safetensors", "model.json"
@@ -136,9 +138,9 @@ def resume_checkpoint(checkpoint_dir: Path, stamp: str, resume: str, rank_zero: 
     return None
 
 
-def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: list[str],
-             split_dir: Path, raw_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
-             checkpoint_dir: Path) -> dict:
+def finetune(train: TrainParams, augment: AugmentParams, run_label: str, classes: list[str],
+             split_dir: Path, store_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
+             checkpoint_dir: Path, workers: int | str = "auto") -> dict:
     """Fit (resuming a killed run when allowed), then export the best weights to `model_out`."""
     from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
@@ -148,11 +150,12 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     if device == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    data = GalaxyDataModule(split_dir, raw_dir, train.input_size, train.batch_size, augment)
+    data = GalaxyDataModule(store_dir, split_dir, train.input_size, train.batch_size, augment,
+                            loader_workers(workers, device))
     model = build_classifier(build_encoder(encoder_dir), len(classes), train)
     if device == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    stamp = fingerprint(train, augment, classes, split_dir, raw_dir / "manifest.json", encoder_dir)
+    stamp = fingerprint(train, augment, classes, split_dir, store_dir / STORE_RECORD, encoder_dir)
     # DDP workers (Lightning's launcher, torchrun, SLURM) run this script too, their rank set in the environment
     rank_zero = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
     ckpt_path = resume_checkpoint(checkpoint_dir, stamp, train.resume, rank_zero)
@@ -192,10 +195,10 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     model.load_state_dict(best["state_dict"])
     (checkpoint_dir / INTERRUPTED).unlink(missing_ok=True)
     write_json(checkpoint_dir / STAMP, {"fingerprint": stamp, "complete": True})
-    n_train = len(data.datasets["train"])
+    n_train = len(data.dataset("train"))
     epochs_run = trainer.current_epoch
     run = {
-        "profile": profile,
+        "run_label": run_label,
         "device": device_name(device),
         "accelerator": device,
         "precision": precision,
@@ -214,6 +217,7 @@ def finetune(train: TrainParams, augment: AugmentParams, profile: str, classes: 
     }
     encoder = encoder_record(encoder_dir)
     config = {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
+              "store_size": read_record(store_dir)["image_size"],
               "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
               "encoder": encoder, "run": run}
     with atomic_path(model_out) as tmp:

@@ -8,7 +8,8 @@ from galaxy_finetune.cli import run_stage
 
 def add_arguments(parser):
     parser.add_argument("predictions", type=Path, help="data/predictions/test.csv")
-    parser.add_argument("raw_dir", type=Path, help="data/raw (manifest.json, catalog.csv, images)")
+    parser.add_argument("raw_dir", type=Path, help="data/raw (manifest.json)")
+    parser.add_argument("store_dir", type=Path, help="data/store (the galaxies' pixels)")
     parser.add_argument("model_dir", type=Path, help="models/finetuned (model.json)")
     parser.add_argument("live_dir", type=Path, help="metrics/training (dvclive's training curves)")
     parser.add_argument("embeddings", type=Path, help="data/embeddings (the embed stage)")
@@ -27,8 +28,8 @@ def add_arguments(parser):
 
 def main(args, params):
     start = time.perf_counter()
-    inputs = Inputs(args.predictions, args.val_predictions, args.timing, args.raw_dir, args.model_dir, args.live_dir,
-                    args.embeddings)
+    inputs = Inputs(args.predictions, args.val_predictions, args.timing, args.raw_dir, args.store_dir, args.model_dir,
+                    args.live_dir, args.embeddings)
     out = Outputs(args.metrics, args.residuals, args.coverage, args.map, args.anomalies, args.plots, args.report,
                   args.errors_page)
     result = analyse(inputs, params.analyse, out)

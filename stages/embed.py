@@ -7,13 +7,13 @@ from galaxy_finetune.embed import embed_splits
 
 def add_arguments(parser):
     parser.add_argument("model_dir", type=Path, help="models/finetuned")
-    parser.add_argument("raw_dir", type=Path, help="data/raw (catalog.csv and the images)")
+    parser.add_argument("store_dir", type=Path, help="data/store (the images)")
     parser.add_argument("splits_dir", type=Path, help="data/splits")
     parser.add_argument("embeddings_out", type=Path, help="data/embeddings")
 
 
 def main(args, params):
-    record = embed_splits(args.model_dir, args.raw_dir, args.splits_dir, args.embeddings_out,
+    record = embed_splits(args.model_dir, args.store_dir, args.splits_dir, args.embeddings_out,
                           params.embed.batch_size, params.embed.pca_components, params.train.accelerator)
     print(f"embed: {record['galaxies']} galaxies x {record['feature_dim']} features, "
           f"{record['images_per_s']} images/s on {record['device']}; PCA {record['pca_components']} components "

@@ -1,4 +1,4 @@
-"""Stage fetch_data: the galaxies -> data/raw/, the pretrained encoder -> models/encoder/."""
+"""Stage fetch_data: the galaxies' catalog -> data/raw/, the pretrained encoder -> models/encoder/ (only what changed)."""
 from pathlib import Path
 
 from galaxy_finetune.cli import run_stage
@@ -12,8 +12,7 @@ def add_arguments(parser):
 
 def main(args, params):
     manifest = fetch_data(params, args.raw_out, args.encoder_out)
-    print(f"fetch_data: {manifest['n_images']} galaxies from {manifest['source']}, encoder "
-          f"{manifest['encoder']['source']}, profile {manifest['profile']}")
+    print(f"fetch_data: {manifest['run_label']}")
 
 
 if __name__ == "__main__":

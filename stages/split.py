@@ -1,11 +1,10 @@
-"""Stage split: data/raw/catalog.csv -> stratified data/splits/{train,val,test}.csv."""
+"""Stage split: data/raw/catalog.csv -> stratified data/splits/{train,val,test}.csv (each row's store index)."""
 from pathlib import Path
 
-import pandas as pd
-
 from galaxy_finetune.cli import run_stage
-from galaxy_finetune.files import atomic_path, read_json
-from galaxy_finetune.split import split_catalog, summary
+from galaxy_finetune.files import read_json
+from galaxy_finetune.layout import SOURCE
+from galaxy_finetune.split import read_catalog, split_catalog, summary, write_splits
 
 
 def add_arguments(parser):
@@ -14,15 +13,11 @@ def add_arguments(parser):
 
 
 def main(args, params):
-    catalog = pd.read_csv(args.raw_dir / "catalog.csv", dtype={"id_str": str}, keep_default_na=False)
-    classes = read_json(args.raw_dir / "manifest.json")["classes"]
+    catalog = read_catalog(args.raw_dir)
     p = params.split
     splits = split_catalog(catalog, p.val_fraction, p.test_fraction, p.seed)
-    with atomic_path(args.splits_out) as tmp:
-        tmp.mkdir()
-        for name, frame in splits.items():
-            frame.to_csv(tmp / f"{name}.csv", index=False)
-    print(summary(splits, classes))
+    write_splits(splits, args.splits_out)
+    print(summary(splits, read_json(args.raw_dir / SOURCE)["classes"]))
 
 
 if __name__ == "__main__":

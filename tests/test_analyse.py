@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from galaxy_finetune.analyse import Inputs, Outputs, analyse, read_curves, run_identity
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
@@ -21,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLASSES = list(GALAXY_MNIST_CLASSES)
 
 
-def predictions_frame(ids: list[str], true: np.ndarray, rng) -> pd.DataFrame:
-    """A predictions table like predict writes, mostly right."""
+def predictions_frame(ids: list[str], true: np.ndarray, rows: np.ndarray, rng) -> pd.DataFrame:
+    """A predictions table like predict writes (with each galaxy's store row), mostly right."""
     n = len(ids)
     probs = rng.dirichlet(np.ones(len(CLASSES)), n)
     probs[np.arange(n), true] += rng.random(n) * 2
@@ -33,27 +32,30 @@ def predictions_frame(ids: list[str], true: np.ndarray, rng) -> pd.DataFrame:
         frame[f"p_{name}"] = probs[:, i]
     frame["p_true"] = probs[np.arange(n), true]
     frame["confidence"] = probs.max(1)
+    frame["row"] = rows
     return frame
 
 
-def make_inputs(root: Path, n: int = 80, seed: int = 0, profile: str = "quickstart") -> Inputs:
-    """data/raw (manifest, catalog, images), models/finetuned/model.json, dvclive TSVs, test and val predictions
-    and embeddings (n test galaxies, as many val, twice as many train; random features)."""
+def make_inputs(root: Path, n: int = 80, seed: int = 0, real_run: bool = False) -> Inputs:
+    """data/raw/manifest.json, data/store, models/finetuned/model.json, dvclive TSVs, test and val predictions and
+    embeddings: n test galaxies, as many val, twice as many train (store rows: train, val, test); random features."""
     rng = np.random.default_rng(seed)
-    raw, model, live, preds = root / "raw", root / "model", root / "live", root / "predictions"
+    raw, store, model, live, preds = root / "raw", root / "store", root / "model", root / "live", root / "predictions"
     curves = live / "plots/metrics/finetuning"
-    for folder in (raw / "images", model, curves / "train", curves / "val", preds):
+    for folder in (raw, store, model, curves / "train", curves / "val", preds):
         folder.mkdir(parents=True, exist_ok=True)
-    ids = [f"g{i:05d}" for i in range(n)]
+    train_ids, val_ids, ids = ([f"{prefix}{i:05d}" for i in range(count)]
+                               for prefix, count in (("t", 2 * n), ("v", n), ("g", n)))
+    np.save(store / "images.npy", rng.integers(0, 255, (4 * n, 16, 16, 3), dtype=np.uint8))
     true = np.arange(n) % len(CLASSES)
-    for galaxy in ids:
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(raw / "images" / f"{galaxy}.png")
-    pd.DataFrame({"id_str": ids, "label": true, "label_name": np.array(CLASSES)[true], "split": "",
-                  "file": [f"images/{g}.png" for g in ids]}).to_csv(raw / "catalog.csv", index=False)
+    source = "galaxy_mnist" if real_run else "synthetic"
+    description = "pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano" if real_run else \
+        "no pretraining: random ConvNeXt-Nano"
     (raw / "manifest.json").write_text(json.dumps({
-        "profile": profile, "reason": "offline" if profile != "full" else None,
-        "source": "synthetic" if profile != "full" else "galaxy_mnist", "data_sha256": "ab" * 32,
-        "n_images": n, "classes": CLASSES}))
+        "run_label": f"{'GalaxyMNIST' if real_run else 'synthetic stand-in'}, {4 * n} galaxies | {description}",
+        "substitutions": [] if real_run else ["data: offline; using synthetic galaxies instead"],
+        "source": source, "data_fingerprint": "ab" * 32, "n_images": 4 * n, "classes": CLASSES,
+        "data": {"substituted": not real_run}, "encoder": {"pretrained": real_run}}))
     (model / "model.json").write_text(json.dumps({
         "arch": "convnext_nano", "classes": CLASSES, "input_size": 64, "training_mode": "full",
         "encoder": {"source": "random", "arch": "convnext_nano", "sha256": None},
@@ -65,16 +67,18 @@ def make_inputs(root: Path, n: int = 80, seed: int = 0, profile: str = "quicksta
                 live / f"plots/metrics/finetuning/{split}/{metric}.tsv", sep="\t", index=False)
     pd.DataFrame({"step": [10, 20, 30], "epoch": [0, 1, 2]}).to_csv(live / "plots/metrics/epoch.tsv", sep="\t",
                                                                       index=False)
-    predictions_frame(ids, true, rng).to_csv(preds / "test.csv", index=False, float_format="%.6f")
-    val_ids = [f"v{i:05d}" for i in range(n)]
-    predictions_frame(val_ids, true, rng).to_csv(preds / "val.csv", index=False, float_format="%.6f")
+    predictions_frame(ids, true, np.arange(3 * n, 4 * n), rng).to_csv(preds / "test.csv", index=False,
+                                                                     float_format="%.6f")
+    predictions_frame(val_ids, true, np.arange(2 * n, 3 * n), rng).to_csv(preds / "val.csv", index=False,
+                                                                         float_format="%.6f")
     (preds / "timing.json").write_text(json.dumps({"test_images_per_s": 123.4}))
-    train_ids = [f"t{i:05d}" for i in range(2 * n)]
-    galaxies = pd.DataFrame({"id_str": train_ids + val_ids + ids, "split": ["train"] * 2 * n + ["val"] * n + ["test"] * n})
+    galaxies = pd.DataFrame({"id_str": train_ids + val_ids + ids,
+                             "split": ["train"] * 2 * n + ["val"] * n + ["test"] * n, "row": np.arange(4 * n)})
     galaxies["label"] = np.arange(len(galaxies)) % len(CLASSES)
     galaxies["label_name"] = np.array(CLASSES)[galaxies["label"]]
     write_embeddings(root / "embeddings", galaxies, rng.normal(size=(len(galaxies), 64)), 40)
-    return Inputs(preds / "test.csv", preds / "val.csv", preds / "timing.json", raw, model, live, root / "embeddings")
+    return Inputs(preds / "test.csv", preds / "val.csv", preds / "timing.json", raw, store, model, live,
+                  root / "embeddings")
 
 
 def outputs(root: Path) -> Outputs:
@@ -129,6 +133,15 @@ def test_analyse_writes_metrics_residuals_figures_and_report(tmp_path):
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
 
 
+def test_real_run_has_no_stand_in_banner(tmp_path):
+    inputs = make_inputs(tmp_path / "in", n=12, real_run=True)
+    out = outputs(tmp_path / "out")
+    result = analyse(inputs, AnalyseParams(bootstrap_samples=10), out)
+    assert result["provenance"]["real_run"] is True
+    report = out.report.read_text()
+    assert "NOT THE REAL RUN" not in report and "GalaxyMNIST, 48 galaxies | pretrained" in report
+
+
 def test_run_label_from_the_manifest_or_an_older_profile():
     config = {"encoder": {"source": "hf_hub:mwalmsley/zoobot-encoder-convnext_nano", "arch": "convnext_nano"}}
     label = "GalaxyMNIST, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
@@ -157,8 +170,8 @@ def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
 def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
     out = outputs(root)
     return subprocess.run(
-        [sys.executable, "stages/analyse.py", str(inputs.predictions), str(inputs.raw_dir), str(inputs.model_dir),
-         str(inputs.live_dir), str(inputs.embeddings), "--val-predictions", str(inputs.val_predictions),
+        [sys.executable, "stages/analyse.py", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
+         str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings), "--val-predictions", str(inputs.val_predictions),
          "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),
          "--coverage", str(out.coverage), "--map", str(out.embedding_map), "--anomalies", str(out.anomalies),
          "--plots", str(out.plots), "--report", str(out.report), "--errors-page", str(out.errors_page)],
@@ -223,10 +236,9 @@ def test_stage_failure_midway_keeps_previous_outputs_and_leaves_no_temporaries(t
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("analyse: accuracy ")
     before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    for image in (inputs.raw_dir / "images").iterdir():  # the galaxy figures cannot be drawn
-        image.write_bytes(b"not a png")
+    np.save(inputs.store_dir / "images.npy", np.zeros((10, 16, 16, 3), np.uint8))  # a store from another run
     proc = run_stage(inputs, tmp_path / "out")
-    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "cannot decode image" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "in a store of 10 galaxies" in proc.stderr
     after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert after == before
 

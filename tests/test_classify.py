@@ -1,14 +1,16 @@
-"""galaxy-classify: new galaxies through exactly the pipeline's preprocessing."""
+"""galaxy-classify: new galaxies through exactly the pipeline's preprocessing, streamed and resumable."""
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from galaxy_finetune import predict as predict_module
 from galaxy_finetune.classify import main
-from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
-from galaxy_finetune.split import split_catalog
 from galaxy_finetune.train import finetune
+from tests.tiny import prepare
 
 
 @pytest.fixture(scope="module")
@@ -18,59 +20,101 @@ def trained(tmp_path_factory):
         "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "accelerator": "cpu"}})
-    fetch_data(params, root / "raw", root / "encoder", cache=root / "cache")
-    catalog = pd.read_csv(root / "raw/catalog.csv", keep_default_na=False)
-    (root / "splits").mkdir()
-    for name, frame in split_catalog(catalog, 0.2, 0.3, 0).items():
-        frame.to_csv(root / f"splits/{name}.csv", index=False)
-    finetune(params.train, AugmentParams(), "full", list(params.data.classes), root / "splits", root / "raw",
-             root / "encoder", root / "model", root / "live", root / "ckpt")
-    return root
+    paths = prepare(root, params)
+    finetune(params.train, AugmentParams(), paths.manifest["run_label"], list(params.data.classes), paths.splits,
+             paths.store, paths.encoder, root / "model", root / "live", root / "ckpt")
+    paths.model = root / "model"
+    paths.sources = pd.read_csv(paths.raw / "catalog.csv")["src"].tolist()
+    return paths
+
+
+def _folder(paths, tmp_path, n=None):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for src in paths.sources[:n]:
+        shutil.copy(src, folder)
+    return folder
 
 
 def test_folder_matches_the_predict_stage(trained, tmp_path, capsys):
-    tables, _ = predict_splits(trained / "model", trained / "splits", trained / "raw", ["test"], 16, "cpu")
-    test = pd.read_csv(trained / "splits/test.csv")
-    folder = tmp_path / "new"
-    folder.mkdir()
-    for f in test["file"]:
-        (folder / f.split("/")[-1]).write_bytes((trained / "raw" / f).read_bytes())
-    main([str(trained / "model"), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
-    out = pd.read_csv(tmp_path / "out.csv").set_index("id_str").loc[tables["test"]["id_str"]]
+    predict_splits(trained.model, trained.store, trained.splits, tmp_path / "pred", ["test"], 16, "cpu",
+                   parts_root=tmp_path / "parts")
+    expected = pd.read_csv(tmp_path / "pred/test.csv")
+    main([str(trained.model), str(_folder(trained, tmp_path)), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
+    out = pd.read_csv(tmp_path / "out.csv").set_index("id_str").loc[expected["id_str"]]
     classes = [c for c in out.columns if c.startswith("p_")]
-    assert np.allclose(out[classes].to_numpy(), tables["test"][classes].to_numpy(), atol=1e-5)
-    assert (out["pred_label"].to_numpy() == tables["test"]["pred_label"].to_numpy()).all()
+    assert np.allclose(out[classes].to_numpy(), expected[classes].to_numpy(), atol=1e-5)
+    assert (out["pred_label"].to_numpy() == expected["pred_label"].to_numpy()).all()
     assert "galaxies ->" in capsys.readouterr().out
 
 
+def test_every_row_once_in_input_order_across_many_batches(trained, tmp_path):
+    folder = _folder(trained, tmp_path)
+    main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
+          "--batch-size", "5", "--workers", "2"])
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["id_str"].tolist() == sorted(p.stem for p in folder.iterdir())  # 24 rows, 5 batches
+    assert not (tmp_path / "out.csv.parts").exists()  # parts are merged, then removed
+
+
+def test_a_killed_run_resumes_where_it_stopped_without_duplicates(trained, tmp_path, monkeypatch, capsys):
+    folder = _folder(trained, tmp_path)
+    args = [str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
+            "--batch-size", "4", "--workers", "0"]
+    main(args[:2] + ["-o", str(tmp_path / "clean.csv")] + args[4:])
+    original = predict_module.CsvPartWriter.write_on_batch_end
+    calls = []
+
+    def dies_at_the_third_batch(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a Ctrl-C or a scheduler's kill leaves: two batches on disk
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(predict_module.CsvPartWriter, "write_on_batch_end", dies_at_the_third_batch)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        main(args)
+    monkeypatch.setattr(predict_module.CsvPartWriter, "write_on_batch_end", original)
+    assert not (tmp_path / "out.csv").exists()
+    part = next((tmp_path / "out.csv.parts").glob("part-*.csv"))
+    assert len(part.read_text().splitlines()) == 8
+    with open(part, "a") as fh:
+        fh.write("9,synthetic_00")  # a torn line: the process died mid-write
+    capsys.readouterr()
+    main(args)
+    assert "resuming, 8 of 24 galaxies" in capsys.readouterr().out
+    out, clean = pd.read_csv(tmp_path / "out.csv"), pd.read_csv(tmp_path / "clean.csv")
+    assert out["id_str"].is_unique and len(out) == 24
+    pd.testing.assert_frame_equal(out, clean)
+
+
 def test_catalog_input_with_relative_paths(trained, tmp_path):
-    raw = trained / "raw"
-    pd.DataFrame({"file_loc": ["images/synthetic_000000.png", "images/synthetic_000001.png"],
-                  "id_str": ["a", "b"]}).to_csv(raw / "mine.csv", index=False)
-    main([str(trained / "model"), str(raw / "mine.csv"), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
+    folder = _folder(trained, tmp_path, n=2)
+    names = sorted(p.name for p in folder.iterdir())
+    pd.DataFrame({"file_loc": [f"new/{n}" for n in names], "id_str": ["a", "b"]}).to_csv(tmp_path / "mine.csv",
+                                                                                        index=False)
+    main([str(trained.model), str(tmp_path / "mine.csv"), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
     out = pd.read_csv(tmp_path / "out.csv")
     assert out["id_str"].tolist() == ["a", "b"] and "true_label" not in out.columns
     assert np.allclose(out.filter(like="p_").sum(1), 1, atol=1e-5)
 
 
-def test_unreadable_image_is_named_and_nothing_written(trained, tmp_path, capsys):
-    folder = tmp_path / "new"
-    folder.mkdir()
-    (folder / "good.png").write_bytes((trained / "raw/images/synthetic_000000.png").read_bytes())
+def test_unreadable_image_is_named_on_one_line_and_no_output_written(trained, tmp_path, capsys):
+    folder = _folder(trained, tmp_path, n=1)
     (folder / "broken.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as exit_:
-        main([str(trained / "model"), str(folder), "-o", str(tmp_path / "out.csv")])
+        main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
     assert exit_.value.code == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "broken.png" in err and "\n" not in err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "broken.png" in err
     assert not (tmp_path / "out.csv").exists()
 
 
 def test_missing_model_and_bad_catalog(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main([str(tmp_path / "nomodel"), str(trained / "raw/images")])
+        main([str(tmp_path / "nomodel"), str(trained.raw)])
     assert "run the finetune_gpu stage first" in capsys.readouterr().err
     (tmp_path / "cat.csv").write_text("path\nx.png\n")
     with pytest.raises(SystemExit):
-        main([str(trained / "model"), str(tmp_path / "cat.csv")])
+        main([str(trained.model), str(tmp_path / "cat.csv")])
     assert "missing column(s) ['file_loc']" in capsys.readouterr().err

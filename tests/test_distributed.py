@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.params import Params
+from galaxy_finetune.split import read_catalog
+from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,17 +20,16 @@ def _params(devices: int, batch_size: int) -> dict:
     return {"data": {"source": "synthetic", "synthetic_n_per_class": 8, "synthetic_image_size": 32},
             "model": {"encoder": "random", "random_arch": "convnext_atto"},
             # lr so small the weights stay put: validation then measures the same model in both runs
-            "train": {"lr": 1e-12, "batch_size": batch_size, "input_size": 32, "epochs": 2, "patience": 50,
-                      "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}}
+            RANDOM_INIT_RECIPE: {"lr": 1e-12, "batch_size": batch_size, "input_size": 32, "epochs": 2, "patience": 50},
+            "train": {"accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    fetch_data(Params.model_validate(_params(1, 8)), root / "data/raw", root / "models/encoder", cache=root / "c")
-    catalog = pd.read_csv(root / "data/raw/catalog.csv", keep_default_na=False).drop(columns="split")
+    prepare(root, Params.model_validate(_params(1, 8)))
+    catalog = read_catalog(root / "data/raw").drop(columns=["split", "src"])
     # 24 train / 8 val: both divide evenly over 2 processes, so DistributedSampler pads nothing
-    (root / "data/splits").mkdir(parents=True)
     catalog.iloc[:24].to_csv(root / "data/splits/train.csv", index=False)
     catalog.iloc[24:].to_csv(root / "data/splits/val.csv", index=False)
     catalog.iloc[24:].to_csv(root / "data/splits/test.csv", index=False)
@@ -40,7 +40,7 @@ def _finetune(root: Path, devices: int, batch_size: int) -> dict:
     run_dir = root / f"run{devices}"
     run_dir.mkdir()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(_params(devices, batch_size)))
-    cmd = [sys.executable, str(ROOT / "stages/finetune_gpu.py"), str(root / "data/raw"), str(root / "data/splits"),
+    cmd = [sys.executable, str(ROOT / "stages/finetune_gpu.py"), str(root / "data/raw"), str(root / "data/store"), str(root / "data/splits"),
            str(root / "models/encoder"), "models/finetuned", "--live-dir", "metrics/training"]
     proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -56,3 +56,23 @@ def test_two_processes_match_one(inputs):
     assert ddp["best_val_loss"] == pytest.approx(single["best_val_loss"], rel=1e-4)
     assert ddp["best_epoch"] == single["best_epoch"] == 0
     assert not list((inputs / "run2").glob("models/checkpoints/*-v1.ckpt"))  # saved once, by rank 0
+
+
+def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
+    """Each rank writes its own part through the prediction writer; the merge keeps input order."""
+    _finetune(inputs, devices=1, batch_size=8) if not (inputs / "run1").exists() else None
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    for src in read_catalog(inputs / "data/raw")["src"][:13]:  # odd: the ranks get 7 and 6
+        (folder / Path(src).name).write_bytes(Path(src).read_bytes())
+    cmd = [sys.executable, "-m", "galaxy_finetune.classify", str(inputs / "run1/models/finetuned"), str(folder),
+           "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu", "--devices", "2", "--batch-size", "3"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["id_str"].tolist() == sorted(p.stem for p in folder.iterdir())
+    single = tmp_path / "single.csv"
+    subprocess.run(cmd[:5] + ["-o", str(single), "--accelerator", "cpu"], cwd=tmp_path, check=True,
+                   capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    pd.testing.assert_frame_equal(out, pd.read_csv(single), atol=1e-5)

@@ -1,4 +1,9 @@
+"""fetch_data: what can be had is used, what is missing is replaced and named, and an unchanged source costs nothing."""
+import os
+
+import pandas as pd
 import pytest
+from PIL import Image
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.fetch import fetch_data
@@ -15,37 +20,128 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-empty"))
 
 
-def test_offline_falls_back_to_the_quickstart(tmp_path, capsys):
+def _fetch(params, tmp_path):
+    return fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
+
+
+def test_offline_replaces_both_and_says_so(tmp_path, capsys):
     params = Params.model_validate({"quickstart": {"n_per_class": 3, "image_size": 32}})
-    manifest = fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
-    assert manifest["profile"] == "quickstart" and manifest["source"] == "synthetic"
-    assert "galaxy_mnist_train_catalog.parquet" in manifest["reason"]
-    assert "hf_hub:mwalmsley/zoobot-encoder-convnext_nano" in manifest["reason"]
+    manifest = _fetch(params, tmp_path)
+    assert manifest["source"] == "synthetic" and manifest["data"]["substituted"]
+    assert manifest["run_label"] == ("SYNTHETIC stand-in for GalaxyMNIST, 12 galaxies | "
+                                     "no pretraining: random ConvNeXt-Nano")
+    data_why, encoder_why = manifest["substitutions"]
+    assert "galaxy_mnist_train_catalog.parquet" in data_why and "12 synthetic galaxies" in data_why
+    assert "hf_hub:mwalmsley/zoobot-encoder-convnext_nano" in encoder_why
     assert manifest["requested"] == {"source": "galaxy_mnist", "encoder": params.model.encoder}
     assert manifest["counts_per_class"] == {c: 3 for c in params.data.classes}
-    assert manifest["encoder"]["source"] == "random" and manifest["encoder"]["arch"] == "convnext_nano"
+    assert manifest["encoder"]["source"] == "random" and not manifest["encoder"]["pretrained"]
     assert read_json(tmp_path / "raw" / "manifest.json") == manifest
-    assert len(list((tmp_path / "raw" / "images").glob("*.png"))) == 12
-    assert (tmp_path / "encoder" / "encoder.json").is_file()
-    assert "OFFLINE QUICKSTART" in capsys.readouterr().err
+    catalog = pd.read_csv(tmp_path / "raw" / "catalog.csv")
+    assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "src"]
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in catalog["src"])
+    assert not (tmp_path / "raw" / "images").exists()  # nothing copied: the store decodes from src
+    assert "OFFLINE STAND-IN" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
 def test_offline_error_names_what_is_missing_and_writes_nothing(tmp_path):
     params = Params.model_validate({"fetch": {"offline": "error"}})
     with pytest.raises(PipelineError) as err:
-        fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
+        _fetch(params, tmp_path)
     msg = str(err.value)
     assert "galaxy_mnist_train_catalog.parquet" in msg and "data.local_dir" in msg and "hf_hub:" in msg
     assert not (tmp_path / "raw").exists() and not (tmp_path / "encoder").exists()
 
 
-def test_explicit_synthetic_and_random_is_the_full_profile(tmp_path):
+def _own_catalog(tmp_path, n_per_class=2):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rows = []
+    for i in range(4 * n_per_class):
+        Image.new("RGB", (20, 20), (10 * i, 5, 200 - 10 * i)).save(folder / f"g{i}.png")
+        rows.append({"file_loc": f"g{i}.png", "label": i % 4})
+    pd.DataFrame(rows).to_csv(folder / "catalog.csv", index=False)
+    return folder / "catalog.csv"
+
+
+def test_own_catalog_is_kept_when_only_the_weights_are_missing(tmp_path, capsys):
+    """Issue 10, case 1: the user's galaxies are never swapped for synthetic ones."""
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(_own_catalog(tmp_path))}})
+    manifest = _fetch(params, tmp_path)
+    assert manifest["source"] == "catalog" and not manifest["data"]["substituted"] and manifest["n_images"] == 8
+    assert manifest["run_label"] == "own catalog, 8 galaxies | no pretraining: random ConvNeXt-Nano"
+    assert len(manifest["substitutions"]) == 1 and "hf_hub:" in manifest["substitutions"][0]
+    assert "own catalog, 8 galaxies" in capsys.readouterr().err
+
+
+def test_explicit_synthetic_and_random_substitutes_nothing(tmp_path):
     params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 2,
                                              "synthetic_image_size": 32},
                                     "model": {"encoder": "random", "random_arch": "convnext_atto"}})
-    manifest = fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
-    assert manifest["profile"] == "full" and manifest["reason"] is None and manifest["n_images"] == 8
+    manifest = _fetch(params, tmp_path)
+    assert manifest["substitutions"] == [] and manifest["n_images"] == 8
+    assert manifest["run_label"] == "synthetic galaxies, 8 galaxies | no pretraining: random ConvNeXt-Atto"
     assert manifest["encoder"]["arch"] == "convnext_atto"
-    again = fetch_data(params, tmp_path / "raw", tmp_path / "encoder", cache=tmp_path / "cache")
-    assert again["data_sha256"] == manifest["data_sha256"]  # same inputs, same bytes: DVC sees no change
+
+
+def test_missing_weights_use_model_random_arch(tmp_path):
+    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 2,
+                                             "synthetic_image_size": 32},
+                                    "model": {"random_arch": "convnext_atto"}})
+    assert _fetch(params, tmp_path)["encoder"]["arch"] == "convnext_atto"
+
+
+def test_unchanged_source_writes_nothing_and_a_changed_file_is_seen(tmp_path, capsys):
+    catalog = _own_catalog(tmp_path)
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
+                                    "model": {"encoder": "random"}})
+    first = _fetch(params, tmp_path)
+    outputs = [tmp_path / "raw" / n for n in ("catalog.csv", "source.json", "manifest.json")]
+    outputs.append(tmp_path / "encoder" / "encoder.json")
+    stamps = [p.stat().st_mtime_ns for p in outputs]
+    capsys.readouterr()
+    assert _fetch(params, tmp_path) == first
+    assert [p.stat().st_mtime_ns for p in outputs] == stamps  # nothing rewritten
+    assert "nothing changed" in capsys.readouterr().out
+    image = catalog.parent / "g3.png"
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(image)  # same path and catalog, new pixels
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    again = _fetch(params, tmp_path)
+    assert again["data_fingerprint"] != first["data_fingerprint"]
+
+
+@pytest.mark.parametrize("bad_id, message", [
+    ("", "empty id_str"), ("   ", "empty id_str"), ("a\x00b", "control character"), ("a\nb", "control character")])
+def test_unusable_ids_are_refused_with_one_line(tmp_path, bad_id, message):
+    catalog = _own_catalog(tmp_path)
+    frame = pd.read_csv(catalog)
+    frame["id_str"] = [f"g{i}" for i in range(len(frame))]
+    frame.loc[2, "id_str"] = bad_id
+    frame.to_parquet(catalog.with_suffix(".parquet"))  # parquet keeps NUL and newlines intact
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog.with_suffix(".parquet"))},
+                                    "model": {"encoder": "random"}})
+    with pytest.raises(PipelineError, match=message) as err:
+        _fetch(params, tmp_path)
+    assert "\n" not in str(err.value).replace(repr(bad_id), "")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_ids_that_look_like_paths_never_become_file_names(tmp_path):
+    """Issue 11, bug 1: ids are data; nothing is written under an id's name, inside the project or out."""
+    catalog = _own_catalog(tmp_path)
+    outside = tmp_path / "outside"
+    weird = [str(outside / "abs"), "../../escape", "a/b/c", "a\\b\\c", "x" * 5000, "galaxie_été_銀河", "..", "."]
+    frame = pd.read_csv(catalog)
+    frame["id_str"] = weird
+    frame.to_csv(catalog, index=False)
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
+                                    "model": {"encoder": "random"}})
+    before = {p for p in tmp_path.rglob("*")}
+    manifest = _fetch(params, tmp_path)
+    assert manifest["n_images"] == len(weird)
+    assert pd.read_csv(tmp_path / "raw" / "catalog.csv", keep_default_na=False)["id_str"].tolist() == weird
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(p.is_relative_to(tmp_path / "raw") or p.is_relative_to(tmp_path / "encoder")
+               or p.is_relative_to(tmp_path / "cache") for p in created), created
+    assert not outside.exists()

@@ -12,39 +12,31 @@ import torch
 import yaml
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.params import Params, TrainParams
-from galaxy_finetune.split import split_catalog
 from galaxy_finetune.train import resolve_device, resume_checkpoint
+from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "split": {"val_fraction": 0.2},
-        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
+        RANDOM_INIT_RECIPE: {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
 
 
 @pytest.fixture
 def inputs(tmp_path, monkeypatch):
-    """data/raw, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
-    import pandas as pd
-
+    """data/raw, data/store, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
     monkeypatch.chdir(tmp_path)
-    params = Params.model_validate(TINY)
-    fetch_data(params, tmp_path / "data/raw", tmp_path / "models/encoder", cache=tmp_path / "cache")
-    catalog = pd.read_csv(tmp_path / "data/raw/catalog.csv", keep_default_na=False)
-    (tmp_path / "data/splits").mkdir(parents=True)
-    for name, frame in split_catalog(catalog, 0.2, 0.2, 0).items():
-        frame.to_csv(tmp_path / f"data/splits/{name}.csv", index=False)
+    prepare(tmp_path, Params.model_validate(TINY), 0.2, 0.2)
     return tmp_path
 
 
 def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
     params = json.loads(json.dumps(TINY))
-    params["train"]["epochs"] = epochs
+    params[RANDOM_INIT_RECIPE]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/splits", "models/encoder",
+    return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/store", "data/splits", "models/encoder",
             "models/finetuned", "--live-dir", "metrics/training"], env
 
 
@@ -119,12 +111,12 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import fingerprint
 
-    train = TrainParams(**{**TINY["train"], "epochs": 1})
+    train = Params.model_validate(TINY).effective_train(pretrained=False).model_copy(update={"epochs": 1})
     augment = AugmentParams()
     classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
     ckpt = inputs / "models/checkpoints"
     ckpt.mkdir(parents=True)
-    stamp = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/raw/manifest.json",
+    stamp = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/store/store.json",
                         inputs / "models/encoder")
     (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": stamp}))
     marker = tmp_path / "pwned"
@@ -137,7 +129,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/raw",
+        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/store",
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
@@ -151,9 +143,9 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import finetune
 
-    train = TrainParams(**{**TINY["train"], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
+    train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
     classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
-    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/raw",
+    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/store",
                    inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
     assert run["params"]["training_mode"] == "head_only"
     trained = load_file(inputs / "models/finetuned/model.safetensors")

@@ -1,0 +1,90 @@
+"""The image store: every galaxy decoded once, at one resolution, into one memory-mapped file.
+
+data/store/images.npy is an (N, S, S, 3) uint8 array in numpy's .npy format; row i holds the galaxy of
+row i of data/raw/catalog.csv. Training, predict and the analysis read it by row through a read-only
+memory map, so a process holds only the rows of its current batch: the operating system's page cache
+keeps the hot part of the file, and memory stays flat however many galaxies the catalog has.
+data/store/store.json records the size, the count, a sha256 of the pixels and the blank images.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.images import decode_image
+from galaxy_finetune.layout import STORE_IMAGES, STORE_RECORD
+
+CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images
+
+
+def stored_size(requested: int | str, input_size: int, first_image: str | Path) -> int:
+    """The side of the stored images: `requested`, or for 'auto' the training input size, capped at the
+    first source image's own size (never upsample to store: the view upsamples on the fly if needed)."""
+    if requested != "auto":
+        return int(requested)
+    height, width = decode_image(first_image).shape[:2]
+    return min(input_size, max(height, width))
+
+
+def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 0) -> dict:
+    """Decode every catalog row's `src` image to size x size into out_dir/images.npy; return the record.
+
+    Writes into a temporary sibling renamed into place at the end: a killed build leaves no store behind.
+    """
+    threads = threads or min(8, os.cpu_count() or 1)
+    n = len(catalog)
+    sources = catalog["src"].tolist()
+    ids = catalog["id_str"].tolist()
+    digest, constant = hashlib.sha256(), []
+
+    def decode(row: int) -> np.ndarray:
+        try:
+            return decode_image(sources[row], size)
+        except PipelineError as exc:
+            raise PipelineError(f"catalog row {row} (id {ids[row]!r}): {exc}; fix or remove the file, then rerun") from None
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        images = np.lib.format.open_memmap(tmp / STORE_IMAGES, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        with ThreadPoolExecutor(threads) as pool:  # PIL decodes and resizes with the GIL released
+            for start in range(0, n, CHUNK):
+                rows = range(start, min(start + CHUNK, n))
+                chunk = np.stack(list(pool.map(decode, rows)))
+                images[start:start + len(chunk)] = chunk
+                digest.update(chunk.tobytes())
+                flat = chunk.reshape(len(chunk), -1)
+                constant += [ids[start + i] for i in np.flatnonzero(flat.min(1) == flat.max(1))]
+                if n > 10 * CHUNK and (start // CHUNK) % 40 == 0:
+                    print(f"store: {start + len(chunk)}/{n} galaxies decoded", file=sys.stderr, flush=True)
+        images.flush()
+        del images
+        record = {"n_images": n, "image_size": size, "dtype": "uint8", "layout": "NHWC",
+                  "pixels_sha256": digest.hexdigest(), "constant_images": constant}
+        write_json(tmp / STORE_RECORD, record)
+    if constant:
+        print(f"warning: {len(constant)} image(s) have one value everywhere (blank cutouts?), e.g. "
+              f"{', '.join(map(str, constant[:5]))}; kept, and listed in {out_dir / STORE_RECORD}", file=sys.stderr)
+    return record
+
+
+def open_images(store_dir: str | Path) -> np.ndarray:
+    """The stored images as a read-only (N, S, S, 3) uint8 memory map (nothing is read until indexed)."""
+    path = Path(store_dir) / STORE_IMAGES
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run the store stage first (dvc repro store)")
+    return np.load(path, mmap_mode="r")
+
+
+def read_record(store_dir: str | Path) -> dict:
+    path = Path(store_dir) / STORE_RECORD
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run the store stage first (dvc repro store)")
+    return read_json(path)

@@ -1,0 +1,26 @@
+"""Stage store: decode every galaxy of data/raw/catalog.csv once -> data/store/images.npy (+ store.json)."""
+from pathlib import Path
+
+import pandas as pd
+
+from galaxy_finetune.cli import run_stage
+from galaxy_finetune.layout import CATALOG
+from galaxy_finetune.store import build_store, stored_size
+
+
+def add_arguments(parser):
+    parser.add_argument("raw_dir", type=Path, help="data/raw (catalog.csv with each galaxy's source file)")
+    parser.add_argument("store_out", type=Path, help="data/store")
+
+
+def main(args, params):
+    catalog = pd.read_csv(args.raw_dir / CATALOG, dtype={"id_str": str}, keep_default_na=False)
+    # auto: the largest input size either recipe trains at, so switching encoders never rebuilds the store
+    input_size = max(params.effective_train(pretrained).input_size for pretrained in (True, False))
+    size = stored_size(params.store.image_size, input_size, catalog["src"].iloc[0])
+    record = build_store(catalog, args.store_out, size, params.store.threads)
+    print(f"store: {record['n_images']} galaxies decoded at {size} px into {args.store_out}")
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, add_arguments, main)

@@ -1,13 +1,15 @@
 """The fast data path trains on what a simple reference implementation would: speed must not change the data.
 
-Fast path: galaxy_finetune.data (every image decoded once into a uint8 tensor, whole-batch indexing) and
-galaxy_finetune.augment (one grid_sample per batch on the device). Reference: PIL decode per image, the
+Fast path: galaxy_finetune.store (every image decoded once into a memory-mapped images.npy),
+galaxy_finetune.data (split rows read from the store, whole-batch indexing) and galaxy_finetune.augment
+(one grid_sample per batch on the device). Reference: PIL decode of each source file per image, the
 default collate, and torchvision v2 transforms per image, as galaxy-datasets' default/minimal views do
 (RandomAffine, Resize, flips; RandomErasing is left out on purpose, see galaxy_finetune/augment.py).
 """
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,8 +23,9 @@ from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 
 from galaxy_finetune.augment import eval_view, train_view
-from galaxy_finetune.data import GalaxyDataModule, load_images
+from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies, loader_workers
 from galaxy_finetune.params import AugmentParams
+from galaxy_finetune.store import build_store, stored_size
 from galaxy_finetune.synthetic import render_galaxy
 
 BILINEAR = InterpolationMode.BILINEAR
@@ -34,13 +37,21 @@ def _galaxies(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def _write(folder, images: np.ndarray, fmt: str = "jpg", offset: int = 0) -> list[str]:
-    (folder / "images").mkdir(exist_ok=True)
-    names = []
+    """Source files under folder/src; returns their absolute paths (a catalog's `src`)."""
+    (folder / "src").mkdir(exist_ok=True)
+    paths = []
     for i, img in enumerate(images):
-        name = f"images/g{offset + i:04d}.{fmt}"
-        Image.fromarray(img).save(folder / name, **({"quality": 90} if fmt == "jpg" else {}))
-        names.append(name)
-    return names
+        path = folder / "src" / f"g{offset + i:04d}.{fmt}"
+        Image.fromarray(img).save(path, **({"quality": 90} if fmt == "jpg" else {}))
+        paths.append(str(path))
+    return paths
+
+
+def _store(folder, paths: list, size: int) -> Path:
+    """build_store over source files, as the store stage runs it on catalog.csv."""
+    catalog = pd.DataFrame({"id_str": [Path(p).stem for p in paths], "src": [str(p) for p in paths]})
+    build_store(catalog, folder / "store", size, threads=2)
+    return folder / "store"
 
 
 def _pil_decode(path) -> torch.Tensor:
@@ -50,60 +61,76 @@ def _pil_decode(path) -> torch.Tensor:
 
 
 class PerImageDataset(Dataset):
-    """The simple reference: decode in __getitem__, collate per image."""
+    """The simple reference: decode the source file in __getitem__, collate per image."""
 
-    def __init__(self, folder, frame: pd.DataFrame):
-        self.paths, self.labels = [folder / f for f in frame["file"]], frame["label"].tolist()
+    def __init__(self, frame: pd.DataFrame):
+        self.paths, self.labels = list(frame["src"]), frame["label"].tolist()
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return {"image": _pil_decode(self.paths[i]), "label": torch.tensor(self.labels[i])}
+        return {"image": _pil_decode(self.paths[i]), "label": torch.tensor(self.labels[i]), "index": torch.tensor(i)}
 
 
 @pytest.fixture(scope="module")
 def split_folder(tmp_path_factory):
-    """data/raw-like folder (JPEG and PNG galaxies) with train/val split CSVs."""
-    folder = tmp_path_factory.mktemp("raw")
+    """A store of JPEG and PNG galaxies and train/val split CSVs whose `row`s are scattered through it,
+    so a batch is only right if every split row is read from its own store row."""
+    folder = tmp_path_factory.mktemp("data")
     images, labels = _galaxies(40, 32)
-    files = _write(folder, images[:30], "jpg") + _write(folder, images[30:], "png", offset=30)
-    frame = pd.DataFrame({"id_str": [f"g{i:04d}" for i in range(40)], "file": files, "label": labels})
-    frame.iloc[:28].to_csv(folder / "train.csv", index=False)
-    frame.iloc[28:].to_csv(folder / "val.csv", index=False)
-    return folder, frame.iloc[:28].reset_index(drop=True), frame.iloc[28:].reset_index(drop=True)
+    paths = _write(folder, images[:30], "jpg") + _write(folder, images[30:], "png", offset=30)
+    store = _store(folder, paths, 32)
+    catalog = pd.DataFrame({"id_str": [f"g{i:04d}" for i in range(40)], "label": labels, "row": range(40),
+                            "src": paths})
+    order = np.random.default_rng(3).permutation(40)
+    train, val = (catalog.iloc[order[:28]].reset_index(drop=True), catalog.iloc[order[28:]].reset_index(drop=True))
+    (folder / "splits").mkdir()
+    train.drop(columns="src").to_csv(folder / "splits" / "train.csv", index=False)  # id_str, label, row
+    val.drop(columns="src").to_csv(folder / "splits" / "val.csv", index=False)
+    return SimpleNamespace(store=store, splits=folder / "splits", train=train, val=val)
 
 
 # ------------------------------------------------------------------------------------------ samples and labels
 
-def test_decode_once_equals_per_image_pil(tmp_path):
+def test_store_round_trip_equals_per_image_pil(tmp_path):
     images, _ = _galaxies(12, 24)
-    files = _write(tmp_path, images[:6], "jpg") + _write(tmp_path, images[6:], "png", offset=6)
-    grey = tmp_path / "images/grey.png"
+    paths = _write(tmp_path, images[:6], "jpg") + _write(tmp_path, images[6:], "png", offset=6)
+    grey, palette = tmp_path / "src" / "grey.png", tmp_path / "src" / "palette.png"
     Image.fromarray(images[0][..., 0]).save(grey)  # a single-channel file becomes RGB, as PIL's convert does
-    paths = [tmp_path / f for f in files] + [grey]
-    fast = load_images(paths, threads=3)
-    assert fast.dtype == torch.uint8 and fast.shape == (13, 3, 24, 24)
+    Image.fromarray(images[1]).convert("P").save(palette)  # so does a palette file
+    paths += [str(grey), str(palette)]
+    store = _store(tmp_path, paths, 24)
+    fast = StoreGalaxies(store, range(len(paths))).__getitems__(list(range(len(paths))))["image"]
+    assert fast.dtype == torch.uint8 and fast.shape == (14, 3, 24, 24)
     assert torch.equal(fast, torch.stack([_pil_decode(p) for p in paths]))
     assert torch.equal(fast[6:12], torch.from_numpy(images[6:]).permute(0, 3, 1, 2))  # PNG is lossless
+    # any rows, in any order: each is the galaxy of its own source file
+    rows = [13, 2, 7, 7, 0]
+    batch = StoreGalaxies(store, rows, [1, 2, 3, 0, 1]).__getitems__([0, 1, 2, 3, 4])
+    assert torch.equal(batch["image"], torch.stack([_pil_decode(paths[r]) for r in rows]))
+    assert batch["label"].tolist() == [1, 2, 3, 0, 1] and batch["index"].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_mixed_sizes_are_resized_like_pil(tmp_path):
-    big, _ = _galaxies(1, 48)
     small, _ = _galaxies(2, 32, seed=1)
-    paths = [tmp_path / f for f in _write(tmp_path, small[:1], "png") + _write(tmp_path, big, "png", offset=1)]
-    fast = load_images(paths)
+    big, _ = _galaxies(1, 48)
+    paths = _write(tmp_path, small[:1], "png") + _write(tmp_path, big, "png", offset=1)
+    size = stored_size("auto", 224, paths[0])  # the first image's size: never upsampled to store
+    assert size == 32
+    fast = StoreGalaxies(_store(tmp_path, paths, size), [0, 1]).__getitems__([0, 1])["image"]
     expected = np.asarray(Image.open(paths[1]).convert("RGB").resize((32, 32), Image.BILINEAR))
     assert fast.shape == (2, 3, 32, 32)
+    assert torch.equal(fast[0], _pil_decode(paths[0]))
     assert torch.equal(fast[1], torch.from_numpy(expected.copy()).permute(2, 0, 1))
 
 
 def test_training_batches_equal_the_per_image_reference(split_folder):
     """Same sampler seed -> the very same batches, image for image and label for label."""
-    folder, train, _ = split_folder
-    data = GalaxyDataModule(folder, folder, 32, batch_size=8, augment=AugmentParams())
+    data = GalaxyDataModule(split_folder.store, split_folder.splits, 32, batch_size=8, augment=AugmentParams())
     data.setup("fit")
-    reference = DataLoader(PerImageDataset(folder, train), batch_size=8, shuffle=True, collate_fn=default_collate)
+    train = split_folder.train
+    reference = DataLoader(PerImageDataset(train), batch_size=8, shuffle=True, collate_fn=default_collate)
     torch.manual_seed(7)
     fast_batches = list(data.train_dataloader())
     torch.manual_seed(7)
@@ -113,28 +140,47 @@ def test_training_batches_equal_the_per_image_reference(split_folder):
         assert fast["image"].dtype == torch.uint8
         assert torch.equal(fast["image"], ref["image"])
         assert torch.equal(fast["label"], ref["label"])
+        assert torch.equal(fast["index"], ref["index"])
     # every galaxy exactly once per epoch, with its own label
     seen = {hashlib.sha1(img.numpy().tobytes()).hexdigest(): int(lab)
             for b in fast_batches for img, lab in zip(b["image"], b["label"])}
-    truth = {hashlib.sha1(_pil_decode(folder / f).numpy().tobytes()).hexdigest(): int(lab)
-             for f, lab in zip(train["file"], train["label"])}
+    truth = {hashlib.sha1(_pil_decode(f).numpy().tobytes()).hexdigest(): int(lab)
+             for f, lab in zip(train["src"], train["label"])}
     assert seen == truth and sum(len(b["label"]) for b in fast_batches) == len(train)
 
 
-def test_eval_batches_keep_catalog_order_and_get_the_eval_view(split_folder):
-    folder, _, val = split_folder
+def test_eval_batches_keep_split_order_and_get_the_eval_view(split_folder):
+    val = split_folder.val
     aug = AugmentParams()
-    data = GalaxyDataModule(folder, folder, 32, batch_size=8, augment=aug, eval_batch_size=5)
-    data.setup("fit")
+    data = GalaxyDataModule(split_folder.store, split_folder.splits, 32, batch_size=5, augment=aug)
+    data.setup("validate")
+    raw_batches = list(data.val_dataloader())
+    assert [len(b["label"]) for b in raw_batches] == [5, 5, 2]  # not shuffled, last partial batch kept
+    assert torch.equal(torch.cat([b["index"] for b in raw_batches]), torch.arange(12))
     data.trainer = SimpleNamespace(training=False)  # what Lightning's trainer says during validation
-    batches = [data.on_after_batch_transfer(b, 0) for b in data.val_dataloader()]
+    batches = [data.on_after_batch_transfer(dict(b), 0) for b in raw_batches]
     images = torch.cat([b["image"] for b in batches])
     assert torch.equal(torch.cat([b["label"] for b in batches]), torch.tensor(val["label"].to_numpy()))
     view = T.Compose([T.RandomAffine(degrees=0, scale=(aug.eval_zoom, aug.eval_zoom), interpolation=BILINEAR),
                       T.ToDtype(torch.float32, scale=True)])
-    expected = torch.stack([view(_pil_decode(folder / f)) for f in val["file"]])
+    expected = torch.stack([view(_pil_decode(f)) for f in val["src"]])
     assert images.shape == expected.shape == (12, 3, 32, 32)
     assert (images - expected).abs().max() <= 1.5 / 255
+
+
+def test_loader_workers_read_the_same_batches(split_folder):
+    """A DataLoader worker reopens the store from its path; its batches are the main process's."""
+    args = (split_folder.store, split_folder.splits, 32, 5, AugmentParams())
+    in_process = list(GalaxyDataModule(*args).val_dataloader())
+    in_worker = list(GalaxyDataModule(*args, workers=1).val_dataloader())
+    assert len(in_worker) == len(in_process) == 3
+    for a, b in zip(in_worker, in_process):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loader_workers_auto():
+    assert loader_workers("auto", "gpu") == 4 and loader_workers("auto", "cpu") == 0
+    assert loader_workers(2, "cpu") == 2 and loader_workers("3", "gpu") == 3
 
 
 # ------------------------------------------------------------------------------------------ eval view

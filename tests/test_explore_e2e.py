@@ -40,6 +40,7 @@ def test_embeddings_cover_every_split_galaxy_in_order_as_float16(repo):
     assert emb.galaxies["id_str"].tolist() == expected["id_str"].tolist()
     assert emb.galaxies["split"].tolist() == expected["split"].tolist()
     assert emb.galaxies["label_name"].tolist() == expected["label_name"].tolist()
+    assert emb.galaxies["row"].tolist() == expected["row"].tolist()  # each galaxy's store row
     assert emb.features.dtype == np.float16 and emb.features.shape == (len(expected), 640)  # ConvNeXt-Nano pooled
     n_train = len(splits[0])
     assert emb.pca_features.shape == (len(expected), min(40, n_train))
@@ -61,8 +62,9 @@ def test_a_duplicated_image_is_its_own_neighbours_neighbour(repo, tmp_path):
     emb = read_embeddings(repo / "data/embeddings")
     catalog = read_csv(repo / "data/raw/catalog.csv").set_index("id_str")
     original = emb.galaxies["id_str"].iloc[emb.split("test")[0]]
-    copy = tmp_path / f"copy{Path(catalog.loc[original, 'file']).suffix}"
-    shutil.copy(repo / "data/raw" / catalog.loc[original, "file"], copy)
+    source = Path(catalog.loc[original, "src"])
+    copy = tmp_path / f"copy{source.suffix}"
+    shutil.copy(source, copy)
     _, query = embed_image(copy, repo / "models/finetuned", emb, accelerator="cpu")
     index = CosineIndex(np.vstack([emb.pca_features, query]))  # the copy joins the catalog as the last row
     copy_row, original_row = len(emb.galaxies), int(np.flatnonzero(emb.galaxies["id_str"] == original)[0])
@@ -87,8 +89,7 @@ def test_galaxy_similar_by_id_and_by_image(repo, tmp_path):
     assert table["id_str"].tolist() == expected["id_str"].tolist()
     with Image.open(tmp_path / "s.png") as sheet:
         assert sheet.size[0] > 600 and "most like" in sheet.info["Title"]
-    catalog = read_csv(repo / "data/raw/catalog.csv").set_index("id_str")
-    image = repo / "data/raw" / catalog.loc[query, "file"]
+    image = read_csv(repo / "data/raw/catalog.csv").set_index("id_str").loc[query, "src"]
     proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", str(image), "-k", "3", "-o",
                            str(tmp_path / "i.csv"), "--sheet", str(tmp_path / "i.png"), "--accelerator", "cpu"],
                           cwd=repo, env=env, capture_output=True, text=True)

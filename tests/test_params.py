@@ -41,8 +41,24 @@ def test_catalog_source_needs_a_path():
         Params.model_validate({"data": {"source": "catalog"}})
 
 
-def test_quickstart_replaces_training_keys_only_in_its_profile():
-    params = Params.model_validate({"train": {"lr": 2e-5, "dropout": 0.3}, "quickstart": {"lr": 1e-3, "epochs": 4}})
-    assert params.effective_train("full").lr == 2e-5
-    quick = params.effective_train("quickstart")
-    assert (quick.lr, quick.epochs, quick.dropout) == (1e-3, 4, 0.3)
+def test_quickstart_recipe_replaces_training_keys_only_for_a_random_init():
+    params = Params.model_validate({"train": {"lr": 2e-5, "dropout": 0.3, "weight_decay": 0.01},
+                                    "quickstart": {"lr": 1e-3, "epochs": 4, "input_size": 48, "batch_size": 16,
+                                                   "patience": 2, "layer_decay": 0.9}})
+    assert params.effective_train(pretrained=True) == params.train  # pretrained weights: train: as written
+    quick = params.effective_train(pretrained=False)
+    assert (quick.lr, quick.epochs, quick.input_size, quick.batch_size, quick.patience, quick.layer_decay) == (
+        1e-3, 4, 48, 16, 2, 0.9)
+    # the rest of the recipe is train:'s
+    assert (quick.dropout, quick.weight_decay, quick.training_mode, quick.seed) == (0.3, 0.01, "full", 42)
+    assert params.train.lr == 2e-5 and params.train.epochs == 30  # train: itself is left alone
+
+
+def test_store_params():
+    store = load_params(ROOT / "params.yaml").store
+    assert (store.image_size, store.threads, store.loader_workers) == ("auto", 0, "auto")
+    assert Params.model_validate({"store": {"image_size": 16, "loader_workers": 0}}).store.image_size == 16
+    for bad in ({"image_size": 8}, {"image_size": "big"}, {"threads": -1}, {"loader_workers": "many"},
+                {"image_sise": 64}):
+        with pytest.raises(ValueError, match="store"):
+            Params.model_validate({"store": bad})

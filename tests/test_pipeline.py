@@ -2,12 +2,13 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
-STAGES = ["fetch_data", "split", "finetune_gpu", "predict", "analyse"]
+STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "embed", "analyse"]
 
 
 def ran(output: str) -> list[str]:
@@ -23,12 +24,14 @@ def repo(tmp_path_factory):
 def test_first_run_runs_every_stage_and_writes_every_output(repo):
     path, _, output = repo
     assert ran(output) == STAGES
-    assert "OFFLINE QUICKSTART" in output
+    assert "OFFLINE STAND-IN" in output
     manifest = json.loads((path / "data/raw/manifest.json").read_text())
-    assert manifest["profile"] == "quickstart" and manifest["n_images"] == 48
+    assert manifest["run_label"].startswith("SYNTHETIC stand-in") and manifest["n_images"] == 48
     catalog = pd.read_csv(path / "data/raw/catalog.csv")
-    assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "file"]
-    assert all((path / "data/raw" / f).is_file() for f in catalog["file"])
+    assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "src"]
+    assert sorted(p.name for p in (path / "data/raw").iterdir()) == ["catalog.csv", "manifest.json", "source.json"]
+    images = np.load(path / "data/store/images.npy", mmap_mode="r")
+    assert images.shape == (48, 32, 32, 3) and images.dtype == np.uint8
     assert (path / "models/encoder/encoder.json").is_file()
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
@@ -41,32 +44,44 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     predictions = pd.read_csv(path / "data/predictions/test.csv")
     classes = manifest["classes"]
     assert list(predictions.columns) == (["id_str", "true_label", "pred_label"] + [f"p_{c}" for c in classes]
-                                         + ["p_true", "confidence"])
+                                         + ["p_true", "confidence", "row"])
+    assert (catalog["id_str"][predictions["row"]].to_numpy() == predictions["id_str"].to_numpy()).all()
     assert len(predictions) == len(splits["test"])
     assert predictions[[f"p_{c}" for c in classes]].sum(1).sub(1).abs().max() < 1e-4
     assert (path / "data/predictions/val.csv").is_file()
     metrics = json.loads((path / "metrics/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["real_run"] is False
-    assert "full" not in metrics["provenance"]["run_label"]
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["run_label"] == manifest["run_label"]
+    assert metrics["provenance"]["real_run"] is False
     assert metrics["provenance"]["encoder_source"] == "random"
     assert set(metrics["confusion"]) == set(classes)
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
 
 
-def test_second_repro_reruns_nothing_but_the_network_check(repo):
+def test_second_repro_reruns_nothing_but_the_network_check_and_copies_nothing(repo):
     path, env, _ = repo
+    # fetch_data's own small outputs are re-linked by DVC around the run; everything after it is untouched
+    outputs = [p for d in ("data/store", "data/splits", "data/predictions", "models/finetuned")
+               for p in (path / d).iterdir()]
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
     out = run(["dvc", "repro"], path, env).stdout
-    assert ran(out) == ["fetch_data"]
+    assert ran(out) == ["fetch_data"] and "nothing changed since the last run" in out
     for stage in STAGES[1:]:
         assert f"Stage '{stage}' didn't change, skipping" in out
+    assert {p: p.stat().st_mtime_ns for p in outputs} == stamps  # the store was not rewritten
     assert run(["git", "status", "--porcelain"], path, env).stdout.strip() == ""
+
+
+def test_the_store_is_one_copy_linked_to_the_cache(repo):
+    path, _, _ = repo
+    store = path / "data/store/images.npy"
+    assert store.stat().st_nlink == 2  # the workspace file and the cache entry are one inode
 
 
 def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
     path, env, _ = repo
     set_params(path, {"quickstart": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
-    assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]
+    assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "embed", "analyse"]  # no new store, no new split
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout
     assert "provenance.lr" in diff and "0.001" in diff and "0.0003" in diff
     run(["git", "add", "-A"], path, env)

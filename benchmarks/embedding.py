@@ -1,8 +1,9 @@
 """Benchmark: the embed stage's pass (pixels -> eval view -> ConvNeXt-Nano encoder -> pooled features).
 
-Writes N random galaxy PNGs and a catalog into a temporary data/raw, builds the project's classifier around a
-randomly initialised encoder (no download; the speed does not depend on the weights), then times
-galaxy_finetune.embed.embed_galaxies (the stage's loop) and, apart, the pixel reading alone. Prints one JSON
+Writes N random galaxies into a temporary store (data/store/images.npy, as the store stage does), builds the
+project's classifier around a randomly initialised encoder (no download; the speed does not depend on the
+weights), then times galaxy_finetune.embed.embed_galaxies (the stage's loop) and, apart, the pixel reading alone
+(rows read in a shuffled order, as the splits are). Prints one JSON
 line per runner and writes nothing else.
 
     python benchmarks/embedding.py [--n 512] [--image-size 64] [--input-size 64] [--batch 256]
@@ -18,34 +19,35 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from PIL import Image
 
 
-def write_galaxies(raw_dir: Path, n: int, size: int) -> list[str]:
+def write_store(store_dir: Path, n: int, size: int) -> list[int]:
+    """A store of n random galaxies; returns the rows in a shuffled order."""
+    from galaxy_finetune.layout import STORE_IMAGES
+
     rng = np.random.default_rng(0)
-    (raw_dir / "images").mkdir(parents=True)
-    ids = [f"g{i:06d}" for i in range(n)]
-    for galaxy in ids:
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(raw_dir / "images" / f"{galaxy}.png")
-    pd.DataFrame({"id_str": ids, "file": [f"images/{g}.png" for g in ids]}).to_csv(raw_dir / "catalog.csv", index=False)
-    return ids
+    store_dir.mkdir(parents=True)
+    images = np.lib.format.open_memmap(store_dir / STORE_IMAGES, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    for start in range(0, n, 1024):
+        images[start:start + 1024] = rng.integers(0, 255, images[start:start + 1024].shape, dtype=np.uint8)
+    images.flush()
+    return rng.permutation(n).tolist()
 
 
 class PixelsRunner:
-    """galaxy_pixels alone: catalog lookup + PNG decode, one batch at a time."""
+    """galaxy_pixels alone: rows read from the store's memory map, one batch at a time."""
 
     name = "pixels (galaxy_pixels)"
 
-    def run(self, raw_dir: Path, ids: list[str], batch: int, **_) -> dict:
+    def run(self, store_dir: Path, rows: list[int], batch: int, **_) -> dict:
         from galaxy_finetune.pixels import galaxy_pixels
 
         start = time.perf_counter()
-        for i in range(0, len(ids), batch):
-            galaxy_pixels(raw_dir, ids[i:i + batch])
+        for i in range(0, len(rows), batch):
+            galaxy_pixels(store_dir, rows[i:i + batch])
         seconds = time.perf_counter() - start
-        return {"runner": self.name, "seconds": round(seconds, 3), "images_per_s": round(len(ids) / seconds, 1)}
+        return {"runner": self.name, "seconds": round(seconds, 3), "images_per_s": round(len(rows) / seconds, 1)}
 
 
 class EmbedRunner:
@@ -53,7 +55,7 @@ class EmbedRunner:
 
     name = "embed pass (embed_galaxies)"
 
-    def run(self, raw_dir: Path, ids: list[str], batch: int, input_size: int, device: torch.device) -> dict:
+    def run(self, store_dir: Path, rows: list[int], batch: int, input_size: int, device: torch.device) -> dict:
         import timm
 
         from galaxy_finetune.embed import embed_galaxies
@@ -63,11 +65,11 @@ class EmbedRunner:
         model = build_classifier(timm.create_model("convnext_nano", pretrained=False, num_classes=0), 4,
                                  TrainParams()).eval()
         config = {"input_size": input_size, "eval_zoom": 1.2}
-        embed_galaxies(model, config, raw_dir, ids[:batch], batch, device)  # warm-up
+        embed_galaxies(model, config, store_dir, rows[:batch], batch, device)  # warm-up
         start = time.perf_counter()
-        features = embed_galaxies(model, config, raw_dir, ids, batch, device)
+        features = embed_galaxies(model, config, store_dir, rows, batch, device)
         seconds = time.perf_counter() - start
-        return {"runner": self.name, "seconds": round(seconds, 3), "images_per_s": round(len(ids) / seconds, 1),
+        return {"runner": self.name, "seconds": round(seconds, 3), "images_per_s": round(len(rows) / seconds, 1),
                 "features": list(features.shape), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -89,11 +91,11 @@ def main() -> None:
 
     device = torch_device(args.accelerator)
     with tempfile.TemporaryDirectory() as tmp:
-        raw_dir = Path(tmp) / "raw"
-        ids = write_galaxies(raw_dir, args.n, args.image_size)
+        store_dir = Path(tmp) / "store"
+        rows = write_store(store_dir, args.n, args.image_size)
         load = os.getloadavg()
         for runner in (PixelsRunner(), EmbedRunner()):
-            result = runner.run(raw_dir, ids, args.batch, input_size=args.input_size, device=device)
+            result = runner.run(store_dir, rows, args.batch, input_size=args.input_size, device=device)
             print(json.dumps({**result, "n": args.n, "image_size": args.image_size, "input_size": args.input_size,
                               "batch": args.batch, "device": device.type, "torch_threads": torch.get_num_threads(),
                               "load_before": [round(x, 2) for x in load],

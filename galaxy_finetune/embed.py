@@ -137,7 +137,8 @@ def read_embeddings(embed_dir: Path, mmap: bool = False) -> Embeddings:
         raise PipelineError(f"{path}: not found; run the embed stage first (dvc repro embed)")
     mode = "r" if mmap else None
     pca = np.load(embed_dir / EMBED_PCA)
-    embeddings = Embeddings(pd.read_csv(path, dtype={"id_str": str}), np.load(embed_dir / EMBED_FEATURES, mmap_mode=mode),
+    embeddings = Embeddings(pd.read_csv(path, dtype={"id_str": str}),
+                            np.load(embed_dir / EMBED_FEATURES, mmap_mode=mode),
                             np.load(embed_dir / EMBED_PCA_FEATURES), pca["mean"], pca["components"])
     if not len(embeddings.galaxies) == len(embeddings.features) == len(embeddings.pca_features):
         raise PipelineError(f"{embed_dir}: galaxies, features and PCA features disagree in length; rerun embed")

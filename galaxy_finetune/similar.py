@@ -2,8 +2,8 @@
 
 QUERY is a galaxy id of the catalog (any split) or the path of an image file. The k most similar galaxies, by
 cosine similarity of the fine-tuned encoder's PCA features (data/embeddings, written by the embed stage), go to
-a CSV (rank, id_str, similarity, split, label_name, row: the store row) and a contact sheet PNG with the query first. An image file
-goes through the model's eval view and encoder first, so it needs the model folder too.
+a CSV (rank, id_str, similarity, split, label_name, row: the store row) and a contact sheet PNG with the query
+first. An image file goes through the model's eval view and encoder first, so it needs the model folder too.
 """
 from __future__ import annotations
 

@@ -171,7 +171,8 @@ def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
     out = outputs(root)
     return subprocess.run(
         [sys.executable, "stages/analyse.py", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
-         str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings), "--val-predictions", str(inputs.val_predictions),
+         str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings),
+         "--val-predictions", str(inputs.val_predictions),
          "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),
          "--coverage", str(out.coverage), "--map", str(out.embedding_map), "--anomalies", str(out.anomalies),
          "--plots", str(out.plots), "--report", str(out.report), "--errors-page", str(out.errors_page)],

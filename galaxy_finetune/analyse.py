@@ -18,7 +18,7 @@ import pandas as pd
 
 from galaxy_finetune import figures
 from galaxy_finetune.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
-from galaxy_finetune.embed import Embeddings, read_embeddings
+from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json, write_text
 from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS

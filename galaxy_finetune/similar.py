@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.embed import Embeddings, read_embeddings
+from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import write_csv
 from galaxy_finetune.neighbours import CosineIndex

@@ -11,7 +11,7 @@ import pytest
 
 from galaxy_finetune.analyse import Inputs, Outputs, analyse, read_curves, run_identity
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.embed import write_embeddings
+from galaxy_finetune.embeddings import write_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.figures import FIGURE_FILES
 from galaxy_finetune.params import AnalyseParams
@@ -191,13 +191,13 @@ def break_class_names(table):
     return table.assign(true_label=table["true_label"].replace("smooth_cigar", "cigar"))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (break_missing_column, "missing column(s) ['p_edge_on_disk']"),
-    (break_sums, "not 1"),
-    (break_class_names, "true_label has unknown class name(s) ['cigar']"),
+@pytest.mark.parametrize("which, damage, message", [
+    ("predictions", break_missing_column, "missing column(s) ['p_edge_on_disk']"),
+    ("predictions", break_sums, "not 1"),
+    ("predictions", break_class_names, "true_label has unknown class name(s) ['cigar']"),
+    ("val_predictions", break_sums, "not 1"),
 ])
-@pytest.mark.parametrize("which", ["predictions", "val_predictions"])
-def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, damage, message, which):
+def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, which, damage, message):
     inputs = make_inputs(tmp_path / "in", n=12)
     path = getattr(inputs, which)
     damage(pd.read_csv(path)).to_csv(path, index=False)

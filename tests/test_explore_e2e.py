@@ -14,7 +14,7 @@ from PIL import Image
 
 from galaxy_finetune.calibration import negative_log_likelihood
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.embed import read_embeddings
+from galaxy_finetune.embeddings import read_embeddings
 from galaxy_finetune.neighbours import CosineIndex
 from galaxy_finetune.similar import SimilaritySearch, embed_image
 from tests.pipeline_repo import run

@@ -55,7 +55,7 @@ def save(fig, path: Path, stamp: Stamp | None, title: str) -> None:
         fig.suptitle(f"{title}\n{stamp.label}", fontsize=12)
         colour = WRONG if stamp.warn else FOOTER_GREY  # a stand-in run's figure must not pass for the real one
         fig.text(0.5, 0.008, stamp.footer, ha="center", va="bottom", fontsize=7.5, color=colour, wrap=True)
-        fig.tight_layout(rect=(0, 0.045, 1, 1))
+        fig.tight_layout(rect=(0, 0.045, 1, 1 - 0.35 / fig.get_figheight()))  # room for the two-line title
     metadata = {"Title": title if stamp is None else stamp.title(title)}
     if stamp is not None:
         metadata["Description"] = stamp.footer
@@ -257,9 +257,9 @@ def embedding_map(points: pd.DataFrame, classes: list[str], method: str, path: P
 
 def galaxy_grid(images: list[np.ndarray], captions: list[str], edges: list[str], path: Path, stamp: Stamp | None,
                 title: str, cols: int = 4) -> None:
-    """Images in a grid, each with a caption and a coloured frame (the first is a query, a rank 1, ...)."""
+    """Images in a grid, each with a caption (two lines at most) and a coloured frame."""
     rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.2 * rows + 0.7), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.3 * rows + 1.0), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -345,9 +345,9 @@ def _top(d: FigureData, rows: pd.DataFrame, images: list, path: Path, stamp: Sta
 
 
 def _unusual(d: FigureData, path: Path, stamp: Stamp, title: str) -> None:
-    captions = [f"#{rank} {row.id_str}\ntrue {row.true_label}" + ("" if row.true_label == row.pred_label
-                                                                 else f"\npred {row.pred_label}")
-                + f"\nscore {row.anomaly_score:.3f}" for rank, row in enumerate(d.unusual.itertuples(), start=1)]
+    captions = [f"#{rank} {row.id_str} (score {row.anomaly_score:.3f})\n" + (
+        row.true_label if row.true_label == row.pred_label else f"{row.true_label} -> {row.pred_label}")
+        for rank, row in enumerate(d.unusual.itertuples(), start=1)]
     edges = [CORRECT if row.true_label == row.pred_label else WRONG for row in d.unusual.itertuples()]
     galaxy_grid(d.unusual_images, captions, edges, path, stamp, title)
 
@@ -377,7 +377,7 @@ FIGURES: tuple[Figure, ...] = (  # the reference write-up's order, then the addi
            lambda d, p, s, t: training_curves(d.curves, p, s, t)),
     Figure("embedding_map.png", "Map of the test set's encoder features, mistakes marked",
            lambda d, p, s, t: embedding_map(d.map_points, d.classes, d.map_method, p, s, t)),
-    Figure("unusual_galaxies.png", f"The {GALLERY} most unusual test galaxies (far from every training galaxy)",
+    Figure("unusual_galaxies.png", f"The {GALLERY} most unusual test galaxies (red frame: misclassified)",
            _unusual),
 )
 FIGURE_FILES = tuple(f.file for f in FIGURES)

@@ -75,7 +75,7 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
     from galaxy_finetune.pixels import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
-    captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\nsim {row.similarity:.3f}\n{row.label_name}"
+    captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
                                             for row in neighbours.itertuples()]
     edges = ["black"] + ["0.6"] * len(neighbours)
     figures.galaxy_grid(images, captions, edges, path, None, f"The {len(neighbours)} galaxies most like {query_name}",

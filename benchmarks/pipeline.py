@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,17 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+if not __package__:  # run as a script: import this checkout's packages, never an installed copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import ROOT, load, provenance  # noqa: E402
+from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, TIMING  # noqa: E402
+
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 SKIP_LINE = re.compile(r"Stage '([^']+)' didn't change, skipping")
-
-
-def load() -> str:
-    """The 1/5/15-minute load averages: other work on a shared machine skews every number."""
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def env_for(cache: Path) -> dict:
@@ -101,6 +97,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
+    info = provenance()  # before the runs: the load they start under
     tmp = Path(tempfile.mkdtemp(prefix="galaxy-pipeline-bench-"))
     repo, cache = tmp / "repo", tmp / "cache"
     env = env_for(cache)
@@ -118,13 +115,12 @@ def main(argv=None) -> dict:
                 noops.append(timed_repro(repo, env, log))
                 print(f"no-op dvc repro: {noops[-1]['wall_s']} s (load {noops[-1]['load_before']}); "
                       f"ran {noops[-1]['stages_run_s']}, skipped {noops[-1]['stages_skipped']}", flush=True)
-        manifest = json.loads((repo / "data/raw/manifest.json").read_text())
-        run = json.loads((repo / "models/finetuned/model.json").read_text())["run"]
-        timing = json.loads((repo / "data/predictions/timing.json").read_text())
+        manifest = json.loads((repo / "data/raw" / MANIFEST).read_text())
+        run = json.loads((repo / "models/finetuned" / MODEL_CONFIG).read_text())["run"]
+        timing = json.loads((repo / "data/predictions" / TIMING).read_text())
         noop_walls = sorted(n["wall_s"] for n in noops)
         result = {
-            "copied": copied, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            **info, "copied": copied,
             "profile": manifest["profile"], "n_images": manifest["n_images"],
             "quickstart_repro": full, "noop_repro": noops,
             "noop_median_s": noop_walls[len(noop_walls) // 2],

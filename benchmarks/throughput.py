@@ -3,27 +3,32 @@
     python benchmarks/throughput.py                         # CPU defaults: 224 px, batch 16, 12 timed steps
     python benchmarks/throughput.py --size 64 --batch 64    # a quicker CPU run
     python benchmarks/throughput.py --full-run              # GPU: GalaxyMNIST-sized 30-epoch run (10k images)
+    python benchmarks/throughput.py --skip reference full   # leave runners out (names below)
     python benchmarks/throughput.py --json out.json         # also write every number as JSON
 
-What is timed (warm-up steps excluded, per-step medians so a busy shared machine skews less):
+One runner per measurement; each run() returns a dict, and report() puts them in one table (the shape of
+timm's benchmark.py). What is timed (warm-up steps excluded, per-step medians so a busy shared machine
+skews less):
 
-- bare:      timm convnext_nano(num_classes=4), forward + backward + AdamW step on float tensors already
+- datapath:  each path's loader alone (no model): images/s it can feed, i.e. the ceiling it puts on a
+             fast accelerator (the project's, and the reference's unless `reference` is skipped).
+- train:     bare: timm convnext_nano(num_classes=4), forward + backward + AdamW step on float tensors already
              in memory (on the device, channels_last and bf16 autocast on GPU). The ceiling.
-- project:   galaxy_finetune.data.GalaxyDataModule (JPEGs decoded once into a uint8 tensor, whole-batch
-             indexing, train_view on the device in on_after_batch_transfer) feeding Zoobot's
-             FinetuneableZoobotClassifier (galaxy_finetune.train.build_classifier) through a Lightning
+             project: galaxy_finetune.data.GalaxyDataModule (JPEGs decoded once into a uint8 tensor,
+             whole-batch indexing, train_view on the device in on_after_batch_transfer) feeding Zoobot's
+             FinetuneableZoobotClassifier (galaxy_finetune.model_io.build_classifier) through a Lightning
              Trainer, with the project's precision/channels_last choices and its dvclive logger.
              The headline ratio divides by the bare loop run alone, just before and just after the project
              run. On CPU a bare step also runs between every two project steps (in a callback, outside the
              project's timed interval) for a per-step pairing under the same load; those interleaved bare
-             steps come out up to ~10% slower at 224 px, so that ratio flatters the project and is secondary.
-             On GPU the device is synced only at the ends of the timed window (the host queues ahead).
+             steps come out up to ~10% slower at 224 px, so that ratio flatters the project and is secondary
+             (`--skip interleave` leaves them out). On GPU the device is synced only at the ends of the timed
+             window (the host queues ahead).
 - reference: galaxy-datasets' CatalogDataModule with its default transforms (per-image PIL decode,
              RandomAffine, Resize, flips, 5x RandomErasing in its default 4 DataLoader workers) feeding the
              same classifier through the same Trainer: the reference run's path.
-- data path: each path's loader alone (no model): images/s it can feed, i.e. the ceiling it puts on a
-             fast accelerator.
 - predict:   galaxy_finetune.predict.predict_frames (the predict stage's path) vs a bare no_grad forward.
+- full:      a GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself (default on GPU only).
 
 Images: synthetic galaxies (galaxy_finetune.synthetic, 64 px) upscaled to --source-size and written as
 JPEGs to a temp folder, so every path decodes the same files.
@@ -36,147 +41,26 @@ import logging
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
+if not __package__:  # run as a script: import this checkout's packages, never an installed copy
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-def load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "galaxy_finetune"], cwd=ROOT, capture_output=True,
-                               text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty(galaxy_finetune)" if dirty else "")
-    except OSError:
-        return "unknown"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def now(device: torch.device) -> float:
-    sync(device)
-    return time.perf_counter()
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-class GpuSampler:
-    """GPU utilisation (%), sampled every `period` s in a background thread (NVML via torch, else nvidia-smi)."""
-
-    def __init__(self, period: float = 0.2):
-        self.period, self.samples, self._stop = period, [], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _read(self):
-        try:
-            return float(torch.cuda.utilization())
-        except Exception:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                  "-i", "0"], capture_output=True, text=True)
-            return float(out.stdout.strip().splitlines()[0])
-
-    def _run(self):
-        while not self._stop.wait(self.period):
-            try:
-                self.samples.append(self._read())
-            except Exception:
-                return
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def summary(self) -> dict:
-        s = self.samples
-        return {"mean_pct": round(float(np.mean(s)), 1) if s else None,
-                "median_pct": round(float(np.median(s)), 1) if s else None, "samples": len(s)}
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-def _render(job):
-    """Render one galaxy at 64 px, upscale it (bicubic) to the source size and save it as a JPEG."""
-    from PIL import Image
-    from galaxy_finetune.synthetic import render_galaxy
-    label, seed, index, source_size, path = job
-    img = Image.fromarray(render_galaxy(label, seed, index, 64))
-    if source_size != 64:
-        img = img.resize((source_size, source_size), Image.BICUBIC)
-    img.save(path, quality=90)
-
-
-def write_galaxies(folder: Path, n: int, source_size: int, seed: int = 0, procs: int = 1) -> pd.DataFrame:
-    """n synthetic galaxies rendered at 64 px, upscaled to source_size, saved as JPEGs under folder/images."""
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rels = [f"images/{i:06d}.jpg" for i in range(n)]
-    jobs = [(i % len(CLASSES), seed, i, source_size, folder / rel) for i, rel in enumerate(rels)]
-    if procs > 1:
-        import multiprocessing as mp
-        with mp.get_context("fork").Pool(procs) as pool:
-            pool.map(_render, jobs, chunksize=32)
-    else:
-        for job in jobs:
-            _render(job)
-    return pd.DataFrame({"id_str": [f"g{i:06d}" for i in range(n)], "file": rels,
-                         "file_loc": [str(folder / rel) for rel in rels], "label": [i % len(CLASSES) for i in range(n)],
-                         "label_name": [CLASSES[i % len(CLASSES)] for i in range(n)]})
-
-
-def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) -> Path:
-    split_dir = folder / "splits"
-    split_dir.mkdir(exist_ok=True)
-    parts = {"train": catalog.iloc[:n_train], "val": catalog.iloc[n_train:n_train + n_val],
-             "test": catalog.iloc[n_train + n_val:]}
-    for name, frame in parts.items():
-        frame[["id_str", "file", "label", "label_name"]].to_csv(split_dir / f"{name}.csv", index=False)
-    return split_dir
+from benchmarks.harness import (CLASSES, GpuSampler, load, make_encoder_dir, median, now, provenance,  # noqa: E402
+                                sync, write_galaxies, write_splits, write_store)
 
 
 # ----------------------------------------------------------------------------------------------- models
-
-def make_encoder_dir(folder: Path) -> Path:
-    from galaxy_finetune.encoder import resolve_encoder
-    enc = folder / "encoder"
-    resolve_encoder("random", enc, "convnext_nano", 42)
-    return enc
-
-
-def project_classifier(encoder_dir: Path, lr: float = 1e-5):
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.params import TrainParams
-    from galaxy_finetune.train import build_classifier
-    return build_classifier(build_encoder(encoder_dir), len(CLASSES), TrainParams(lr=lr))
-
 
 class BareStep:
     """timm convnext_nano + AdamW on pre-made tensors: forward, cross-entropy, backward, step."""
@@ -246,34 +130,50 @@ def time_bare(bare: BareStep, warmup: int, steps: int) -> list[float]:
     return times
 
 
-# ----------------------------------------------------------------------------------------------- trainer runs
+def project_classifier(encoder_dir: Path, device: torch.device | None = None, compile_encoder: bool = False,
+                       lr: float = 1e-5):
+    """The project's classifier as the training paths use it: channels_last on GPU, optionally compiled."""
+    from galaxy_finetune.encoder import build_encoder
+    from galaxy_finetune.model_io import build_classifier
+    from galaxy_finetune.params import TrainParams
 
-def step_clock_class():
+    model = build_classifier(build_encoder(encoder_dir), len(CLASSES), TrainParams(lr=lr))
+    if device is not None and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if compile_encoder:
+        model.encoder = torch.compile(model.encoder)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- instruments
+
+def step_clock(device, bare: BareStep | None = None, sync_at=None):
+    """A callback timing the seconds between consecutive training steps (see StepClock)."""
     from lightning.pytorch.callbacks import Callback
 
     class StepClock(Callback):
-        """Seconds between consecutive on_train_batch_end calls; optionally a bare step in between (not counted)."""
+        """Seconds between consecutive on_train_batch_end calls; optionally a bare step in between (not counted).
 
-        def __init__(self, device, bare: BareStep | None = None, sync_at=None):
-            # sync_at: None syncs the device at every step; else only at these batch indexes (on a GPU a sync
-            # per step would stop the host queueing work ahead; the sum between two syncs stays exact)
-            self.device, self.bare, self.sync_at = device, bare, sync_at
+        sync_at: None syncs the device at every step; else only at these batch indexes (on a GPU a sync per
+        step would stop the host queueing work ahead; the sum between two syncs stays exact)."""
+
+        def __init__(self):
             self.times, self.bare_times, self._t = [], [], None
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if self.sync_at is None or batch_idx in self.sync_at:
-                sync(self.device)
+            if sync_at is None or batch_idx in sync_at:
+                sync(device)
             t = time.perf_counter()
             if self._t is not None:
                 self.times.append(t - self._t)
-            if self.bare is not None:
-                self.bare.step()
-                t2 = now(self.device)
+            if bare is not None:
+                bare.step()
+                t2 = now(device)
                 self.bare_times.append(t2 - t)
                 t = t2
             self._t = t
 
-    return StepClock
+    return StepClock()
 
 
 def trainer_for(device: torch.device, max_steps: int, callbacks, logger=False, **kw):
@@ -313,45 +213,6 @@ class PhaseTimer:
         data.on_after_batch_transfer = timed_view
 
 
-def run_project(args, device, folder, split_dir, encoder_dir, interleave: BareStep | None):
-    from dvclive.lightning import DVCLiveLogger
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.params import AugmentParams
-
-    data = GalaxyDataModule(split_dir, folder, args.size, args.batch, AugmentParams())
-    t0 = time.perf_counter()
-    data.setup("fit")
-    decode_s = time.perf_counter() - t0
-    n_decoded = len(data.datasets["train"]) + len(data.datasets["val"])
-    phases = PhaseTimer(device)
-    if device.type == "cpu":  # on a GPU the timers would need a sync per step; data_path gives the view's cost
-        phases.wrap(data)
-    model = prepared_classifier(encoder_dir, device, args.compile)
-    w, total = args.warmup, args.warmup + args.steps + 1
-    gpu = device.type == "cuda"
-    clock = step_clock_class()(device, interleave, sync_at={w, total - 1} if gpu else None)
-    logger = DVCLiveLogger(dir=str(folder / "live"), save_dvc_exp=False, dvcyaml=None)
-    trainer = trainer_for(device, total, [clock], logger=logger, log_every_n_steps=5)
-    with GpuSampler() if gpu else _Null() as sampler:
-        trainer.fit(model, datamodule=data)
-    steps = clock.times[w:]
-    if gpu:  # only the total between the two syncs is exact
-        steps = [sum(steps) / len(steps)] * len(steps)
-    return {"step_s": steps, "bare_s": clock.bare_times[w:], "fetch_s": phases.fetch[w + 1:],
-            "view_s": phases.view[w + 1:], "decode_once_s": decode_s, "decoded_images": n_decoded,
-            "gpu_utilisation": sampler.summary() if gpu else None}
-
-
-def prepared_classifier(encoder_dir, device, compile_encoder: bool):
-    """The project's classifier as both training paths use it: channels_last on GPU, optionally compiled."""
-    model = project_classifier(encoder_dir)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if compile_encoder:
-        model.encoder = torch.compile(model.encoder)
-    return model
-
-
 def reference_datamodule(args, catalog: pd.DataFrame, n_train: int, n_val: int, batch: int):
     from galaxy_datasets.pytorch.galaxy_datamodule import CatalogDataModule
     from galaxy_datasets.transforms import default_view_config, get_galaxy_transform, minimal_view_config
@@ -367,137 +228,354 @@ def reference_datamodule(args, catalog: pd.DataFrame, n_train: int, n_val: int, 
                              batch_size=batch, num_workers=args.ref_workers)
 
 
-def run_reference(args, device, catalog, n_train, n_val, encoder_dir):
-    dm = reference_datamodule(args, catalog, n_train, n_val, args.batch)
-    model = prepared_classifier(encoder_dir, device, args.compile)
-    w, total = args.warmup, args.warmup + args.steps + 1
-    gpu = device.type == "cuda"
-    clock = step_clock_class()(device, None, sync_at={w, total - 1} if gpu else None)
-    trainer = trainer_for(device, total, [clock])
-    with GpuSampler() if gpu else _Null() as sampler:
-        trainer.fit(model, datamodule=dm)
-    steps = clock.times[w:]
-    if gpu:
-        steps = [sum(steps) / len(steps)] * len(steps)
-    return {"step_s": steps, "gpu_utilisation": sampler.summary() if gpu else None}
+# ----------------------------------------------------------------------------------------------- the shared setup
+
+@dataclass
+class Bench:
+    """What every runner measures on: the options, the device, and the galaxies written once for all of them."""
+    args: argparse.Namespace
+    device: torch.device
+    folder: Path
+    catalog: pd.DataFrame = field(repr=False)
+    store_dir: Path
+    split_dir: Path
+    encoder_dir: Path
+    n_train: int
+    n_val: int
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @cached_property
+    def bare(self) -> BareStep:
+        """The bare loop, built once: the train runner times it, predict reuses its model for inference."""
+        return BareStep(self.args.batch, self.args.size, self.device, self.args.compile)
+
+    def sampler(self):
+        """GPU utilisation while a block runs (nothing on CPU)."""
+        return GpuSampler() if self.gpu else nullcontext()
 
 
-# ----------------------------------------------------------------------------------------------- data path only
-
-def data_path_project(args, device, folder, split_dir, epochs: int) -> dict:
-    from galaxy_finetune.augment import train_view
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.params import AugmentParams
-
-    aug = AugmentParams()
-    data = GalaxyDataModule(split_dir, folder, args.size, args.batch, aug)
-    data.setup("fit")
-    loader = data.train_dataloader()
-    host_n, t0 = 0, time.perf_counter()
-    for batch in loader:  # the host's share when the view runs on an accelerator: index (+ pin on CUDA)
-        host_n += len(batch["label"])
-    host_s = time.perf_counter() - t0
-    n, t0 = 0, None
-    for _ in range(epochs):
-        for batch in loader:
-            view = train_view(batch["image"].to(device, non_blocking=True), args.size, aug)
-            if t0 is None:  # the first batch warms up (thread pools, kernels): count from the second
-                t0 = now(device)
-                continue
-            n += len(view)
-    seconds = now(device) - t0
-    return {"images": n, "seconds": seconds, "images_per_s": n / seconds,
-            "host_index_only_images_per_s": host_n / host_s}
-
-
-def data_path_reference(args, device, catalog, n_train, n_val, epochs: int) -> dict:
-    dm = reference_datamodule(args, catalog, n_train, n_val, args.batch)
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    n, t0, first = 0, None, None
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for batch in loader:
-            batch["image"].to(device, non_blocking=True)
-            if t0 is None:  # exclude worker start-up: count from the first batch on
-                first, t0 = time.perf_counter() - start, now(device)
-                continue
-            n += len(batch["image"])
-    seconds = now(device) - t0
-    del loader
-    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "first_batch_s": first,
-            "workers": args.ref_workers}
-
-
-# ----------------------------------------------------------------------------------------------- predict
-
-def run_predict(args, device, folder, catalog, encoder_dir, bare_infer: BareStep) -> dict:
-    from galaxy_finetune.predict import predict_frames
-
-    model = project_classifier(encoder_dir).eval()
-    frame = catalog.iloc[:args.predict_images][["id_str", "file", "label"]].reset_index(drop=True)
-    config = {"eval_zoom": 1.2, "input_size": args.size, "classes": CLASSES}
-    acc = "gpu" if device.type == "cuda" else "cpu"
-    _, timing = predict_frames(model, config, {"warmup": frame.iloc[:args.predict_batch]}, folder,
-                               args.predict_batch, acc)
-    _, timing = predict_frames(model, config, {"test": frame}, folder, args.predict_batch, acc)
-    x = torch.rand(args.predict_batch, 3, args.size, args.size, device=device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    bare_infer.infer(x)
-    times = []
-    for _ in range(max(2, args.predict_images // args.predict_batch)):
-        t0 = now(device)
-        bare_infer.infer(x)
-        times.append(now(device) - t0)
-    bare_ips = args.predict_batch / median(times)
-    return {"project_images_per_s": timing["test_images_per_s"], "bare_images_per_s": round(bare_ips, 1),
-            "images": len(frame), "batch": args.predict_batch,
-            "ratio_project_vs_bare": round(timing["test_images_per_s"] / bare_ips, 3)}
-
-
-# ----------------------------------------------------------------------------------------------- full run
-
-def run_full(args, device, folder) -> dict:
-    """A GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself: 30 epochs with validation."""
-    from galaxy_finetune.params import AugmentParams, TrainParams
-    from galaxy_finetune.train import finetune
-
-    n = args.full_images
-    n_train, n_val = int(n * 0.7), int(n * 0.1)
-    full = folder / "full"
+def prepare(args: argparse.Namespace, device: torch.device, folder: Path) -> Bench:
+    """Write the galaxies every runner reads (JPEGs, splits, a random encoder) into `folder`."""
+    n_train = args.batch * (args.warmup + args.steps + 2)
+    n_val = args.batch
+    n_all = n_train + n_val + max(args.predict_images, args.batch)
     t0 = time.perf_counter()
-    catalog = write_galaxies(full, n, args.source_size, seed=1, procs=os.cpu_count() or 1)
-    write_splits(full, catalog, n_train, n_val)
-    (full / "manifest.json").write_text(json.dumps({"profile": "benchmark"}))
-    prep_s = time.perf_counter() - t0
-    encoder_dir = make_encoder_dir(full)
-    train = TrainParams(epochs=args.full_epochs, patience=args.full_epochs + 1, batch_size=args.batch,
-                        input_size=args.size, accelerator="gpu" if device.type == "cuda" else "cpu",
-                        devices=1, resume="never")
-    with GpuSampler() if device.type == "cuda" else _Null() as sampler:
+    catalog = write_galaxies(folder, n_all, args.source_size, procs=os.cpu_count() or 1)
+    split_dir = write_splits(folder, catalog, n_train, n_val)
+    store_dir = write_store(folder, catalog, args.source_size)
+    encoder_dir = make_encoder_dir(folder)
+    print(f"wrote {n_all} JPEGs ({args.source_size} px) and their store in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return Bench(args, device, folder, catalog, store_dir, split_dir, encoder_dir, n_train, n_val)
+
+
+# ----------------------------------------------------------------------------------------------- runners
+
+class Runner:
+    """One measurement on a Bench; run() returns its numbers as a dict."""
+    name = ""
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+
+
+class DataPath(Runner):
+    """Each path's loader alone, no model: the images/s it can feed."""
+    name = "datapath"
+
+    def run(self) -> dict:
+        out = {"project": self.project(epochs=3)}
+        if "reference" not in self.bench.args.skip:
+            out["reference"] = self.reference(epochs=2)
+            out["speedup_project_vs_reference"] = out["project"]["images_per_s"] / out["reference"]["images_per_s"]
+        return out
+
+    def project(self, epochs: int) -> dict:
+        from galaxy_finetune.augment import train_view
+        from galaxy_finetune.data import GalaxyDataModule
+        from galaxy_finetune.params import AugmentParams
+
+        b, args, aug = self.bench, self.bench.args, AugmentParams()
+        data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, aug)
+        data.setup("fit")
+        loader = data.train_dataloader()
+        host_n, t0 = 0, time.perf_counter()
+        for batch in loader:  # the host's share when the view runs on an accelerator: index (+ pin on CUDA)
+            host_n += len(batch["label"])
+        host_s = time.perf_counter() - t0
+        n, t0 = 0, None
+        for _ in range(epochs):
+            for batch in loader:
+                view = train_view(batch["image"].to(b.device, non_blocking=True), args.size, aug)
+                if t0 is None:  # the first batch warms up (thread pools, kernels): count from the second
+                    t0 = now(b.device)
+                    continue
+                n += len(view)
+        seconds = now(b.device) - t0
+        return {"images": n, "seconds": seconds, "images_per_s": n / seconds,
+                "host_index_only_images_per_s": host_n / host_s}
+
+    def reference(self, epochs: int) -> dict:
+        b, args = self.bench, self.bench.args
+        dm = reference_datamodule(args, b.catalog, b.n_train, b.n_val, args.batch)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        n, t0, first = 0, None, None
+        start = time.perf_counter()
+        for _ in range(epochs):
+            for batch in loader:
+                batch["image"].to(b.device, non_blocking=True)
+                if t0 is None:  # exclude worker start-up: count from the first batch on
+                    first, t0 = time.perf_counter() - start, now(b.device)
+                    continue
+                n += len(batch["image"])
+        seconds = now(b.device) - t0
+        del loader
+        return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "first_batch_s": first,
+                "workers": args.ref_workers}
+
+
+class TrainStep(Runner):
+    """The project's training step against the bare loop run alone just before and just after it."""
+    name = "train"
+
+    def run(self) -> dict:
+        b, args = self.bench, self.bench.args
+        interleave = not b.gpu and "interleave" not in args.skip
+        load_before = load()
+        n_alone = args.steps if b.gpu else max(3, args.steps // 3)
+        bare_alone = time_bare(b.bare, args.warmup, n_alone)
+        proj = self.project(b.bare if interleave else None)
+        bare_alone += time_bare(b.bare, 1, n_alone)  # again after, so a load change shows
+        bare_between = proj["bare_s"] if interleave else bare_alone
+        batch, step_s = args.batch, median(proj["step_s"])
+        out = {
+            # headline: the bare loop run alone (before and after the project run); the bare steps run
+            # between project steps come out ~10% slower on CPU, which would flatter the project
+            "bare_images_per_s": batch / median(bare_alone),
+            "bare_interleaved_images_per_s": batch / median(bare_between),
+            "project_images_per_s": batch / step_s,
+            "ratio_project_vs_bare": median(bare_alone) / step_s,
+            "ratio_project_vs_bare_interleaved": median(bare_between) / step_s,
+            "data_fetch_ms_per_step": 1e3 * median(proj["fetch_s"]),
+            "device_view_ms_per_step": 1e3 * median(proj["view_s"]),
+            "decode_once_images_per_s": proj["decoded_images"] / proj["decode_once_s"],
+        }
+        if interleave:
+            out["ratio_project_vs_bare_paired_median"] = median([bs / ps for bs, ps in zip(proj["bare_s"],
+                                                                                         proj["step_s"])])
+            paired = proj["bare_s"][:len(proj["step_s"])]
+            out["ratio_project_vs_bare_sum"] = sum(paired) / sum(proj["step_s"][:len(paired)])
+        if b.gpu:
+            out["gpu_utilisation_project"] = proj["gpu_utilisation"]
+        out["model_split"] = model_split(b.bare, 10 if b.gpu else 3)
+        out["raw"] = {"bare_alone_s": bare_alone, **proj, "load_before": load_before}
+        return out
+
+    def project(self, interleave: BareStep | None) -> dict:
+        """Per-step seconds of the project's Trainer run (and of the interleaved bare steps, on CPU)."""
+        from dvclive.lightning import DVCLiveLogger
+
+        from galaxy_finetune.data import GalaxyDataModule
+        from galaxy_finetune.params import AugmentParams
+
+        b, args = self.bench, self.bench.args
+        data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams())
         t0 = time.perf_counter()
-        run = finetune(train, AugmentParams(), "benchmark", CLASSES, full / "splits", full, encoder_dir,
-                       full / "model", full / "live", full / "checkpoints")
-        wall = time.perf_counter() - t0
-    return {"images": n, "train": n_train, "val": n_val, "epochs": run["epochs_run"],
-            "finetune_wall_s": round(wall, 1), "fit_wall_s": run["wall_time_s"],
-            "train_images_per_s": run["train_images_per_s"], "data_prep_s (not counted)": round(prep_s, 1),
-            "gpu_utilisation": sampler.summary() if device.type == "cuda" else None, "batch": args.batch}
+        data.setup("fit")
+        decode_s = time.perf_counter() - t0  # the store was decoded once in prepare(): this is opening it
+        n_decoded = len(data.dataset("train")) + len(data.dataset("val"))
+        phases = PhaseTimer(b.device)
+        if not b.gpu:  # on a GPU the timers would need a sync per step; the datapath runner gives the view's cost
+            phases.wrap(data)
+        model = project_classifier(b.encoder_dir, b.device, args.compile)
+        w, total = args.warmup, args.warmup + args.steps + 1
+        clock = step_clock(b.device, interleave, sync_at={w, total - 1} if b.gpu else None)
+        logger = DVCLiveLogger(dir=str(b.folder / "live"), save_dvc_exp=False, dvcyaml=None)
+        trainer = trainer_for(b.device, total, [clock], logger=logger, log_every_n_steps=5)
+        with b.sampler() as sampler:
+            trainer.fit(model, datamodule=data)
+        steps = clock.times[w:]
+        if b.gpu:  # only the total between the two syncs is exact
+            steps = [sum(steps) / len(steps)] * len(steps)
+        return {"step_s": steps, "bare_s": clock.bare_times[w:], "fetch_s": phases.fetch[w + 1:],
+                "view_s": phases.view[w + 1:], "decode_once_s": decode_s, "decoded_images": n_decoded,
+                "gpu_utilisation": sampler.summary() if b.gpu else None}
 
 
-class _Null:
-    def __enter__(self):
-        return self
+class ReferenceStep(Runner):
+    """galaxy-datasets' CatalogDataModule feeding the same classifier through the same Trainer."""
+    name = "reference"
 
-    def __exit__(self, *exc):
-        return False
+    def run(self) -> dict:
+        b, args = self.bench, self.bench.args
+        dm = reference_datamodule(args, b.catalog, b.n_train, b.n_val, args.batch)
+        model = project_classifier(b.encoder_dir, b.device, args.compile)
+        w, total = args.warmup, args.warmup + args.steps + 1
+        clock = step_clock(b.device, None, sync_at={w, total - 1} if b.gpu else None)
+        trainer = trainer_for(b.device, total, [clock])
+        with b.sampler() as sampler:
+            trainer.fit(model, datamodule=dm)
+        steps = clock.times[w:]
+        if b.gpu:
+            steps = [sum(steps) / len(steps)] * len(steps)
+        return {"reference_images_per_s": args.batch / median(steps), "step_s": steps,
+                "gpu_utilisation": sampler.summary() if b.gpu else None}
 
 
-# ----------------------------------------------------------------------------------------------- main
+class Predict(Runner):
+    """The predict stage's path (predict_frames) against a bare no_grad forward of the same size."""
+    name = "predict"
 
-def main(argv=None) -> dict:
-    cuda = torch.cuda.is_available()
+    def run(self) -> dict:
+        from galaxy_finetune.data import StoreGalaxies
+        from galaxy_finetune.predict import predict_to_csv
+
+        b, args = self.bench, self.bench.args
+        model = project_classifier(b.encoder_dir).eval()
+        frame = b.catalog.iloc[:args.predict_images][["id_str", "label"]].reset_index(drop=True)
+        config = {"eval_zoom": 1.2, "input_size": args.size, "classes": CLASSES}
+        accelerator = "gpu" if b.gpu else "cpu"
+
+        def streamed(galaxies, name):  # the predict stage's path: store rows -> writer -> CSV
+            dataset = StoreGalaxies(b.store_dir, galaxies.index, galaxies["label"])
+            return predict_to_csv(model, config, None, dataset, galaxies, b.folder / f"{name}.csv",
+                                  b.folder / f"{name}.parts", args.predict_batch, accelerator, progress=False)
+        streamed(frame.iloc[:args.predict_batch], "warmup")
+        timing = {"test_images_per_s": streamed(frame, "test")["images_per_s"]}
+        x = torch.rand(args.predict_batch, 3, args.size, args.size, device=b.device)
+        if b.gpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        b.bare.infer(x)
+        times = []
+        for _ in range(max(2, args.predict_images // args.predict_batch)):
+            t0 = now(b.device)
+            b.bare.infer(x)
+            times.append(now(b.device) - t0)
+        bare_ips = args.predict_batch / median(times)
+        return {"project_images_per_s": timing["test_images_per_s"], "bare_images_per_s": round(bare_ips, 1),
+                "images": len(frame), "batch": args.predict_batch,
+                "ratio_project_vs_bare": round(timing["test_images_per_s"] / bare_ips, 3)}
+
+
+class FullRun(Runner):
+    """A GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself: epochs with validation."""
+    name = "full"
+
+    def run(self) -> dict:
+        from galaxy_finetune.params import AugmentParams, TrainParams
+        from galaxy_finetune.train import finetune
+
+        b, args = self.bench, self.bench.args
+        n = args.full_images
+        n_train, n_val = int(n * 0.7), int(n * 0.1)
+        full = b.folder / "full"
+        t0 = time.perf_counter()
+        catalog = write_galaxies(full, n, args.source_size, seed=1, procs=os.cpu_count() or 1)
+        write_splits(full, catalog, n_train, n_val)
+        write_store(full, catalog, args.source_size)
+        prep_s = time.perf_counter() - t0
+        encoder_dir = make_encoder_dir(full)
+        train = TrainParams(epochs=args.full_epochs, patience=args.full_epochs + 1, batch_size=args.batch,
+                            input_size=args.size, accelerator="gpu" if b.gpu else "cpu", devices=1, resume="never")
+        with b.sampler() as sampler:
+            t0 = time.perf_counter()
+            run = finetune(train, AugmentParams(), "benchmark", "train", CLASSES, full / "splits", full / "store", encoder_dir,
+                           full / "model", full / "live", full / "checkpoints")
+            wall = time.perf_counter() - t0
+        return {"images": n, "train": n_train, "val": n_val, "epochs": run["epochs_run"],
+                "finetune_wall_s": round(wall, 1), "fit_wall_s": run["wall_time_s"],
+                "train_images_per_s": run["train_images_per_s"], "data_prep_s (not counted)": round(prep_s, 1),
+                "gpu_utilisation": sampler.summary() if b.gpu else None, "batch": args.batch}
+
+
+RUNNERS = {cls.name: cls for cls in (DataPath, TrainStep, ReferenceStep, Predict, FullRun)}
+
+
+# ----------------------------------------------------------------------------------------------- picking and reporting
+
+def pick_runners(args: argparse.Namespace, gpu: bool) -> list[str]:
+    """The runners to run, in order: all but those skipped; `full` only on GPU or with --full-run."""
+    full = (args.full_run or gpu) and not args.no_full_run
+    return [name for name in RUNNERS if name not in args.skip and (name != "full" or full)]
+
+
+def run_benchmarks(bench: Bench, names: list[str]) -> dict:
+    """Each named runner's dict (plus the load average when it ended), printed as it finishes."""
+    results = {}
+    for name in names:
+        results[name] = {**RUNNERS[name](bench).run(), "load": load()}
+        shown = {k: v for k, v in results[name].items() if k != "raw"}
+        print(f"{name}:", json.dumps(shown, default=float), flush=True)
+    return results
+
+
+def compare(results: dict, batch: int, gpu: bool) -> dict:
+    """Numbers that need two runners: the project against the reference, and where a project step's time goes."""
+    out = {}
+    train, reference, datapath = results.get("train"), results.get("reference"), results.get("datapath")
+    if train and reference:
+        step_s, ref_s = batch / train["project_images_per_s"], batch / reference["reference_images_per_s"]
+        out["speedup_project_vs_reference"] = ref_s / step_s
+        out["ratio_reference_vs_bare"] = (batch / train["bare_images_per_s"]) / ref_s
+    if train:
+        step_s, model_s = batch / train["project_images_per_s"], batch / train["bare_images_per_s"]
+        if not gpu:
+            data_s = (train["data_fetch_ms_per_step"] + train["device_view_ms_per_step"]) / 1e3
+        elif datapath:  # the data path alone, per batch (index + H2D + view, synced once)
+            data_s = batch / datapath["project"]["images_per_s"]
+        else:
+            return out
+        out["share_of_step"] = {"model fwd+bwd+AdamW (bare step alone)": model_s / step_s,
+                                "data path (index + view)": data_s / step_s,
+                                "rest: Lightning/zoobot/logging (+ noise)": 1 - (model_s + data_s) / step_s}
+    return out
+
+
+def report(info: dict, results: dict, comparison: dict, gpu: bool) -> str:
+    """One line per measurement, the way RESULTS.md quotes them."""
+    lines = [f"\n== {info['device']} | {info['size']} px | batch {info['batch']} | {info['precision']} | "
+             f"load {info['load_start']} -> {info['load_end']}"]
+    if "train" in results:
+        s = results["train"]
+        lines.append(f"bare timm loop      {s['bare_images_per_s']:8.1f} img/s (alone, before + after the project run; "
+                     f"{s['bare_interleaved_images_per_s']:.1f} img/s interleaved)")
+        lines.append(f"project path        {s['project_images_per_s']:8.1f} img/s  "
+                     f"= {s['ratio_project_vs_bare']:.3f}x bare (target >= 0.9)"
+                     + (f"; vs interleaved bare {s['ratio_project_vs_bare_interleaved']:.3f}x, "
+                        f"paired median {s['ratio_project_vs_bare_paired_median']:.3f}x"
+                        if "ratio_project_vs_bare_paired_median" in s else ""))
+    if "reference" in results:
+        r = results["reference"]
+        lines.append(f"reference path      {r['reference_images_per_s']:8.1f} img/s"
+                     + (f"  -> project is {comparison['speedup_project_vs_reference']:.2f}x the reference"
+                        if "speedup_project_vs_reference" in comparison else ""))
+    if "share_of_step" in comparison:
+        lines.append("share of a step     " + ", ".join(f"{k} {v:.1%}" for k, v in comparison["share_of_step"].items()))
+    if "datapath" in results:
+        dp = results["datapath"]
+        lines.append(f"data path alone     project {dp['project']['images_per_s']:.0f} img/s "
+                     f"(host side, index only: {dp['project']['host_index_only_images_per_s']:.0f} img/s)"
+                     + (f", reference {dp['reference']['images_per_s']:.0f} img/s "
+                        f"({dp['speedup_project_vs_reference']:.1f}x)" if "reference" in dp else ""))
+    if "predict" in results:
+        pr = results["predict"]
+        lines.append(f"predict             project {pr['project_images_per_s']} img/s, bare {pr['bare_images_per_s']} "
+                     f"img/s ({pr['ratio_project_vs_bare']:.2f}x, {pr['images']} images)")
+    if "full" in results:
+        fr = results["full"]
+        lines.append(f"full run            {fr['epochs']} epochs x {fr['train']} train in {fr['fit_wall_s']} s "
+                     f"({fr['train_images_per_s']} img/s), GPU util {fr['gpu_utilisation']}")
+    if gpu and "train" in results:
+        met = results["train"]["project_images_per_s"] >= 4000
+        lines.append(f"GPU target >= 4000 img/s: {'met' if met else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--size", type=int, default=224, help="model input size (default 224)")
@@ -509,15 +587,20 @@ def main(argv=None) -> dict:
     p.add_argument("--predict-images", type=int, help="images for predict (default 64 on CPU, 4096 on GPU)")
     p.add_argument("--predict-batch", type=int, help="predict batch (default 32 on CPU, 256 on GPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the bare model and both encoders")
-    p.add_argument("--skip", nargs="*", default=[], choices=["reference", "predict", "datapath", "interleave"],
-                   help="leave out parts")
+    p.add_argument("--skip", nargs="*", default=[], choices=[*RUNNERS, "interleave"],
+                   help="leave out runners (reference also leaves out the reference data path), or the "
+                        "interleaved bare steps")
     p.add_argument("--full-run", action="store_true", help="also the GalaxyMNIST-sized finetune run (default on GPU)")
     p.add_argument("--no-full-run", action="store_true")
     p.add_argument("--full-images", type=int, default=10_000)
     p.add_argument("--full-epochs", type=int, default=30)
     p.add_argument("--json", type=Path, help="also write every number here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available()
     device = torch.device("cuda" if (args.device == "cuda" or (args.device == "auto" and cuda)) else "cpu")
     gpu = device.type == "cuda"
     args.source_size = args.source_size or args.size
@@ -525,7 +608,6 @@ def main(argv=None) -> dict:
     args.steps = args.steps or (50 if gpu else 12)
     args.predict_images = args.predict_images or (4096 if gpu else 64)
     args.predict_batch = args.predict_batch or (256 if gpu else 32)
-    full_run = (args.full_run or gpu) and not args.no_full_run
     if gpu:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -534,142 +616,27 @@ def main(argv=None) -> dict:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
 
-    info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": commit(),
-            "command": "python " + " ".join([Path(sys.argv[0]).name if argv is None else "throughput.py",
-                                             *(sys.argv[1:] if argv is None else argv)]),
-            "device": torch.cuda.get_device_name(0) if gpu else f"cpu {platform.processor() or platform.machine()}",
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "size": args.size, "source_size": args.source_size, "batch": args.batch, "steps": args.steps,
-            "warmup": args.warmup, "precision": "bf16-mixed, channels_last" if gpu else "fp32",
-            "compile": args.compile, "load_start": load()}
+    info = provenance(
+        command="python " + " ".join([Path(sys.argv[0]).name if argv is None else "throughput.py",
+                                      *(sys.argv[1:] if argv is None else argv)]),
+        device=torch.cuda.get_device_name(0) if gpu else f"cpu {platform.processor() or platform.machine()}",
+        torch_threads=torch.get_num_threads(), torch=torch.__version__, size=args.size,
+        source_size=args.source_size, batch=args.batch, steps=args.steps, warmup=args.warmup,
+        precision="bf16-mixed, channels_last" if gpu else "fp32", compile=args.compile)
     print(json.dumps(info), flush=True)
-    out = {"info": info}
+    names = pick_runners(args, gpu)
     folder = Path(tempfile.mkdtemp(prefix="galaxy-throughput-"))
     try:
-        n_train = args.batch * (args.warmup + args.steps + 2)
-        n_val = args.batch
-        n_all = n_train + n_val + max(args.predict_images, args.batch)
-        t0 = time.perf_counter()
-        catalog = write_galaxies(folder, n_all, args.source_size, procs=os.cpu_count() or 1)
-        split_dir = write_splits(folder, catalog, n_train, n_val)
-        encoder_dir = make_encoder_dir(folder)
-        print(f"wrote {n_all} JPEGs ({args.source_size} px) in {time.perf_counter() - t0:.1f} s", flush=True)
-
-        # --- data path alone: what each loader can feed
-        if "datapath" not in args.skip:
-            dp = {"project": data_path_project(args, device, folder, split_dir, epochs=3), "load": load()}
-            if "reference" not in args.skip:
-                dp["reference"] = data_path_reference(args, device, catalog, n_train, n_val, epochs=2)
-                dp["speedup_project_vs_reference"] = dp["project"]["images_per_s"] / dp["reference"]["images_per_s"]
-            out["data_path"] = dp
-            print("data path:", json.dumps(dp, default=float), flush=True)
-
-        # --- training step: bare (alone, then interleaved with the project on CPU), project, reference
-        bare = BareStep(args.batch, args.size, device, args.compile)
-        interleave = not gpu and "interleave" not in args.skip
-        load_before = load()
-        n_alone = args.steps if gpu else max(3, args.steps // 3)
-        bare_alone = time_bare(bare, args.warmup, n_alone)
-        proj = run_project(args, device, folder, split_dir, encoder_dir, bare if interleave else None)
-        bare_alone += time_bare(bare, 1, n_alone)  # again after, so a load change shows
-        if not interleave:
-            proj["bare_s"] = bare_alone
-        step = {"bare_alone_s": bare_alone, **{k: v for k, v in proj.items()}, "load_before": load_before,
-                "load_after_project": load()}
-        if "reference" not in args.skip:
-            ref = run_reference(args, device, catalog, n_train, n_val, encoder_dir)
-            step["reference_s"], step["reference_gpu_utilisation"] = ref["step_s"], ref["gpu_utilisation"]
-            step["load_after_reference"] = load()
-        out["train_step_raw"] = step
-        b = args.batch
-        summary = {
-            # headline: the bare loop run alone (before and after the project run); the bare steps run
-            # between project steps come out ~10% slower on CPU, which would flatter the project
-            "bare_images_per_s": b / median(bare_alone),
-            "bare_interleaved_images_per_s": b / median(proj["bare_s"]),
-            "project_images_per_s": b / median(proj["step_s"]),
-            "ratio_project_vs_bare": median(bare_alone) / median(proj["step_s"]),
-            "ratio_project_vs_bare_interleaved": median(proj["bare_s"]) / median(proj["step_s"]),
-            "data_fetch_ms_per_step": 1e3 * median(proj["fetch_s"]),
-            "device_view_ms_per_step": 1e3 * median(proj["view_s"]),
-            "decode_once_images_per_s": proj["decoded_images"] / proj["decode_once_s"],
-        }
-        if interleave:
-            pairs = [bs / ps for bs, ps in zip(proj["bare_s"], proj["step_s"])]
-            summary["ratio_project_vs_bare_paired_median"] = median(pairs)
-            paired = proj["bare_s"][:len(proj["step_s"])]
-            summary["ratio_project_vs_bare_sum"] = sum(paired) / sum(proj["step_s"][:len(paired)])
-        step_s = median(proj["step_s"])
-        if gpu and "data_path" in out:  # the data path alone, per batch (index + H2D + view, synced once)
-            data_s = b / out["data_path"]["project"]["images_per_s"]
-            summary["data_fetch_ms_per_step"] = float("nan")
-            summary["device_view_ms_per_step"] = 1e3 * data_s
-        else:
-            data_s = median(proj["fetch_s"]) + median(proj["view_s"])
-        if gpu:
-            summary["gpu_utilisation_project"] = proj["gpu_utilisation"]
-        model_s = median(bare_alone)
-        summary["share_of_step"] = {"model fwd+bwd+AdamW (bare step alone)": model_s / step_s,
-                                    "data path (index + view)": data_s / step_s,
-                                    "rest: Lightning/zoobot/logging (+ noise)": 1 - (model_s + data_s) / step_s}
-        if "reference_s" in step:
-            summary["reference_images_per_s"] = b / median(step["reference_s"])
-            summary["speedup_project_vs_reference"] = median(step["reference_s"]) / step_s
-            summary["ratio_reference_vs_bare"] = median(bare_alone) / median(step["reference_s"])
-            if gpu:
-                summary["gpu_utilisation_reference"] = step["reference_gpu_utilisation"]
-        summary["model_split"] = model_split(bare, 3 if not gpu else 10)
-        out["train_step"] = summary
-        print("train step:", json.dumps(summary, indent=1, default=float), flush=True)
-
-        if "predict" not in args.skip:
-            out["predict"] = {**run_predict(args, device, folder, catalog, encoder_dir, bare), "load": load()}
-            print("predict:", json.dumps(out["predict"]), flush=True)
-        del bare
-        if full_run:
-            out["full_run"] = {**run_full(args, device, folder), "load": load()}
-            print("full run:", json.dumps(out["full_run"]), flush=True)
+        results = run_benchmarks(prepare(args, device, folder), names)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    out["info"]["load_end"] = load()
-    report(out, gpu)
+    info["load_end"] = load()
+    comparison = compare(results, args.batch, gpu)
+    print(report(info, results, comparison, gpu))
+    out = {"info": info, **results, "compare": comparison}
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
     return out
-
-
-def report(out: dict, gpu: bool) -> None:
-    s, info = out.get("train_step", {}), out["info"]
-    lines = [f"\n== {info['device']} | {info['size']} px | batch {info['batch']} | {info['precision']} | "
-             f"load {info['load_start']} -> {info['load_end']}"]
-    if s:
-        lines.append(f"bare timm loop      {s['bare_images_per_s']:8.1f} img/s (alone, before + after the project run; "
-                     f"{s['bare_interleaved_images_per_s']:.1f} img/s interleaved)")
-        lines.append(f"project path        {s['project_images_per_s']:8.1f} img/s  "
-                     f"= {s['ratio_project_vs_bare']:.3f}x bare (target >= 0.9)"
-                     + (f"; vs interleaved bare {s['ratio_project_vs_bare_interleaved']:.3f}x, "
-                        f"paired median {s['ratio_project_vs_bare_paired_median']:.3f}x"
-                        if "ratio_project_vs_bare_paired_median" in s else ""))
-        if "reference_images_per_s" in s:
-            lines.append(f"reference path      {s['reference_images_per_s']:8.1f} img/s  "
-                         f"-> project is {s['speedup_project_vs_reference']:.2f}x the reference")
-    if "data_path" in out:
-        dp = out["data_path"]
-        lines.append(f"data path alone     project {dp['project']['images_per_s']:.0f} img/s "
-                     f"(host side, index only: {dp['project']['host_index_only_images_per_s']:.0f} img/s)"
-                     + (f", reference {dp['reference']['images_per_s']:.0f} img/s "
-                        f"({dp['speedup_project_vs_reference']:.1f}x)" if "reference" in dp else ""))
-    if "predict" in out:
-        pr = out["predict"]
-        lines.append(f"predict             project {pr['project_images_per_s']} img/s, bare {pr['bare_images_per_s']} "
-                     f"img/s ({pr['ratio_project_vs_bare']:.2f}x, {pr['images']} images)")
-    if "full_run" in out:
-        fr = out["full_run"]
-        lines.append(f"full run            {fr['epochs']} epochs x {fr['train']} train in {fr['fit_wall_s']} s "
-                     f"({fr['train_images_per_s']} img/s), GPU util {fr['gpu_utilisation']}")
-    if gpu and s:
-        lines.append(f"GPU target >= 4000 img/s: {'met' if s['project_images_per_s'] >= 4000 else 'NOT met'}")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "train_images_per_s": run.get("train_images_per_s"),
         "epochs_run": run["epochs_run"],
         "best_epoch": run["best_epoch"],
+        "learning_warning": run.get("learning_warning"),  # issue 10: finetune_gpu's learned-nothing verdict
         "predict_images_per_s": (timing or {}).get("test_images_per_s"),
         "versions": {**run["versions"], **{name: version(name) for name in ("scikit-learn", "matplotlib",
                                                                             "seaborn")}},
@@ -177,10 +178,6 @@ def percent(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def percent(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
-
-
 def number(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -194,6 +191,8 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
         lines += [f"> **NOT THE REAL RUN**: {prov['data_source']} galaxies and a {prov['encoder_source']} encoder, "
                   f"not the real inputs, so these numbers say nothing about Zoobot on GalaxyMNIST."
                   + (f" Why: {reason}" if reason else ""), ""]
+    if prov.get("learning_warning"):
+        lines += [f"> **Warning**: {prov['learning_warning']}", ""]
     minutes = prov["train_wall_time_s"] / 60
     weights = "n/a" if prov["model_weights"] is None else f"{prov['model_weights'] / 1e6:.1f} million"
     cal = result["calibration"]

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.data import ImageFiles, loader_workers
 from galaxy_finetune.errors import PipelineError, one_line
+from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.predict import predict_to_csv
 from galaxy_finetune.sources import read_catalog_file
-from galaxy_finetune.train import load_finetuned, resolve_device
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         model, config = load_finetuned(args.model_dir)
         frame = galaxies_from(args.images)
-        device, _ = resolve_device(args.accelerator, "auto")
+        device, _ = resolve_accelerator(args.accelerator, "auto")
         workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
         workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
         dataset = ImageFiles(frame["file"], config["store_size"])

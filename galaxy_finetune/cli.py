@@ -10,6 +10,45 @@ from typing import Callable
 from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.params import Params, load_params
 
+# Lightning's INFO lines that advertise its cloud products (litlogger, litmodels), and its hardware census
+# (which the stages' own lines say better: "on NVIDIA H100", "no GPU found: training on CPU")
+_DROPPED_INFO = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+_LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+# warnings about library internals a user cannot act on
+_SILENCED_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)",  # torch 2.12 deprecates an API Lightning's _pytree.py still uses
+    r".*does not have many workers",  # the loaders index tensors in memory: workers would only add copies
+)
+
+
+class _NoCensusOrAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_DROPPED_INFO)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warning: <message>` on one line, each distinct message once (no source path, no code line)."""
+    text = " ".join(str(message).split())
+    if text in _shown:
+        return
+    _shown.add(text)
+    print(f"warning: {text}", file=file or sys.stderr, flush=True)
+
+
+_shown: set[str] = set()
+
+
+def quiet_logs() -> None:
+    """A stage prints its own lines, progress bars and each real warning once, as one line."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in _LIGHTNING_INFO_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoCensusOrAdverts) for f in logger.filters):
+            logger.addFilter(_NoCensusOrAdverts())
+    for pattern in _SILENCED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.showwarning = _one_line_warning
+
 
 def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
               body: Callable[[argparse.Namespace, Params], None], argv: list[str] | None = None) -> None:
@@ -18,8 +57,7 @@ def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")  # batches are tensor indexes
+    quiet_logs()
     try:
         body(args, load_params(args.params))
     except PipelineError as exc:

@@ -13,21 +13,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.augment import eval_view
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.pixels import galaxy_pixels
-
-try:  # the model file format is moving out of the trainer (issue 11)
-    from galaxy_finetune.model_io import load_finetuned
-except ImportError:  # pragma: no cover - until model_io.py lands
-    from galaxy_finetune.train import load_finetuned
 
 
 def torch_device(accelerator: str = "auto") -> torch.device:
-    if accelerator == "gpu" and not torch.cuda.is_available():
-        raise PipelineError("train.accelerator: 'gpu' but no CUDA GPU is visible; use auto or cpu")
-    return torch.device("cuda" if torch.cuda.is_available() and accelerator != "cpu" else "cpu")
+    """The torch device for train.accelerator ('auto' | 'gpu' | 'cpu'), as the predict stage resolves it."""
+    return torch.device("cuda" if resolve_accelerator(accelerator, "auto")[0] == "gpu" else "cpu")
 
 
 @torch.inference_mode()

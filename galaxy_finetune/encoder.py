@@ -11,13 +11,10 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-
 from galaxy_finetune.download import Unreachable
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import read_json, write_json
-
-WEIGHTS = "encoder.safetensors"
-RECORD = "encoder.json"
+from galaxy_finetune.layout import ENCODER_RECORD, ENCODER_WEIGHTS
 
 
 def sha256sum(path: str | Path) -> str:
@@ -99,22 +96,22 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
     elif spec.startswith("hf_hub:"):
         repo_id = spec.removeprefix("hf_hub:")
         cfg_path, weights, revision = hub_files(repo_id)
-        shutil.copyfile(weights, out_dir / WEIGHTS)
+        shutil.copyfile(weights, out_dir / ENCODER_WEIGHTS)
         arch = read_json(cfg_path).get("architecture")
         if not arch:
             raise PipelineError(f"{cfg_path}: no 'architecture' key; not a timm model config")
-        record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / WEIGHTS)}
+        record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / ENCODER_WEIGHTS)}
     elif spec.endswith(".safetensors"):
         path = Path(spec)
         if not path.is_file():
             raise PipelineError(f"model.encoder: {path} not found; give a .safetensors file, hf_hub:<repo> or random")
-        shutil.copyfile(path, out_dir / WEIGHTS)
+        shutil.copyfile(path, out_dir / ENCODER_WEIGHTS)
         cfg = path.parent / "config.json"
         arch = read_json(cfg).get("architecture", random_arch) if cfg.is_file() else random_arch
-        record = {"source": str(path), "arch": arch, "sha256": sha256sum(out_dir / WEIGHTS)}
+        record = {"source": str(path), "arch": arch, "sha256": sha256sum(out_dir / ENCODER_WEIGHTS)}
     else:
         raise PipelineError(f"model.encoder: {spec!r} not understood; use hf_hub:<repo>, a .safetensors path or random")
-    write_json(out_dir / RECORD, record)
+    write_json(out_dir / ENCODER_RECORD, record)
     if not validate:
         return record
     try:
@@ -130,12 +127,12 @@ def build_encoder(encoder_dir: str | Path):
     import torch
 
     encoder_dir = Path(encoder_dir)
-    record = read_json(encoder_dir / RECORD)
+    record = read_json(encoder_dir / ENCODER_RECORD)
     if record["source"] == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(record["seed"])
             return timm.create_model(record["arch"], pretrained=False, num_classes=0)
-    weights = encoder_dir / WEIGHTS
+    weights = encoder_dir / ENCODER_WEIGHTS
     try:
         # timm's own loader: applies the architecture's checkpoint filter and drops any classifier
         return timm.create_model(record["arch"], pretrained=True, num_classes=0,
@@ -146,4 +143,4 @@ def build_encoder(encoder_dir: str | Path):
 
 
 def encoder_record(encoder_dir: str | Path) -> dict:
-    return read_json(Path(encoder_dir) / RECORD)
+    return read_json(Path(encoder_dir) / ENCODER_RECORD)

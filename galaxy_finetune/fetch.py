@@ -96,8 +96,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                             "data.local_dir, or set fetch.offline: quickstart")
     substitutions, data_substituted = [], data_missing is not None
     if data_substituted:
-        q = params.quickstart
-        raw = sources.synthetic(q.n_per_class, q.image_size, d.synthetic_seed, cache)
+        raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
         substitutions.append(f"data: {data_missing}; using {len(raw.catalog)} synthetic galaxies instead")
     if encoder_missing:
         identity = encoder_identity("random", m.random_arch, m.seed)

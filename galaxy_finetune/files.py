@@ -5,6 +5,7 @@ A stage killed halfway, or one that fails on bad input, leaves no half-written f
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -47,3 +48,19 @@ def write_csv(path: str | Path, frame) -> None:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def files_under(root: str | Path) -> list[tuple[str, Path]]:
+    """(name relative to `root`, path) of every file under `root` in sorted order; a file is its own root."""
+    root = Path(root)
+    if root.is_file():
+        return [(root.name, root)]
+    return [(str(p.relative_to(root)), p) for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def hash_files(digest, *roots: str | Path):
+    """Update `digest` (a hashlib object) with the name and the sha256 of every file under `roots`; return it."""
+    for root in roots:
+        for name, path in files_under(root):
+            digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    return digest

@@ -9,9 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
-
-PositiveInt = Field(gt=0)
-
+from galaxy_finetune.images import FitsView
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -22,9 +20,12 @@ class DataParams(_Group):
     local_dir: str = ""
     catalog: str = ""
     classes: list[str] = Field(default_factory=lambda: list(GALAXY_MNIST_CLASSES), min_length=2)
-    synthetic_n_per_class: int = Field(2500, gt=0)
+    synthetic_n_per_class: int = Field(500, gt=0)
     synthetic_image_size: int = Field(64, ge=16)
     synthetic_seed: int = 0
+    fits_bands: list[int] = Field(default_factory=lambda: [2, 1, 0])
+    fits_stretch: float = Field(0.1, gt=0)
+    fits_q: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self):
@@ -32,7 +33,14 @@ class DataParams(_Group):
             raise ValueError(f"classes has duplicates: {self.classes}")
         if self.source == "catalog" and not self.catalog:
             raise ValueError("source 'catalog' needs data.catalog: the path of a CSV/parquet catalog")
+        if sorted(self.fits_bands) != [0, 1, 2]:
+            raise ValueError(f"fits_bands {self.fits_bands}: give the planes for red, green, blue as an order of "
+                             f"0, 1, 2 (e.g. [2, 1, 0] for a g,r,z cube)")
         return self
+
+    def fits_view(self) -> FitsView:
+        """How decode_image renders FITS cutouts: the data.fits_* keys."""
+        return FitsView(tuple(self.fits_bands), self.fits_stretch, self.fits_q)
 
 
 class FetchParams(_Group):
@@ -76,6 +84,7 @@ class TrainParams(_Group):
     num_nodes: int = Field(1, gt=0)
     strategy: str = "auto"
     resume: Literal["auto", "never"] = "auto"
+    majority_margin: float = Field(0.05, ge=0, lt=1)
 
 
 class AugmentParams(_Group):
@@ -94,19 +103,22 @@ class AugmentParams(_Group):
         return self
 
 
-class QuickstartParams(_Group):
-    n_per_class: int = Field(500, gt=0)
-    image_size: int = Field(64, ge=16)
-    input_size: int = Field(64, ge=32)
-    epochs: int = Field(10, gt=0)
+# The keys a training recipe sets: train.<key> for a pretrained encoder, scratch.<key> for a random init.
+RECIPE_KEYS = ("lr", "epochs", "input_size", "batch_size", "patience", "layer_decay")
+
+
+class ScratchParams(_Group):
+    """The from-scratch recipe: replaces train.<RECIPE_KEYS> when the encoder is a random init."""
     lr: float = Field(1e-3, gt=0)
+    epochs: int = Field(10, gt=0)
+    input_size: int = Field(64, ge=32)
     batch_size: int = Field(64, gt=0)
     patience: int = Field(3, gt=0)
     layer_decay: float = Field(1.0, gt=0, le=1)
 
 
 class StoreParams(_Group):
-    image_size: int | Literal["auto"] = "auto"  # auto: the largest recipe input size, capped at the source's size
+    image_size: int | Literal["auto"] = "auto"  # auto: the larger recipe input size, capped at the source's size
     threads: int = Field(0, ge=0)  # decode threads; 0: one per core (at most 8)
     loader_workers: int | Literal["auto"] = "auto"  # DataLoader workers reading the store; auto: 4 on GPU, 0 on CPU
 
@@ -141,20 +153,21 @@ class Params(_Group):
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     augment: AugmentParams = AugmentParams()
-    quickstart: QuickstartParams = QuickstartParams()
+    scratch: ScratchParams = ScratchParams()
     store: StoreParams = StoreParams()
     predict: PredictParams = PredictParams()
     embed: EmbedParams = EmbedParams()
     analyse: AnalyseParams = AnalyseParams()
 
-    def effective_train(self, pretrained: bool) -> TrainParams:
-        """The training recipe: train: for pretrained weights, quickstart's keys swapped in for a random init."""
+    def recipe(self, pretrained: bool) -> tuple[str, TrainParams]:
+        """(recipe name, training params) for an encoder with or without pretrained weights.
+
+        The name is the params group that holds the recipe's values: "train" (fine-tuning, pretrained
+        weights) or "scratch" (a random init: scratch.<RECIPE_KEYS> replace the train keys of that name).
+        """
         if pretrained:
-            return self.train
-        q = self.quickstart
-        return self.train.model_copy(update=dict(input_size=q.input_size, epochs=q.epochs, lr=q.lr,
-                                                 batch_size=q.batch_size, patience=q.patience,
-                                                 layer_decay=q.layer_decay))
+            return "train", self.train
+        return "scratch", self.train.model_copy(update=self.scratch.model_dump())
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

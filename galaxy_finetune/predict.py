@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.augment import eval_view
 from galaxy_finetune.data import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.files import atomic_path, write_json
 from galaxy_finetune.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.train import load_finetuned, resolve_device
+from galaxy_finetune.model_io import load_finetuned
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 
@@ -141,12 +142,16 @@ def merge_parts(parts_dir: Path, out_path: Path, header: list[str], expected: in
             f.close()
 
 
-def _run_key(model_dir: Path, galaxies: pd.DataFrame, what: str) -> dict:
-    weights = Path(model_dir) / MODEL_WEIGHTS
+def _run_key(model_dir: Path | None, galaxies: pd.DataFrame, what: str) -> dict:
+    """Which model (its weights file's path, size and mtime; None: a model never saved, never resumed) and
+    which inputs a folder of parts belongs to."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(galaxies, index=False).to_numpy().tobytes())
+    key = {"inputs_sha256": digest.hexdigest(), "what": what}
+    if model_dir is None:
+        return key | {"model": None, "nonce": time.time_ns()}
+    weights = Path(model_dir) / MODEL_WEIGHTS
     stat = weights.stat()
-    return {"model": str(weights.resolve()), "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
-            "inputs_sha256": digest.hexdigest(), "what": what}
+    return key | {"model": str(weights.resolve()), "model_size": stat.st_size, "model_mtime_ns": stat.st_mtime_ns}
 
 
 def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.DataFrame, out_path: Path,
@@ -164,7 +169,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     resumed = len(done_indices(parts_dir)[0])
     if resumed:
         print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
-    device, precision = resolve_device(accelerator, "auto")
+    device, precision = resolve_accelerator(accelerator, "auto")
     data = PredictionData(dataset, parts_dir, config["input_size"], config["eval_zoom"], batch_size, workers)
     writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,

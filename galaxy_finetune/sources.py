@@ -1,6 +1,6 @@
 """Dataset sources, each turned into one canonical form in data/raw/.
 
-data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/test, or
+data/raw/catalog.csv has one row per galaxy: id_str, label (int), label_name, split (train/val/test, or
 empty where the source has no canonical split) and src, the absolute path of its image file. Nothing is
 copied or decoded here: the store stage decodes each src once into data/store/. Sources that come as
 arrays (the 64 px HDF5 release, the synthetic galaxies) are written once as PNGs into the download cache.
@@ -166,7 +166,9 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
     if not path.is_file():
         raise PipelineError(f"{param}: {path} not found; point it at a CSV or parquet catalog")
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        # ids and splits are text as written: 007 stays 007, NA stays NA (an empty id is refused later)
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(
+            path, dtype={"id_str": str, "split": str}, keep_default_na=False, na_values={"label": [""]})
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable catalog ({exc})") from None
     missing = required - set(frame.columns)
@@ -179,7 +181,8 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
 
-    Optional columns: id_str (default: the file's stem) and split (train/test). Relative file_loc
+    Optional columns: id_str (default: the file's stem) and split (train/val/test, galaxy-datasets' layout;
+    other columns are ignored). Relative file_loc
     paths are taken relative to the catalog's folder.
     """
     path = Path(path)
@@ -228,7 +231,7 @@ def validate(raw: RawData) -> None:
     """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
     cat, n = raw.catalog, len(raw.classes)
     ids = cat["id_str"].astype(str)
-    empty = ids.str.strip() == ""
+    empty = cat["id_str"].isna().to_numpy() | (ids.str.strip() == "").to_numpy()
     if empty.any():
         raise PipelineError(f"catalog: row {int(np.flatnonzero(empty)[0])} has an empty id_str; give every galaxy an id")
     control = ids.str.contains(r"[\x00-\x1f\x7f]", regex=True)
@@ -246,9 +249,10 @@ def validate(raw: RawData) -> None:
     empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
     if empty_classes:
         raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
-    bad_split = set(cat["split"]) - {"train", "test", ""}
+    bad_split = set(cat["split"]) - {"train", "val", "test", ""}
     if bad_split:
-        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, test or leave empty")
+        raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, val, test or "
+                            f"leave empty")
 
 
 def canonical_catalog(raw: RawData) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""split: stratified, seeded train/val/test catalogs; a source's canonical test set stays the test set."""
+"""split: stratified, seeded train/val/test catalogs; a source's canonical test and val sets stay what they are."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,17 +20,24 @@ def read_catalog(raw_dir: Path) -> pd.DataFrame:
 def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int) -> dict[str, pd.DataFrame]:
     """Split into train/val/test, stratified by label.
 
-    Rows marked split=test by the source are the test set; otherwise test_fraction of all rows is held
-    out. val_fraction of the remaining training pool becomes the validation set.
+    Rows marked split=test by the source are the test set; otherwise test_fraction of the rows not marked
+    val is held out. Rows marked split=val (galaxy-datasets' own layout) are the validation set; otherwise
+    val_fraction of the remaining training pool becomes it.
     """
     if catalog["id_str"].duplicated().any():
         raise PipelineError("catalog.csv: duplicate id_str values; fix the source catalog")
-    canonical_test = catalog["split"].fillna("").eq("test")
+    marked = catalog["split"].fillna("")
+    canonical_val = catalog[marked.eq("val")]
+    rest = catalog[~marked.eq("val")]
+    canonical_test = marked[~marked.eq("val")].eq("test")
     if canonical_test.any():
-        pool, test = catalog[~canonical_test], catalog[canonical_test]
+        pool, test = rest[~canonical_test], rest[canonical_test]
     else:
-        pool, test = _stratified(catalog, test_fraction, seed, "test")
-    train, val = _stratified(pool, val_fraction, seed, "val")
+        pool, test = _stratified(rest, test_fraction, seed, "test")
+    if len(canonical_val):
+        train, val = pool, canonical_val
+    else:
+        train, val = _stratified(pool, val_fraction, seed, "val")
     splits = {"train": train, "val": val, "test": test}
     return {name: frame.drop(columns=["split", "src"], errors="ignore").sort_values("id_str").reset_index(drop=True)
             for name, frame in splits.items()}

@@ -19,24 +19,25 @@ import pandas as pd
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json
-from galaxy_finetune.images import decode_image
+from galaxy_finetune.images import FitsView, decode_image
 from galaxy_finetune.layout import STORE_IMAGES, STORE_RECORD
 
 CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images
 
 
-def stored_size(requested: int | str, input_size: int, first_image: str | Path) -> int:
+def stored_size(requested: int | str, input_size: int, first_image: str | Path, fits: FitsView = FitsView()) -> int:
     """The side of the stored images: `requested`, or for 'auto' the training input size, capped at the
     first source image's own size (never upsample to store: the view upsamples on the fly if needed)."""
     if requested != "auto":
         return int(requested)
-    height, width = decode_image(first_image).shape[:2]
+    height, width = decode_image(first_image, fits=fits).shape[:2]
     return min(input_size, max(height, width))
 
 
-def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 0) -> dict:
+def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 0, fits: FitsView = FitsView()) -> dict:
     """Decode every catalog row's `src` image to size x size into out_dir/images.npy; return the record.
 
+    `fits`: how FITS cutouts become RGB (band order, asinh stretch); other formats ignore it.
     Writes into a temporary sibling renamed into place at the end: a killed build leaves no store behind.
     """
     threads = threads or min(8, os.cpu_count() or 1)
@@ -47,7 +48,7 @@ def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 
 
     def decode(row: int) -> np.ndarray:
         try:
-            return decode_image(sources[row], size)
+            return decode_image(sources[row], size, fits=fits)
         except PipelineError as exc:
             raise PipelineError(f"catalog row {row} (id {ids[row]!r}): {exc}; fix or remove the file, then rerun") from None
 

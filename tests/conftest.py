@@ -124,6 +124,6 @@ def pipeline_two_runs(tmp_path_factory):
 
     repo, env = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     repro_and_commit(repo, env, "first run")
-    set_params(repo, {"quickstart": {"epochs": 1}, "analyse": {"seed": 1}})
+    set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
     repro_and_commit(repo, env, "second run: one epoch")
     return repo, env

@@ -11,8 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "quickstart": {"n_per_class": 12, "image_size": 32, "input_size": 32, "epochs": 2, "batch_size": 8,
-                   "patience": 2},
+    "data": {"synthetic_n_per_class": 12, "synthetic_image_size": 32},
+    "scratch": {"input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2},
     "split": {"val_fraction": 0.15},
     "analyse": {"bootstrap_samples": 50},
 }
@@ -29,6 +29,17 @@ def dvc_env(cache: Path) -> dict:
     env.setdefault("GIT_COMMITTER_NAME", "test")
     env.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
     return env
+
+
+def stage_cmd(name: str, *args) -> list[str]:
+    """A stage's command line as dvc.yaml writes it (`python -m stages.<name> ...`)."""
+    return [sys.executable, "-m", f"stages.{name}", *map(str, args)]
+
+
+def checkout_env(**extra) -> dict:
+    """The environment for running this checkout's stages from another folder: its root first on sys.path."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, **extra)
 
 
 def run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:

@@ -158,6 +158,19 @@ def test_run_label_from_the_manifest_or_an_older_profile():
     assert not real and "full" not in old_quick and "no pretraining" in old_quick
 
 
+def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):
+    """issue 10: finetune_gpu records run["learning_warning"]; the report puts it above the headline."""
+    inputs = make_inputs(tmp_path / "in", n=12)
+    config = json.loads((inputs.model_dir / "model.json").read_text())
+    config["run"]["learning_warning"] = "this run learned nothing: best val accuracy 24.0% is not 5% above ..."
+    (inputs.model_dir / "model.json").write_text(json.dumps(config))
+    out = outputs(tmp_path / "out")
+    analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), out)
+    report = out.report.read_text()
+    assert "> **Warning**: this run learned nothing: best val accuracy 24.0%" in report
+    assert report.index("**Warning**") < report.index("| **Accuracy** |")
+
+
 def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
     inputs = make_inputs(tmp_path, n=8)
     curves = read_curves(inputs.live_dir)
@@ -170,7 +183,7 @@ def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
 def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
     out = outputs(root)
     return subprocess.run(
-        [sys.executable, "stages/analyse.py", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
+        [sys.executable, "-m", "stages.analyse", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
          str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings),
          "--val-predictions", str(inputs.val_predictions),
          "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),

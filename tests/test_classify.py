@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "accelerator": "cpu"}})
     paths = prepare(root, params)
-    finetune(params.train, AugmentParams(), paths.manifest["run_label"], list(params.data.classes), paths.splits,
+    finetune(params.train, AugmentParams(), paths.manifest["run_label"], "train", list(params.data.classes), paths.splits,
              paths.store, paths.encoder, root / "model", root / "live", root / "ckpt")
     paths.model = root / "model"
     paths.sources = pd.read_csv(paths.raw / "catalog.csv")["src"].tolist()

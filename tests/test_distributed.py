@@ -1,6 +1,5 @@
 """DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,11 +8,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from galaxy_finetune.layout import MODEL_CONFIG
 from galaxy_finetune.params import Params
 from galaxy_finetune.split import read_catalog
+from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(devices: int, batch_size: int) -> dict:
@@ -40,12 +40,12 @@ def _finetune(root: Path, devices: int, batch_size: int) -> dict:
     run_dir = root / f"run{devices}"
     run_dir.mkdir()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(_params(devices, batch_size)))
-    cmd = [sys.executable, str(ROOT / "stages/finetune_gpu.py"), str(root / "data/raw"), str(root / "data/store"), str(root / "data/splits"),
-           str(root / "models/encoder"), "models/finetuned", "--live-dir", "metrics/training"]
+    cmd = stage_cmd("finetune_gpu", root / "data/raw", root / "data/store", root / "data/splits", root / "models/encoder",
+                    "models/finetuned", "--live-dir", "metrics/training")
     proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          env=checkout_env(PYTHONUNBUFFERED="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((run_dir / "models/finetuned/model.json").read_text())["run"]
+    return json.loads((run_dir / "models/finetuned" / MODEL_CONFIG).read_text())["run"]
 
 
 def test_two_processes_match_one(inputs):
@@ -68,11 +68,11 @@ def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
     cmd = [sys.executable, "-m", "galaxy_finetune.classify", str(inputs / "run1/models/finetuned"), str(folder),
            "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu", "--devices", "2", "--batch-size", "3"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=checkout_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = pd.read_csv(tmp_path / "out.csv")
     assert out["id_str"].tolist() == sorted(p.stem for p in folder.iterdir())
     single = tmp_path / "single.csv"
     subprocess.run(cmd[:5] + ["-o", str(single), "--accelerator", "cpu"], cwd=tmp_path, check=True,
-                   capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                   capture_output=True, env=checkout_env())
     pd.testing.assert_frame_equal(out, pd.read_csv(single), atol=1e-5)

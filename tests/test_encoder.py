@@ -7,6 +7,7 @@ import torch
 from galaxy_finetune import encoder as enc
 from galaxy_finetune.download import Unreachable
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.layout import ENCODER_RECORD, ENCODER_WEIGHTS
 
 ARCH = "convnext_atto"  # the smallest ConvNeXt: same code path as convnext_nano, a quarter of the size
 
@@ -37,7 +38,7 @@ def test_hf_hub_encoder_from_cache(tmp_path, monkeypatch):
     revision = _fake_hf_cache(monkeypatch, tmp_path / "hf", "someone/tiny-encoder", export)
     record = enc.resolve_encoder("hf_hub:someone/tiny-encoder", tmp_path / "out")
     assert record["arch"] == ARCH and record["revision"] == revision and len(record["sha256"]) == 64
-    assert json.loads((tmp_path / "out" / "encoder.json").read_text()) == record
+    assert json.loads((tmp_path / "out" / ENCODER_RECORD).read_text()) == record
     built = enc.build_encoder(tmp_path / "out")
     for key, value in model.state_dict().items():
         assert torch.equal(built.state_dict()[key], value), key
@@ -69,7 +70,7 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
 
 def test_random_encoder_is_seeded(tmp_path):
     record = enc.resolve_encoder("random", tmp_path / "a", random_arch=ARCH, seed=3)
-    assert record["source"] == "random" and not (tmp_path / "a" / "encoder.safetensors").exists()
+    assert record["source"] == "random" and not (tmp_path / "a" / ENCODER_WEIGHTS).exists()
     enc.resolve_encoder("random", tmp_path / "b", random_arch=ARCH, seed=3)
     enc.resolve_encoder("random", tmp_path / "c", random_arch=ARCH, seed=4)
     a, b, c = (enc.build_encoder(tmp_path / x).stem[0].weight for x in "abc")

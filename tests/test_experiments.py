@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from galaxy_finetune.layout import CATALOG, MODEL_WEIGHTS
 from tests.pipeline_repo import make_repo, repro_and_commit, run
 
 
@@ -19,7 +20,7 @@ def repo(tmp_path_factory):
 def test_queued_sweep_runs_both_experiments(repo):
     path, env = repo
     for lr in ("0.002", "0.0005"):
-        run(["dvc", "exp", "run", "--queue", "-S", f"quickstart.lr={lr}", "-n", f"lr-{lr}"], path, env)
+        run(["dvc", "exp", "run", "--queue", "-S", f"scratch.lr={lr}", "-n", f"lr-{lr}"], path, env)
     # the queue's workers are daemons that outlive `dvc queue start`: give them no pipe of ours to hold open
     subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=path, env=env, check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -37,15 +38,17 @@ def test_queued_sweep_runs_both_experiments(repo):
         for exp in baseline.get("experiments") or []:
             rev = exp["revs"][0]
             data = rev.get("data") or {}
-            lr = data["params"]["params.yaml"]["data"]["quickstart"]["lr"]
+            lr = data["params"]["params.yaml"]["data"]["scratch"]["lr"]
             metrics = data["metrics"]["metrics/metrics.json"]["data"]
-            experiments[exp.get("name") or rev.get("name")] = (lr, metrics["accuracy"])
+            recipe = data["metrics"]["metrics/recipe.json"]["data"]
+            experiments[exp.get("name") or rev.get("name")] = (lr, metrics["accuracy"], recipe["lr"])
     assert {"lr-0.002", "lr-0.0005"} <= set(experiments)
-    assert experiments["lr-0.002"][0] == 0.002 and experiments["lr-0.0005"][0] == 0.0005
+    assert experiments["lr-0.002"][0] == experiments["lr-0.002"][2] == 0.002
+    assert experiments["lr-0.0005"][0] == experiments["lr-0.0005"][2] == 0.0005
     table = run(["dvc", "exp", "show", "--md"], path, env).stdout
     assert "lr-0.002" in table and "accuracy" in table
     diff = run(["dvc", "exp", "diff", "lr-0.002", "lr-0.0005"], path, env).stdout
-    assert "quickstart.lr" in diff
+    assert "scratch.lr" in diff
 
 
 def test_remote_round_trip(repo, tmp_path):
@@ -56,8 +59,29 @@ def test_remote_round_trip(repo, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(path), str(clone)], tmp_path, env)
     run(["dvc", "pull"], clone, env)
-    assert (clone / "models/finetuned/model.safetensors").is_file()
-    assert (clone / "data/raw/catalog.csv").is_file()
+    assert (clone / "models/finetuned" / MODEL_WEIGHTS).is_file()
+    assert (clone / "data/raw" / CATALOG).is_file()
     out = run(["dvc", "repro"], clone, env).stdout
     assert re.findall(r"Running stage '(\w+)'", out) == ["fetch_data"]  # the network re-check only
     assert run(["dvc", "metrics", "show"], clone, env).stdout == run(["dvc", "metrics", "show"], path, env).stdout
+
+
+def test_override_of_the_unused_recipe_warns_and_exp_show_shows_what_ran(repo):
+    """The issue's case 3: on a random encoder, `-S train.lr=3e-5` changes nothing; say so, show what ran."""
+    path, env = repo
+    proc = run(["dvc", "exp", "run", "--temp", "-S", "train.lr=3e-5", "-n", "ignored-lr"], path, env)
+    out = proc.stdout + proc.stderr
+    warnings = [line for line in out.splitlines() if line.startswith("warning: train.lr")]
+    assert warnings == ["warning: train.lr=3e-05 is not used: the encoder is a random init, so scratch.lr=0.001 is"]
+    assert "so the from-scratch recipe (scratch.*): lr=0.001 epochs=2 input_size=32" in out
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], path, env).stdout)
+    revs = {(exp.get("name") or exp["revs"][0].get("name")): exp["revs"][0]["data"]
+            for baseline in shown for exp in baseline.get("experiments") or []}
+    data = revs["ignored-lr"]
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 3e-5
+    assert data["metrics"]["metrics/recipe.json"]["data"] == {
+        "recipe": "scratch", "pretrained": False, "encoder": "random", "arch": "convnext_nano",
+        "lr": 0.001, "epochs": 2, "input_size": 32, "batch_size": 8, "patience": 2, "layer_decay": 1.0}
+    table = run(["dvc", "exp", "show", "--md"], path, env).stdout
+    assert "metrics/recipe.json" in table or "recipe" in table
+    assert "scratch" in table

@@ -8,6 +8,7 @@ from PIL import Image
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.files import read_json
+from galaxy_finetune.layout import ENCODER_RECORD, MANIFEST
 from galaxy_finetune.params import Params
 
 
@@ -25,7 +26,7 @@ def _fetch(params, tmp_path):
 
 
 def test_offline_replaces_both_and_says_so(tmp_path, capsys):
-    params = Params.model_validate({"quickstart": {"n_per_class": 3, "image_size": 32}})
+    params = Params.model_validate({"data": {"synthetic_n_per_class": 3, "synthetic_image_size": 32}})
     manifest = _fetch(params, tmp_path)
     assert manifest["source"] == "synthetic" and manifest["data"]["substituted"]
     assert manifest["run_label"] == ("SYNTHETIC stand-in for GalaxyMNIST, 12 galaxies | "

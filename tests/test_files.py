@@ -14,8 +14,13 @@ def _leftovers(folder):
 
 def test_write_replaces_atomically(tmp_path):
     files.write_json(tmp_path / "m.json", {"a": 1})
+    old = open(tmp_path / "m.json")  # a reader holding the old file
     files.write_json(tmp_path / "m.json", {"a": 2})
     assert files.read_json(tmp_path / "m.json") == {"a": 2}
+    # the new content went to another file renamed over the old one: the reader still sees the old file whole
+    assert old.read() == '{\n  "a": 1\n}\n'
+    assert os.fstat(old.fileno()).st_ino != (tmp_path / "m.json").stat().st_ino
+    old.close()
     assert _leftovers(tmp_path) == ["m.json"]
 
 

@@ -1,7 +1,8 @@
 import pytest
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.params import Params, load_params
+from galaxy_finetune.images import FitsView
+from galaxy_finetune.params import RECIPE_KEYS, Params, ScratchParams, load_params
 from tests.pipeline_repo import ROOT
 
 
@@ -41,19 +42,32 @@ def test_catalog_source_needs_a_path():
         Params.model_validate({"data": {"source": "catalog"}})
 
 
-def test_quickstart_recipe_replaces_training_keys_only_for_a_random_init():
-    params = Params.model_validate({"train": {"lr": 2e-5, "dropout": 0.3, "weight_decay": 0.01},
-                                    "quickstart": {"lr": 1e-3, "epochs": 4, "input_size": 48, "batch_size": 16,
-                                                   "patience": 2, "layer_decay": 0.9}})
-    assert params.effective_train(pretrained=True) == params.train  # pretrained weights: train: as written
-    quick = params.effective_train(pretrained=False)
-    assert (quick.lr, quick.epochs, quick.input_size, quick.batch_size, quick.patience, quick.layer_decay) == (
-        1e-3, 4, 48, 16, 2, 0.9)
-    # the rest of the recipe is train:'s
-    assert (quick.dropout, quick.weight_decay, quick.training_mode, quick.seed) == (0.3, 0.01, "full", 42)
-    assert params.train.lr == 2e-5 and params.train.epochs == 30  # train: itself is left alone
+def test_recipe_follows_the_encoder():
+    params = Params.model_validate({"train": {"lr": 2e-5, "dropout": 0.3, "epochs": 30},
+                                    "scratch": {"lr": 1e-3, "epochs": 4}})
+    name, train = params.recipe(pretrained=True)
+    assert name == "train" and train == params.train
+    name, scratch = params.recipe(pretrained=False)
+    assert name == "scratch"
+    assert (scratch.lr, scratch.epochs, scratch.dropout) == (1e-3, 4, 0.3)  # dropout is not a recipe key
+    assert {k: getattr(scratch, k) for k in RECIPE_KEYS} == params.scratch.model_dump()
 
 
+def test_scratch_holds_exactly_the_recipe_keys_and_the_project_values():
+    assert tuple(ScratchParams.model_fields) == RECIPE_KEYS
+    params = load_params(ROOT / "params.yaml")
+    assert params.scratch.model_dump() == {"lr": 1e-3, "epochs": 10, "input_size": 64, "batch_size": 64,
+                                           "patience": 3, "layer_decay": 1.0}
+    assert (params.train.lr, params.train.epochs, params.train.input_size, params.train.layer_decay) == (
+        1e-5, 30, 224, 0.75)
+
+
+def test_fits_params_become_the_decoder_view():
+    params = Params.model_validate({"data": {"fits_bands": [0, 1, 2], "fits_stretch": 0.5, "fits_q": 3}})
+    assert params.data.fits_view() == FitsView((0, 1, 2), 0.5, 3.0)
+    assert Params().data.fits_view() == FitsView()  # the schema defaults are the decoder's defaults
+    with pytest.raises(ValueError, match="fits_bands"):
+        Params.model_validate({"data": {"fits_bands": [0, 1, 1]}})
 def test_store_params():
     store = load_params(ROOT / "params.yaml").store
     assert (store.image_size, store.threads, store.loader_workers) == ("auto", 0, "auto")

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
@@ -36,9 +37,9 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
     assert not set(splits["train"].id_str) & set(splits["test"].id_str)
-    model = json.loads((path / "models/finetuned/model.json").read_text())
+    model = json.loads((path / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["input_size"] == 32 and model["run"]["params"]["lr"] == 1e-3 and model["run"]["epochs_run"] >= 1
-    assert (path / "models/finetuned/model.safetensors").stat().st_size > 1e6
+    assert (path / "models/finetuned" / MODEL_WEIGHTS).stat().st_size > 1e6
     assert (path / "metrics/training/metrics.json").is_file()
     assert list((path / "metrics/training/plots/metrics").rglob("*.tsv"))
     predictions = pd.read_csv(path / "data/predictions/test.csv")
@@ -55,6 +56,15 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert metrics["provenance"]["encoder_source"] == "random"
     assert set(metrics["confusion"]) == set(classes)
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
+
+
+def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
+    _, _, output = repo
+    for noise in ("litlogger", "litmodels", "_pytree", "Tip:", "warnings.warn(", "UserWarning"):
+        assert noise not in output, noise
+    warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
+    assert warnings  # the CPU warnings of training are still there, one line each
+    assert not [line for line in output.splitlines() if re.search(r"\.py:\d+", line)]
 
 
 def test_second_repro_reruns_nothing_but_the_network_check_and_copies_nothing(repo):
@@ -79,7 +89,7 @@ def test_the_store_is_one_copy_linked_to_the_cache(repo):
 
 def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
     path, env, _ = repo
-    set_params(path, {"quickstart": {"lr": 3e-4}})
+    set_params(path, {"scratch": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
     assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "embed", "analyse"]  # no new store, no new split
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout
@@ -99,7 +109,7 @@ def test_analyse_param_change_reruns_only_analyse(repo):
 def test_bad_params_fail_with_one_line_before_any_work(repo):
     path, env, _ = repo
     set_params(path, {"train": {"lr": -1.0, "epochs": 0}})
-    proc = run(["python", "stages/split.py", "data/raw", "data/splits-new"], path, env, check=False)
+    proc = run(["python", "-m", "stages.split", "data/raw", "data/splits-new"], path, env, check=False)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "train.lr" in errors[0] and "train.epochs" in errors[0]

@@ -557,9 +557,6 @@ def test_user_catalog_missing_column(user_images, columns, missing):
     assert str(info.value).startswith(f"{path}: missing column(s) {missing}")
 
 
-
-@pytest.mark.xfail(strict=True, reason="library bug: read_catalog_file reads a CSV's id_str as numbers and NA "
-                                       "(pd.read_csv without dtype=str / keep_default_na=False)")
 def test_user_catalog_csv_ids_are_kept_as_written(user_images):
     path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG", "imgs/g4.png"],
                 label=["spiral", "elliptical", "merger", "spiral"], id_str=["007", "1.10", "NA", "12"])
@@ -668,8 +665,23 @@ def test_validate_label_out_of_range(bad):
 
 
 def test_validate_bad_split():
-    with pytest.raises(PipelineError, match=r"split values \['val'\] not understood"):
-        sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "val", "test"]))
+    sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "val", "test"]))
+    with pytest.raises(PipelineError, match=r"split values \['validation'\] not understood; use train, val, test"):
+        sources.validate(raw_from(["x", "y", "z"], [0, 1, 2], ["train", "validation", "test"]))
+
+
+def test_user_catalog_in_galaxy_datasets_layout(user_images):
+    """galaxy-datasets' own catalog as it is: id_str, file_loc, label plus other columns, split train/val/test."""
+    path = user_images / "catalog.csv"
+    pd.DataFrame({"id_str": ["J1", "J2", "J3", "J4"],
+                  "file_loc": [str(user_images / "imgs" / n) for n in ("g1.png", "g2.jpg", "g3.PNG", "g4.png")],
+                  "label": [0, 1, 2, 0], "smooth-or-featured_smooth": [12, 3, 0, 8], "ra": [1.0, 2.0, 3.0, 4.0],
+                  "split": ["train", "val", "test", "train"]}).to_csv(path, index=False)
+    raw = sources.user_catalog(path, CLASSES)
+    sources.validate(raw)
+    assert list(raw.catalog["id_str"]) == ["J1", "J2", "J3", "J4"]
+    assert list(raw.catalog["split"]) == ["train", "val", "test", "train"]
+    assert list(raw.catalog["label"]) == [0, 1, 2, 0]
 
 
 @pytest.mark.parametrize("bad_id", ["", "   "])
@@ -679,8 +691,6 @@ def test_validate_refuses_an_empty_id(bad_id):
     assert str(info.value) == "catalog: row 1 has an empty id_str; give every galaxy an id"
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: validate() lets a missing id (None/NaN) through, and "
-                                       "catalog.csv then holds an empty id_str")
 @pytest.mark.parametrize("missing", [None, np.nan])
 def test_validate_refuses_a_missing_id(missing):
     with pytest.raises(PipelineError, match="row 1 has an empty id_str"):

@@ -42,3 +42,21 @@ def test_too_few_examples_and_duplicates():
     dup = pd.concat([_catalog(), _catalog().head(1)])
     with pytest.raises(PipelineError, match="duplicate id_str"):
         split_catalog(dup, 0.1, 0.2, 0)
+
+
+def test_canonical_val_set_is_kept():
+    """galaxy-datasets' layout marks val too: those rows are the validation set, none is carved from train."""
+    catalog = _catalog(canonical=True)
+    catalog.loc[catalog.index % 5 == 1, "split"] = "val"
+    splits = split_catalog(catalog, val_fraction=0.3, test_fraction=0.5, seed=0)
+    for name in ("train", "val", "test"):
+        assert set(splits[name]["id_str"]) == set(catalog.loc[catalog["split"] == name, "id_str"]), name
+
+
+def test_canonical_val_without_test_carves_test_from_the_rest():
+    catalog = _catalog()
+    catalog.loc[catalog.index % 10 == 0, "split"] = "val"
+    splits = split_catalog(catalog, val_fraction=0.3, test_fraction=0.25, seed=0)
+    assert set(splits["val"]["id_str"]) == set(catalog.loc[catalog["split"] == "val", "id_str"])
+    assert len(splits["test"]) == 45 and len(splits["train"]) == 135  # 25% of the 180 unmarked rows
+    assert not set(splits["test"]["id_str"]) & set(splits["val"]["id_str"])

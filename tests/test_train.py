@@ -1,9 +1,8 @@
-"""finetune_gpu: device choice, checkpoint resume after a kill, and the exported model."""
+"""finetune_gpu: accelerator choice, checkpoint resume after a kill, and the exported model."""
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,12 +10,16 @@ import pytest
 import torch
 import yaml
 
+from galaxy_finetune.accelerator import resolve_accelerator
+from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
+                                    MODEL_CONFIG, MODEL_WEIGHTS, STORE_RECORD)
 from galaxy_finetune.params import Params, TrainParams
-from galaxy_finetune.train import resolve_device, resume_checkpoint
+from galaxy_finetune.train import resume_checkpoint
+from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
         "split": {"val_fraction": 0.2},
@@ -35,18 +38,17 @@ def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
     params = json.loads(json.dumps(TINY))
     params[RANDOM_INIT_RECIPE]["epochs"] = epochs
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return [sys.executable, str(ROOT / "stages/finetune_gpu.py"), "data/raw", "data/store", "data/splits", "models/encoder",
-            "models/finetuned", "--live-dir", "metrics/training"], env
+    return stage_cmd("finetune_gpu", "data/raw", "data/store", "data/splits", "models/encoder", "models/finetuned",
+                     "--live-dir", "metrics/training"), checkout_env(PYTHONUNBUFFERED="1")
 
 
 def start_then_sigterm(cmd: list[str], env: dict, root: Path) -> tuple[subprocess.Popen, str]:
     """Start training, send SIGTERM once the first epoch's checkpoint exists; return the process and stderr."""
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (root / "models/checkpoints/last.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+    deadline, last = time.time() + 240, root / "models/checkpoints" / CHECKPOINT_LAST
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    assert (root / "models/checkpoints/last.ckpt").exists() or proc.returncode == 0, proc.communicate()[1][-2000:]
+    assert last.exists() or proc.returncode == 0, proc.communicate()[1][-2000:]
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -58,36 +60,37 @@ def test_gpu_requested_without_one_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PipelineError, match="train.accelerator: 'gpu' but no CUDA GPU"):
-        resolve_device("gpu", "auto")
-    assert resolve_device("auto", "auto") == ("cpu", "32")
+        resolve_accelerator("gpu", "auto")
+    assert resolve_accelerator("auto", "auto") == ("cpu", "32")
 
 
 def test_resume_only_with_the_same_inputs(tmp_path):
     ckpt = tmp_path / "ckpt"
     assert resume_checkpoint(ckpt, "a", "auto") is None
-    (ckpt / "last.ckpt").write_text("x")
-    assert resume_checkpoint(ckpt, "a", "auto") == ckpt / "last.ckpt"
-    assert resume_checkpoint(ckpt, "a", "auto", rank_zero=False) == ckpt / "last.ckpt"
-    assert resume_checkpoint(ckpt, "a", "never") is None and not (ckpt / "last.ckpt").exists()
-    (ckpt / "last.ckpt").write_text("x")
-    assert resume_checkpoint(ckpt, "b", "auto") is None and not (ckpt / "last.ckpt").exists()
-    (ckpt / "last.ckpt").write_text("x")
-    (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": "b", "complete": True}))
+    last = ckpt / CHECKPOINT_LAST
+    last.write_text("x")
+    assert resume_checkpoint(ckpt, "a", "auto") == last
+    assert resume_checkpoint(ckpt, "a", "auto", rank_zero=False) == last
+    assert resume_checkpoint(ckpt, "a", "never") is None and not last.exists()
+    last.write_text("x")
+    assert resume_checkpoint(ckpt, "b", "auto") is None and not last.exists()
+    last.write_text("x")
+    (ckpt / CHECKPOINT_FINGERPRINT).write_text(json.dumps({"fingerprint": "b", "complete": True}))
     assert resume_checkpoint(ckpt, "b", "auto") is None  # a finished run is not resumed
 
 
-def test_killed_run_leaves_no_model_and_the_rerun_resumes(inputs):
+def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afresh(inputs):
     proc, err = start_then_sigterm(*finetune_cmd(epochs=40, root=inputs), inputs)
     assert proc.returncode != 0
     assert "error: training stopped by SIGTERM" in err
-    assert (inputs / "models/checkpoints/interrupted.ckpt").is_file()
+    assert (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).is_file()
     assert not (inputs / "models/finetuned").exists()  # a killed run is never taken as complete
 
     cmd, env = finetune_cmd(epochs=2, root=inputs)  # fewer epochs: a changed input, so no resume
     fresh = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     assert "resuming" not in fresh.stdout
-    model = json.loads((inputs / "models/finetuned/model.json").read_text())
+    model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["run"]["resumed_from"] is None and model["run"]["epochs_run"] == 2
 
 
@@ -99,9 +102,9 @@ def test_interrupted_then_resumed_with_unchanged_inputs(inputs):
     again = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resuming the killed run" in again.stdout
-    model = json.loads((inputs / "models/finetuned/model.json").read_text())
+    model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["run"]["resumed_from"].endswith(".ckpt") and model["run"]["epochs_run"] == 3
-    assert not (inputs / "models/checkpoints/interrupted.ckpt").exists()
+    assert not (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).exists()
 
 
 def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
@@ -111,25 +114,25 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import fingerprint
 
-    train = Params.model_validate(TINY).effective_train(pretrained=False).model_copy(update={"epochs": 1})
+    train = Params.model_validate(TINY).recipe(False)[1].model_copy(update={"epochs": 1})
     augment = AugmentParams()
-    classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
+    classes = list(GALAXY_MNIST_CLASSES)
     ckpt = inputs / "models/checkpoints"
     ckpt.mkdir(parents=True)
-    stamp = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/store/store.json",
-                        inputs / "models/encoder")
-    (ckpt / "fingerprint.json").write_text(json.dumps({"fingerprint": stamp}))
+    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/store" / STORE_RECORD,
+                                     inputs / "models/encoder")
+    (ckpt / CHECKPOINT_FINGERPRINT).write_text(json.dumps({"fingerprint": inputs_fingerprint}))
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    (ckpt / "last.ckpt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    (ckpt / CHECKPOINT_LAST).write_bytes(pickle.dumps({"state_dict": Evil()}))
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "full", classes, inputs / "data/splits", inputs / "data/store",
+        finetune(train, augment, "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                  inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
@@ -144,11 +147,11 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     from galaxy_finetune.train import finetune
 
     train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
-    classes = ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"]
-    run = finetune(train, AugmentParams(), "full", classes, inputs / "data/splits", inputs / "data/store",
+    classes = list(GALAXY_MNIST_CLASSES)
+    run = finetune(train, AugmentParams(), "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
                    inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
     assert run["params"]["training_mode"] == "head_only"
-    trained = load_file(inputs / "models/finetuned/model.safetensors")
+    trained = load_file(inputs / "models/finetuned" / MODEL_WEIGHTS)
     initial = build_encoder(inputs / "models/encoder").state_dict()
     for key, value in initial.items():
         assert torch.equal(trained[f"encoder.{key}"], value), key

@@ -10,7 +10,7 @@ from galaxy_finetune.split import read_catalog, split_catalog, write_splits
 from galaxy_finetune.store import build_store, stored_size
 
 
-RANDOM_INIT_RECIPE = "quickstart"  # the params block training reads when the encoder is a random init
+RANDOM_INIT_RECIPE = "scratch"  # the params block training reads when the encoder is a random init
 
 
 def prepare(root: Path, params: Params, val_fraction: float = 0.2, test_fraction: float = 0.3,
@@ -20,7 +20,8 @@ def prepare(root: Path, params: Params, val_fraction: float = 0.2, test_fraction
                             splits=root / "data/splits", cache=root / "cache", root=root)
     paths.manifest = fetch_data(params, paths.raw, paths.encoder, cache=paths.cache)
     catalog = read_catalog(paths.raw)
-    size = stored_size(params.store.image_size, params.train.input_size, catalog["src"].iloc[0])
+    input_size = max(params.recipe(pretrained)[1].input_size for pretrained in (True, False))
+    size = stored_size(params.store.image_size, input_size, catalog["src"].iloc[0])
     build_store(catalog, paths.store, size, threads=2)
     write_splits(split_catalog(catalog, val_fraction, test_fraction, seed), paths.splits)
     return paths

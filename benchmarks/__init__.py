@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline (pipeline.py) and of its training/predict throughput (throughput.py)."""

@@ -1,0 +1,62 @@
+"""The fine-tuned model's files: models/finetuned/{model.safetensors, model.json}. Only safetensors are loaded.
+
+model.safetensors holds the classifier's state dict; model.json what rebuilds the classifier around it
+(timm architecture, classes, input size, eval zoom, training mode, dropout), the encoder's record and
+the training run's record (`run`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.layout import MODEL_CONFIG, MODEL_WEIGHTS
+from galaxy_finetune.params import TrainParams
+
+
+def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams):
+    """Zoobot's classifier around `encoder` (zoobot 2.9 API)."""
+    from zoobot.pytorch.training.finetune import FinetuneableZoobotClassifier
+
+    return FinetuneableZoobotClassifier(
+        encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
+        learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
+        head_dropout_prob=train.dropout, seed=train.seed)
+
+
+def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict) -> None:
+    """Write the classifier's weights and `config` into `model_dir` at once (a folder replaced atomically)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(model_dir) as tmp:
+        tmp.mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / MODEL_WEIGHTS)
+        write_json(tmp / MODEL_CONFIG, config)
+
+
+def load_finetuned(model_dir: str | Path):
+    """The fine-tuned classifier (in eval mode) and its config, from safetensors only (no pickle is ever loaded)."""
+    import timm
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    encoder = timm.create_model(config["arch"], pretrained=False, num_classes=0)
+    train = TrainParams(training_mode=config["training_mode"], dropout=config["dropout"])
+    model = build_classifier(encoder, len(config["classes"]), train)
+    weights = model_dir / MODEL_WEIGHTS
+    try:
+        model.load_state_dict(load_file(weights))
+    except Exception as exc:
+        raise PipelineError(f"{weights}: cannot load ({type(exc).__name__}); rerun finetune_gpu") from None
+    return model.eval(), config
+
+
+def read_config(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / MODEL_CONFIG
+    if not path.is_file():
+        raise PipelineError(f"{path}: not found; run the finetune_gpu stage first")
+    return read_json(path)

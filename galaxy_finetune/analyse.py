@@ -225,8 +225,10 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
     lines += [f"{rank}. {text}" for rank, text in result["top_confusions"].items()] or ["None: every galaxy right."]
     lines += ["", f"Every mistake, with its thumbnail and probabilities: [errors.html]({errors_link}).", ""]
     lines += ["## Calibration and clean samples", "",
-              f"Temperature scaling fitted on the validation set: T = {cal['temperature']:.3f} (T > 1: the model "
-              f"was over-confident). Keeping only the most confident galaxies: "
+              f"Temperature scaling fitted on the validation set: T = {cal['temperature']:.3f} ("
+              + ("T > 1: the model was over-confident" if cal["temperature"] > 1 else
+                 "T < 1: the model was under-confident" if cal["temperature"] < 1 else "already calibrated")
+              + "). Keeping only the most confident galaxies: "
               + ", ".join(f"{percent(float(c) / 100)} kept -> accuracy {percent(a)}"
                           for c, a in result["selective"]["accuracy_at_coverage"].items()) + ".", "",
               "Cut on p(class) >= threshold (chosen on val) to build a sample of that class; test precision and "

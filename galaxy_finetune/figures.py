@@ -7,6 +7,7 @@ Functions take plain arrays and tables; reading files is analyse.py's job.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -52,10 +53,11 @@ def save(fig, path: Path, stamp: Stamp | None, title: str) -> None:
         fig.suptitle(title, fontsize=13)
         fig.tight_layout()
     else:
-        fig.suptitle(f"{title}\n{stamp.label}", fontsize=12)
+        lines = [title, *textwrap.wrap(stamp.label, int(fig.get_figwidth() * 11))]  # the run label fits the width
+        fig.suptitle("\n".join(lines), fontsize=12)
         colour = WRONG if stamp.warn else FOOTER_GREY  # a stand-in run's figure must not pass for the real one
         fig.text(0.5, 0.008, stamp.footer, ha="center", va="bottom", fontsize=7.5, color=colour, wrap=True)
-        fig.tight_layout(rect=(0, 0.045, 1, 1 - 0.35 / fig.get_figheight()))  # room for the two-line title
+        fig.tight_layout(rect=(0, 0.045, 1, 1 - 0.1 * len(lines) / fig.get_figheight()))
     metadata = {"Title": title if stamp is None else stamp.title(title)}
     if stamp is not None:
         metadata["Description"] = stamp.footer

@@ -48,21 +48,25 @@ BASE = 1000  # distinct rendered galaxies; the rest are rotated, flipped, re-exp
 # ------------------------------------------------------------------------------------------ the catalogs
 
 def _draw(job) -> None:
+    """Galaxies start..stop: a rendered base galaxy, rotated, flipped, re-exposed, with a shifted slice of a
+    noise bank (drawing fresh Gaussian noise per image would cost more than the JPEG encode)."""
     folder, start, stop = job
     from PIL import Image
 
     from galaxy_finetune.synthetic import render_galaxy
 
+    noise = np.random.default_rng(start).normal(0, 4, (2 * SIZE, 2 * SIZE, 3)).astype(np.float32)
     base = {}
     for i in range(start, stop):
-        label, b = i % 4, i % BASE
+        label, b = i % 4, (i // 4) % (BASE // 4) * 4 + i % 4  # BASE distinct galaxies, labels kept
         if b not in base:
-            base[b] = render_galaxy(label, 0, b, SIZE)
+            base[b] = render_galaxy(label, 0, b, SIZE).astype(np.float32)
         rng = np.random.default_rng(i)
         img = np.rot90(base[b], k=int(rng.integers(4)))
         img = img[:, ::-1] if rng.integers(2) else img
-        img = np.clip(img * rng.uniform(0.8, 1.2) + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"g{i:06d}.jpg", quality=90)
+        dy, dx = rng.integers(SIZE, size=2)
+        img = img * rng.uniform(0.8, 1.2) + noise[dy:dy + SIZE, dx:dx + SIZE]
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"g{i:06d}.jpg", quality=90)
 
 
 def catalogs(cache: Path, sizes: list[int], procs: int) -> dict[int, Path]:
@@ -73,7 +77,7 @@ def catalogs(cache: Path, sizes: list[int], procs: int) -> dict[int, Path]:
     have = len(os.listdir(images))
     if have < n_max:
         start = time.perf_counter()
-        bounds = np.linspace(have, n_max, procs * 8 + 1).astype(int)
+        bounds = np.linspace(have, n_max, procs + 1).astype(int)  # one job per process: the base renders once
         with Pool(procs) as pool:
             pool.map(_draw, [(images, a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
         print(f"drew {n_max - have} JPEGs in {time.perf_counter() - start:.0f} s", file=sys.stderr)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from galaxy_finetune.accelerator import resolve_accelerator
+from galaxy_finetune.cli import quiet_logs
 from galaxy_finetune.data import ImageFiles, loader_workers
 from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.model_io import load_finetuned
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", default="auto", help="DataLoader workers decoding images: N or auto "
                         "(auto: 4 on a GPU, 1 on CPU)")
     args = parser.parse_args(argv)
+    quiet_logs()
     try:
         model, config = load_finetuned(args.model_dir)
         frame = galaxies_from(args.images)

@@ -17,7 +17,7 @@ _LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.f
 # warnings about library internals a user cannot act on
 _SILENCED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)",  # torch 2.12 deprecates an API Lightning's _pytree.py still uses
-    r".*does not have many workers",  # the loaders index tensors in memory: workers would only add copies
+    r".*does not have many workers",  # on CPU a batch is one slice of the store's memory map: workers add copies
 )
 
 

@@ -41,8 +41,8 @@ class FitsView:
     q: the asinh softening (larger: more of the faint outskirts visible, the core more compressed).
     """
     bands: tuple[int, int, int] = (2, 1, 0)
-    stretch: float = 0.1
-    q: float = 5.0
+    stretch: float = 0.3
+    q: float = 3.0
 
 
 def is_fits(path: str | Path) -> bool:

@@ -24,8 +24,8 @@ class DataParams(_Group):
     synthetic_image_size: int = Field(64, ge=16)
     synthetic_seed: int = 0
     fits_bands: list[int] = Field(default_factory=lambda: [2, 1, 0])
-    fits_stretch: float = Field(0.1, gt=0)
-    fits_q: float = Field(5.0, gt=0)
+    fits_stretch: float = Field(0.3, gt=0)
+    fits_q: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self):

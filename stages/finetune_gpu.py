@@ -2,8 +2,11 @@
 
 The recipe follows the encoder: pretrained weights train with train.*, a random init with scratch.*.
 """
+import os
 import sys
 from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.cli import run_stage
 from galaxy_finetune.data import read_split
@@ -34,10 +37,11 @@ def main(args, params):
     encoder = encoder_record(args.encoder_dir)
     pretrained = is_pretrained(encoder)
     name, train = params.recipe(pretrained)
-    print(recipe_line(name, train, encoder))
     ignored = ignored_overrides(params, pretrained, locked_params(args.lock))
-    if ignored:
-        print(f"warning: {ignored}", file=sys.stderr)
+    if rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0":  # DDP workers run this script too
+        print(recipe_line(name, train, encoder))
+        if ignored:
+            print(f"warning: {ignored}", file=sys.stderr)
     classes = manifest["classes"]
     learning = LearningCurve(Baseline.from_labels(read_split(args.splits_dir, "val")["label"], len(classes)),
                              train.majority_margin,

@@ -1,6 +1,8 @@
 """The recipe follows the encoder: the console line, metrics/recipe.json, and the ignored-override warning."""
+import pytest
 import yaml
 
+from galaxy_finetune.learning import RunContext
 from galaxy_finetune.params import Params
 from galaxy_finetune.recipe import (ignored_overrides, is_pretrained, locked_params, recipe_line,
                                     recipe_record)
@@ -67,3 +69,52 @@ def test_recipe_record_and_line_carry_the_effective_values():
     name, train = Params().recipe(True)
     assert recipe_record(name, train, HUB)["lr"] == 1e-05 and recipe_record(name, train, HUB)["recipe"] == "train"
     assert "the fine-tuning recipe (train.*): lr=1e-05 epochs=30 input_size=224" in recipe_line(name, train, HUB)
+
+
+@pytest.mark.parametrize("encoder", [RANDOM, HUB], ids=["random", "pretrained"])
+def test_the_stage_picks_the_recipe_from_the_encoder_record(tmp_path, monkeypatch, capsys, encoder):
+    """finetune_gpu reads models/encoder/encoder.json, trains with that recipe, writes metrics/recipe.json."""
+    import argparse
+
+    import pandas as pd
+
+    from galaxy_finetune.files import read_json, write_json
+    from stages import finetune_gpu as stage
+
+    classes = ["a", "b"]
+    write_json(tmp_path / "raw/manifest.json", {"classes": classes, "run_label": "test | test"})
+    (tmp_path / "splits").mkdir()
+    pd.DataFrame({"label": [0, 0, 1, 1]}).to_csv(tmp_path / "splits/train.csv", index=False)
+    pd.DataFrame({"label": [0, 0, 0, 1]}).to_csv(tmp_path / "splits/val.csv", index=False)
+    write_json(tmp_path / "encoder/encoder.json", encoder)
+    before, params = Params(), Params.model_validate({"train": {"epochs": 7}, "scratch": {"epochs": 3}})
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"finetune_gpu": {"params": {
+        "params.yaml": {"train": before.train.model_dump(), "scratch": before.scratch.model_dump()}}}}}))
+    seen = {}
+
+    def fake_finetune(train, augment, run_label, recipe, classes, *paths):
+        seen.update(train=train, recipe=recipe, learning=paths[-1])
+        return {"epochs_run": 1, "wall_time_s": 1.0, "device": "cpu", "best_val_loss": 0.5, "best_epoch": 0,
+                "learning_warning": "this run learned nothing: (as judged by learning.py)"}
+
+    monkeypatch.setattr(stage, "finetune", fake_finetune)
+    args = argparse.Namespace(raw_dir=tmp_path / "raw", store_dir=tmp_path / "store", splits_dir=tmp_path / "splits",
+                              encoder_dir=tmp_path / "encoder", model_out=tmp_path / "model",
+                              live_dir=tmp_path / "live", recipe=tmp_path / "metrics/recipe.json",
+                              checkpoints=tmp_path / "ckpt", lock=tmp_path / "dvc.lock")
+    stage.main(args, params)
+    pretrained = encoder is HUB
+    name, used = params.recipe(pretrained)
+    assert seen["recipe"] == name == ("train" if pretrained else "scratch")
+    assert seen["train"] == used and seen["train"].epochs == (7 if pretrained else 3)
+    assert read_json(args.recipe) == recipe_record(name, used, encoder)
+    learning = seen["learning"]
+    assert learning.baseline.majority_rate == 0.75 and learning.run == RunContext(pretrained, name, used.lr, 4)
+    out, err = capsys.readouterr()
+    assert recipe_line(name, used, encoder) in out.splitlines()
+    unused = "scratch" if pretrained else "train"
+    used_group = "train" if pretrained else "scratch"
+    assert err.splitlines() == [
+        f"warning: {unused}.epochs={7 if unused == 'train' else 3} is not used: the encoder is "
+        f"{'pretrained' if pretrained else 'a random init'}, so {used_group}.epochs={used.epochs} is",
+        "warning: this run learned nothing: (as judged by learning.py)"]

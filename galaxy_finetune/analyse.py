@@ -259,8 +259,8 @@ def map_points(features: np.ndarray, method: str, seed: int) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
 
-def test_rows(embeddings: Embeddings, table: pd.DataFrame, where: Path) -> np.ndarray:
-    """Embedding row of each galaxy of the test predictions."""
+def embedding_rows(embeddings: Embeddings, table: pd.DataFrame, where: Path) -> np.ndarray:
+    """Row of data/embeddings of each galaxy of the test predictions."""
     test = embeddings.split("test")
     index = pd.Series(test, index=embeddings.galaxies["id_str"].to_numpy()[test])
     missing = ~table["id_str"].isin(index.index)
@@ -296,12 +296,14 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
                             f"rerun dvc repro") from None
     table = read_predictions(inputs.predictions)
     probs = validated_probabilities(table, classes, name=str(inputs.predictions))
+    if "row" not in table.columns:
+        raise PipelineError(f"{inputs.predictions}: no `row` column (each galaxy's store row); rerun the predict stage")
     val_table = read_predictions(inputs.val_predictions)
     val_probs = validated_probabilities(val_table, classes, name=str(inputs.val_predictions))
     y_true, val_true = class_indexes(table["true_label"], classes), class_indexes(val_table["true_label"], classes)
-    correct = y_true == probs.argmax(1)
+    correct = y_true == class_indexes(table["pred_label"], classes)
     embeddings = read_embeddings(inputs.embeddings)
-    rows = test_rows(embeddings, table, inputs.embeddings)
+    rows = embedding_rows(embeddings, table, inputs.embeddings)
 
     result = compute_metrics(table, probs, classes, params.bootstrap_samples, params.seed, params.ece_bins)
     calibration, scaled = temperature_scaling(val_probs, val_true, probs, y_true, params.ece_bins)
@@ -326,8 +328,6 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     unusual = anomalies.head(figures.GALLERY)
     mistakes = table["id_str"][~correct].tolist()
     shown = list(dict.fromkeys([*top_correct["id_str"], *top_errors["id_str"], *unusual["id_str"], *mistakes]))
-    if "row" not in table.columns:
-        raise PipelineError(f"{inputs.predictions}: no `row` column (each galaxy's store row); rerun the predict stage")
     row_of = dict(zip(table["id_str"], table["row"]))
     pixels = dict(zip(shown, galaxy_pixels(inputs.store_dir, [row_of[i] for i in shown])))
     confidence = probs.max(1)

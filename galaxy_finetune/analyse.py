@@ -29,7 +29,9 @@ from galaxy_finetune.neighbours import anomaly_scores
 from galaxy_finetune.params import AnalyseParams
 from galaxy_finetune.pixels import galaxy_pixels
 
-COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the full curve is in the coverage plot
+COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
+# how the report names train.training_mode: never "full", which would read as "the real, full run"
+TRAINING_MODES = {"full": "end-to-end", "head_only": "head-only (linear probe)"}
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
         f"| Device | {prov['device']}, precision {prov['precision']} |",
         f"| Model weights | {weights} |",
         f"| Data | {prov['data_source']} ({prov['data_images']} images, sha256 `{prov['data_sha256'][:12]}`) |",
-        f"| Encoder | {prov['encoder_source']} ({prov['encoder_arch']}, {prov['training_mode']} fine-tuning, "
+        f"| Encoder | {prov['encoder_source']} ({prov['encoder_arch']}, "
+        f"{TRAINING_MODES.get(prov['training_mode'], prov['training_mode'])} fine-tuning, "
         f"lr {prov['lr']:g}, {prov['input_size']} px) |",
         "", "## Per class", "",
         "| class | accuracy (recall) | 95% CI | precision | F1 | support |",

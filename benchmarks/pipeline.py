@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
         noop_walls = sorted(n["wall_s"] for n in noops)
         result = {
             **info, "copied": copied,
-            "profile": manifest["profile"], "n_images": manifest["n_images"],
+            "run_label": manifest["run_label"], "n_images": manifest["n_images"],
             "quickstart_repro": full, "noop_repro": noops,
             "noop_median_s": noop_walls[len(noop_walls) // 2],
             "finetune": {k: run.get(k) for k in ("device", "epochs_run", "wall_time_s", "train_images_per_s")},

@@ -39,7 +39,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.harness import load, provenance  # noqa: E402
-from tests.pipeline_repo import make_repo, run, set_params  # noqa: E402
+from tests.pipeline_repo import make_repo, run  # noqa: E402
 
 SIZE = 256  # source and stored pixels per side
 BASE = 1000  # distinct rendered galaxies; the rest are rotated, flipped, re-exposed and re-noised copies
@@ -123,22 +123,90 @@ def private_kb(root: int) -> int:
     return total
 
 
-def measured(cmd: list[str], cwd: Path, env: dict) -> dict:
-    """Run `cmd`, sampling the process tree's private memory; wall seconds, peak GB and output."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def measured(cmd: list[str], cwd: Path, env: dict, limit_s: float | None = None) -> dict:
+    """Run `cmd`, sampling the process tree's private memory; wall seconds, peak GB and output. With
+    `limit_s`, the run is stopped (SIGKILL to the tree) after that long: a bounded sample of a long job."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     peak, output = [0], []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()
     start = time.perf_counter()
     while proc.poll() is None:
         peak[0] = max(peak[0], private_kb(proc.pid))
+        if limit_s is not None and time.perf_counter() - start > limit_s:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            break
         time.sleep(0.1)
     wall = time.perf_counter() - start
-    reader.join()
+    reader.join(timeout=10)
     text = "".join(output)
-    if proc.returncode:
+    if proc.returncode and limit_s is None:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
     return {"wall_s": wall, "peak_gb": peak[0] / 2**20, "output": text}
+
+
+def train_probe(repo: Path, steps: int) -> None:
+    """In a subprocess of its own (so its memory is sampled alone): `steps` training steps of the
+    from-scratch recipe over the repo's store and splits, as finetune_gpu runs them; prints images/s."""
+    import lightning as L
+
+    from galaxy_finetune.data import GalaxyDataModule
+    from galaxy_finetune.encoder import build_encoder
+    from galaxy_finetune.model_io import build_classifier
+    from galaxy_finetune.params import load_params
+
+    params = load_params(repo / "params.yaml")
+    _, train = params.recipe(False)
+    times = []
+
+    class Clock(L.Callback):
+        def on_train_batch_end(self, *args):
+            times.append(time.perf_counter())
+
+    L.seed_everything(0, verbose=False)
+    data = GalaxyDataModule(repo / "data/store", repo / "data/splits", train.input_size, train.batch_size,
+                            params.augment)
+    model = build_classifier(build_encoder(repo / "models/encoder"), 4, train)
+    L.Trainer(max_steps=steps, limit_val_batches=0, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, callbacks=[Clock()]).fit(model, datamodule=data)
+    warm = times[3:]
+    print(json.dumps({"train_images_per_s": train.batch_size * (len(warm) - 1) / (warm[-1] - warm[0]),
+                      "train_split": len(data.dataset("train"))}))
+
+
+def bounded_size(n: int, catalog: Path, work: Path, model_dir: Path, steps: int, classify_s: float) -> dict:
+    """The same measurements at any N, each bounded in time: fetch + store, the no-change rerun of the
+    stages whose cost could grow with N (fetch_data's check, store, split), `steps` training steps, and
+    `classify_s` seconds of galaxy-classify over all N (stopped after that: memory and pace, not the end)."""
+    shutil.rmtree(work / f"b{n}", ignore_errors=True)
+    (work / f"b{n}").mkdir(parents=True)
+    repo, env = make_repo(work / f"b{n}" / "repo", {
+        "data": {"source": "catalog", "catalog": str(catalog)}, "model": {"encoder": "random"},
+        "scratch": {"input_size": 64, "epochs": 1, "batch_size": 64, "patience": 1},
+        "store": {"image_size": SIZE}, "split": {"val_fraction": 0.1, "test_fraction": 0.2}})
+    row = {"N": n}
+    fetch = measured(["dvc", "repro", "store"], repo, env)
+    row.update(fetch_store_s=fetch["wall_s"], fetch_store_peak_gb=fetch["peak_gb"])
+    run(["dvc", "repro", "split"], repo, env)
+    noop = [measured(["dvc", "repro", "split"], repo, env)["wall_s"] for _ in range(3)]
+    row.update(noop_prefix_s=statistics.median(noop), noop_prefix_all_s=[round(t, 2) for t in noop])
+    probe = measured([sys.executable, str(Path(__file__).resolve()), "--train-probe", str(repo), "--steps", str(steps)],
+                     ROOT, env)
+    row.update(train_peak_gb=probe["peak_gb"], train_steps=steps,
+               **json.loads(probe["output"].strip().splitlines()[-1]))
+    out_csv = work / f"b{n}" / "classified.csv"
+    classify = measured([sys.executable, "-m", "galaxy_finetune.classify", str(model_dir), str(catalog), "-o",
+                         str(out_csv), "--accelerator", "cpu"], work / f"b{n}", env, limit_s=classify_s)
+    done = sum(max(0, len(p.read_text().splitlines())) for p in Path(f"{out_csv}.parts").glob("part-*.csv"))
+    row.update(classify_peak_gb=classify["peak_gb"], classify_images=done, classify_s=classify["wall_s"],
+               classify_images_per_s=done / classify["wall_s"])
+    pixels = n * SIZE * SIZE * 3
+    row.update(project_disk_gb=du_bytes(repo) / 1e9, store_pixels_gb=pixels / 1e9, disk_ratio=du_bytes(repo) / pixels,
+               store_links=os.stat(repo / "data/store/images.npy").st_nlink)
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
 
 
 def du_bytes(path: Path) -> int:
@@ -254,6 +322,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def bounded_table(rows: list[dict]) -> str:
+    lines = ["| N | fetch + store build | no-change `dvc repro split` | train peak private mem | train img/s "
+             "| classify peak private mem | classify img/s | disk in project / stored pixels |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['N']:,} | {r['fetch_store_s']:.1f} s | {r['noop_prefix_s']:.2f} s | "
+                     f"{r['train_peak_gb']:.2f} GB | {r['train_images_per_s']:.1f} | {r['classify_peak_gb']:.2f} GB | "
+                     f"{r['classify_images_per_s']:.1f} | {r['project_disk_gb']:.2f} / {r['store_pixels_gb']:.2f} GB "
+                     f"= {r['disk_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 100000])
@@ -262,7 +341,31 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline-steps", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep each size's repo")
     parser.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
+    parser.add_argument("--bounded", type=Path, metavar="MODEL_DIR", default=None,
+                        help="the bounded protocol at every size (classify with this fine-tuned model)")
+    parser.add_argument("--steps", type=int, default=60, help="bounded: training steps per size")
+    parser.add_argument("--classify-s", type=float, default=150, help="bounded: seconds of classify per size")
+    parser.add_argument("--train-probe", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.train_probe:
+        return train_probe(args.train_probe, args.steps)
+    if args.bounded:
+        paths = catalogs(args.cache, args.sizes, os.cpu_count() or 1)
+        info = provenance(sizes=args.sizes, stored_px=SIZE, protocol="bounded")
+        rows = [bounded_size(n, paths[n], args.work, args.bounded, args.steps, args.classify_s)
+                for n in sorted(args.sizes)]
+        info["load_end"] = load()
+        report = "\n".join([f"Scale benchmark, bounded protocol ({info['date']}, commit {info['commit']}, "
+                            f"{info['machine']}, load {info['load_start']} -> {info['load_end']})", "",
+                            bounded_table(rows), "", "```json", json.dumps({"info": info, "rows": rows}, indent=1),
+                            "```"])
+        print(report)
+        if args.out:
+            args.out.write_text(report + "\n")
+        if not args.keep:
+            for n in args.sizes:
+                shutil.rmtree(args.work / f"b{n}", ignore_errors=True)
+        return
     info = provenance(sizes=args.sizes, stored_px=SIZE)
     paths = catalogs(args.cache, args.sizes, os.cpu_count() or 1)
     rows = []

@@ -7,6 +7,7 @@ import pytest
 
 from galaxy_finetune import predict as predict_module
 from galaxy_finetune.classify import main
+from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
 from galaxy_finetune.train import finetune
@@ -24,7 +25,7 @@ def trained(tmp_path_factory):
     finetune(params.train, AugmentParams(), paths.manifest["run_label"], "train", list(params.data.classes), paths.splits,
              paths.store, paths.encoder, root / "model", root / "live", root / "ckpt")
     paths.model = root / "model"
-    paths.sources = pd.read_csv(paths.raw / "catalog.csv")["src"].tolist()
+    paths.sources = pd.read_csv(paths.raw / CATALOG)["src"].tolist()
     return paths
 
 

@@ -15,7 +15,6 @@ from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
 
-
 def _params(devices: int, batch_size: int) -> dict:
     return {"data": {"source": "synthetic", "synthetic_n_per_class": 8, "synthetic_image_size": 32},
             "model": {"encoder": "random", "random_arch": "convnext_atto"},

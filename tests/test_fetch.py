@@ -8,7 +8,7 @@ from PIL import Image
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.fetch import fetch_data
 from galaxy_finetune.files import read_json
-from galaxy_finetune.layout import ENCODER_RECORD, MANIFEST
+from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
 from galaxy_finetune.params import Params
 
 
@@ -37,8 +37,8 @@ def test_offline_replaces_both_and_says_so(tmp_path, capsys):
     assert manifest["requested"] == {"source": "galaxy_mnist", "encoder": params.model.encoder}
     assert manifest["counts_per_class"] == {c: 3 for c in params.data.classes}
     assert manifest["encoder"]["source"] == "random" and not manifest["encoder"]["pretrained"]
-    assert read_json(tmp_path / "raw" / "manifest.json") == manifest
-    catalog = pd.read_csv(tmp_path / "raw" / "catalog.csv")
+    assert read_json(tmp_path / "raw" / MANIFEST) == manifest
+    catalog = pd.read_csv(tmp_path / "raw" / CATALOG)
     assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "src"]
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in catalog["src"])
     assert not (tmp_path / "raw" / "images").exists()  # nothing copied: the store decodes from src
@@ -98,8 +98,8 @@ def test_unchanged_source_writes_nothing_and_a_changed_file_is_seen(tmp_path, ca
     params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
                                     "model": {"encoder": "random"}})
     first = _fetch(params, tmp_path)
-    outputs = [tmp_path / "raw" / n for n in ("catalog.csv", "source.json", "manifest.json")]
-    outputs.append(tmp_path / "encoder" / "encoder.json")
+    outputs = [tmp_path / "raw" / n for n in (CATALOG, SOURCE, MANIFEST)]
+    outputs.append(tmp_path / "encoder" / ENCODER_RECORD)
     stamps = [p.stat().st_mtime_ns for p in outputs]
     capsys.readouterr()
     assert _fetch(params, tmp_path) == first
@@ -141,7 +141,7 @@ def test_ids_that_look_like_paths_never_become_file_names(tmp_path):
     before = {p for p in tmp_path.rglob("*")}
     manifest = _fetch(params, tmp_path)
     assert manifest["n_images"] == len(weird)
-    assert pd.read_csv(tmp_path / "raw" / "catalog.csv", keep_default_na=False)["id_str"].tolist() == weird
+    assert pd.read_csv(tmp_path / "raw" / CATALOG, keep_default_na=False)["id_str"].tolist() == weird
     created = {p for p in tmp_path.rglob("*")} - before
     assert all(p.is_relative_to(tmp_path / "raw") or p.is_relative_to(tmp_path / "encoder")
                or p.is_relative_to(tmp_path / "cache") for p in created), created

@@ -5,8 +5,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 
+from galaxy_finetune.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
+                                    STORE_IMAGES)
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
 STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "embed", "analyse"]
@@ -26,14 +27,14 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     path, _, output = repo
     assert ran(output) == STAGES
     assert "OFFLINE STAND-IN" in output
-    manifest = json.loads((path / "data/raw/manifest.json").read_text())
+    manifest = json.loads((path / "data/raw" / MANIFEST).read_text())
     assert manifest["run_label"].startswith("SYNTHETIC stand-in") and manifest["n_images"] == 48
-    catalog = pd.read_csv(path / "data/raw/catalog.csv")
+    catalog = pd.read_csv(path / "data/raw" / CATALOG)
     assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "src"]
-    assert sorted(p.name for p in (path / "data/raw").iterdir()) == ["catalog.csv", "manifest.json", "source.json"]
-    images = np.load(path / "data/store/images.npy", mmap_mode="r")
+    assert sorted(p.name for p in (path / "data/raw").iterdir()) == [CATALOG, MANIFEST, SOURCE]
+    images = np.load(path / "data/store" / STORE_IMAGES, mmap_mode="r")
     assert images.shape == (48, 32, 32, 3) and images.dtype == np.uint8
-    assert (path / "models/encoder/encoder.json").is_file()
+    assert (path / "models/encoder" / ENCODER_RECORD).is_file()
     splits = {s: pd.read_csv(path / f"data/splits/{s}.csv") for s in ("train", "val", "test")}
     assert sum(len(s) for s in splits.values()) == 48
     assert not set(splits["train"].id_str) & set(splits["test"].id_str)
@@ -63,7 +64,8 @@ def test_first_run_prints_no_adverts_deprecations_or_source_lines(repo):
     for noise in ("litlogger", "litmodels", "_pytree", "Tip:", "warnings.warn(", "UserWarning"):
         assert noise not in output, noise
     warnings = [line for line in output.splitlines() if line.startswith("warning: ")]
-    assert warnings  # the CPU warnings of training are still there, one line each
+    assert warnings  # the CPU warnings of training are still there, one line each, each once
+    assert len(warnings) == len(set(warnings)), warnings
     assert not [line for line in output.splitlines() if re.search(r"\.py:\d+", line)]
 
 

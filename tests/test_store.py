@@ -12,10 +12,11 @@ from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies
 from galaxy_finetune.encoder import build_encoder
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.images import decode_image
+from galaxy_finetune.layout import CATALOG
+from galaxy_finetune.model_io import build_classifier
 from galaxy_finetune.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.store import build_store, open_images, read_record, stored_size
 from galaxy_finetune.synthetic import render_galaxy
-from galaxy_finetune.train import build_classifier
 from tests.tiny import prepare
 
 
@@ -116,7 +117,7 @@ def test_training_on_the_store_equals_training_in_memory(tmp_path):
         "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"}, "train": {"input_size": 32}})
     paths = prepare(tmp_path, params)
-    catalog = pd.read_csv(paths.raw / "catalog.csv")
+    catalog = pd.read_csv(paths.raw / CATALOG)
     in_memory = np.stack([decode_image(p) for p in catalog["src"]])  # decoded straight from the sources
     classes = list(params.data.classes)
     args = (paths.store, paths.splits, 32, 4, AugmentParams())

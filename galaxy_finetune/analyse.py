@@ -1,6 +1,6 @@
-"""analyse: predictions -> metrics JSON, per-galaxy residuals, figures and a Markdown summary, all with provenance.
+"""analyse: predictions and embeddings -> metrics JSON, plot data, figures, a Markdown summary and the mistakes page.
 
-One call, `analyse`, validates every input before drawing anything and writes all four outputs through
+One call, `analyse`, validates every input before drawing anything and writes all its outputs through
 temporary siblings renamed into place at the end, so bad input leaves no partial output behind.
 """
 from __future__ import annotations
@@ -17,33 +17,51 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune import figures
+from galaxy_finetune.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
+from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json, write_text
-from galaxy_finetune.metrics import (check_predictions, class_indexes, compute_metrics, confusion_array,
-                                     most_confident, reliability, residuals)
+from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
+from galaxy_finetune.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
+                                     residuals, validated_probabilities)
+from galaxy_finetune.mistakes_page import mistakes_html, thumbnail_png
+from galaxy_finetune.neighbours import anomaly_scores
 from galaxy_finetune.params import AnalyseParams
+from galaxy_finetune.pixels import galaxy_pixels
 
-FIGURE_TITLES = {  # figure file -> what the report calls it
-    "confusion_matrix.png": "Confusion matrix (counts and row-normalised)",
-    "per_class_accuracy.png": "Per-class accuracy with bootstrap intervals",
-    "confidence_distribution.png": "Confidence distribution, correct vs wrong",
-    "residual_distribution.png": "Residual distribution by true class",
-    "top_5_predictions.png": "Top 5 most confident correct predictions",
-    "top_5_errors.png": "Top 5 most confident errors",
-    "reliability_diagram.png": "Reliability diagram (calibration)",
-    "training_curves.png": "Training curves",
-}
-TOP_K = 5
+COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
+# how the report names train.training_mode: never "full", which would read as "the real, full run"
+TRAINING_MODES = {"full": "end-to-end", "head_only": "head-only (linear probe)"}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What analyse reads: test and val predictions, predict's timing.json, data/raw (the manifest), the store
+    (pixels), the model, dvclive's folder and data/embeddings."""
+
+    predictions: Path
+    val_predictions: Path
+    timing: Path | None
+    raw_dir: Path
+    store_dir: Path
+    model_dir: Path
+    live_dir: Path | None
+    embeddings: Path
 
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where analyse writes: metrics JSON, per-galaxy residuals JSON, figures folder, Markdown summary."""
+    """Where analyse writes: metrics JSON, plot data (residuals, coverage, map), anomalies CSV, figures folder,
+    Markdown summary and the mistakes page."""
 
     metrics: Path
     residuals: Path
+    coverage: Path
+    embedding_map: Path
+    anomalies: Path
     plots: Path
     report: Path
+    errors_page: Path
 
 
 def count_weights(weights: Path) -> int | None:
@@ -59,13 +77,33 @@ def count_weights(weights: Path) -> int | None:
         raise PipelineError(f"{weights}: not a readable safetensors file ({exc}); rerun finetune_gpu") from None
 
 
+def run_identity(manifest: dict, model_config: dict) -> tuple[str, bool]:
+    """(run label, real run?) of the manifest: its run_label, or one built from an older manifest's profile.
+
+    A real run has a pretrained encoder and no substituted data; anything else is shown in red.
+    """
+    encoder = manifest.get("encoder") or {}
+    data = manifest.get("data") or {}
+    if "run_label" in manifest:
+        pretrained = bool(encoder.get("pretrained", False))
+        return manifest["run_label"], pretrained and not data.get("substituted", False)
+    profile = manifest["profile"]  # manifests written before run_label existed
+    source = model_config["encoder"]["source"]
+    if profile == "full":
+        return f"{manifest['source']}, {manifest.get('n_images')} galaxies | pretrained: {source}", True
+    return (f"{manifest['source']} stand-in ({profile}), {manifest.get('n_images')} galaxies | no pretraining: "
+            f"{source} {model_config['encoder']['arch']}"), False
+
+
 def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n_weights: int | None = None) -> dict:
-    """Which profile, data, weights, device, versions and times produced a result."""
+    """Which run, data, weights, device, versions and times produced a result."""
     run, encoder = model_config["run"], model_config["encoder"]
+    label, real = run_identity(manifest, model_config)
     return {
-        "profile": manifest["run_label"],
+        "run_label": label,
+        "real_run": real,
         "data_source": manifest["source"],
-        "data_sha256": manifest["data_fingerprint"],
+        "data_sha256": manifest.get("data_fingerprint", manifest.get("data_sha256")),
         "data_images": manifest.get("n_images"),
         "encoder_source": encoder["source"],
         "encoder_arch": encoder["arch"],
@@ -89,8 +127,8 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
 
 def footer(prov: dict) -> str:
     sha = (prov["data_sha256"] or "")[:10]
-    return (f"profile: {prov['profile']} | data: {prov['data_source']} (sha256 {sha}) | "
-            f"encoder: {prov['encoder_source']} ({prov['encoder_arch']}) | device: {prov['device']}")
+    return (f"data: {prov['data_source']} (sha256 {sha}) | encoder: {prov['encoder_source']} "
+            f"({prov['encoder_arch']}) | device: {prov['device']}")
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
@@ -133,14 +171,6 @@ def read_curves(live_dir: Path | None) -> dict[str, dict[str, pd.DataFrame]]:
     return curves
 
 
-def load_images(store_dir: Path, rows: pd.DataFrame) -> list[np.ndarray]:
-    """The stored images of the galaxies of `rows` (predictions with their store `row`)."""
-    from galaxy_finetune.store import open_images
-
-    images = open_images(store_dir)
-    return [np.asarray(images[int(r)]) for r in rows["row"]]
-
-
 def records_json(frame: pd.DataFrame) -> str:
     """A JSON list with one record per line: numbers stay numbers for DVC's plots, and git diffs stay readable."""
     return "[\n" + ",\n".join(json.dumps(row) for row in frame.to_dict(orient="records")) + "\n]\n"
@@ -150,33 +180,39 @@ def percent(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
-def summary_markdown(result: dict, classes: list[str], plots_link: str, quickstart_reason: str | None) -> str:
-    """reports/summary.md: headline table, per-class table, top confusions, figure links."""
+def number(x: float | None, digits: int = 3) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_link: str,
+                     reason: str | None) -> str:
+    """reports/summary.md: headline table, per-class table, calibration, clean samples, figure links."""
     prov = result["provenance"]
-    lines = ["# Zoobot fine-tuned on GalaxyMNIST: test-set analysis", ""]
-    if quickstart_reason:
-        lines += [f"> **{prov['profile'].upper()} PROFILE**: {prov['data_source']} galaxies and a "
-                  f"{prov['encoder_source']} encoder, not the real inputs, so these numbers say nothing about "
-                  f"Zoobot on GalaxyMNIST." + (f" Why: {quickstart_reason}" if quickstart_reason else ""), ""]
+    lines = ["# Zoobot fine-tuned on GalaxyMNIST: test-set analysis", "", f"**Run:** {prov['run_label']}", ""]
+    if not prov["real_run"]:
+        lines += [f"> **NOT THE REAL RUN**: {prov['data_source']} galaxies and a {prov['encoder_source']} encoder, "
+                  f"not the real inputs, so these numbers say nothing about Zoobot on GalaxyMNIST."
+                  + (f" Why: {reason}" if reason else ""), ""]
     if prov.get("learning_warning"):
         lines += [f"> **Warning**: {prov['learning_warning']}", ""]
     minutes = prov["train_wall_time_s"] / 60
     weights = "n/a" if prov["model_weights"] is None else f"{prov['model_weights'] / 1e6:.1f} million"
+    cal = result["calibration"]
     lines += [
         "| Headline | |", "| :--- | :--- |",
         f"| **Accuracy** | **{percent(result['accuracy'])}** (95% bootstrap CI {percent(result['accuracy_ci95_low'])}"
         f" - {percent(result['accuracy_ci95_high'])}; n = {result['n']}) |",
         f"| Balanced accuracy | {percent(result['balanced_accuracy'])} |",
         f"| Macro F1 | {result['macro_f1']:.3f} |",
-        f"| Log-loss | {result['log_loss']:.3f} |",
-        f"| Brier score (multi-class, 0-2) | {result['brier']:.3f} |",
-        f"| ECE | {result['ece']:.3f} |",
+        f"| Log-loss | {result['log_loss']:.3f} (after temperature scaling: {cal['test']['log_loss_after']:.3f}) |",
+        f"| Brier score (multi-class, 0-2) | {result['brier']:.3f} (after: {cal['test']['brier_after']:.3f}) |",
+        f"| ECE | {result['ece']:.3f} (after: {cal['test']['ece_after']:.3f}) |",
         f"| Training time | {minutes:.1f} min, {prov['epochs_run']} epochs (best: epoch {prov['best_epoch']}) |",
         f"| Device | {prov['device']}, precision {prov['precision']} |",
         f"| Model weights | {weights} |",
-        f"| Profile | {prov['profile']} |",
         f"| Data | {prov['data_source']} ({prov['data_images']} images, sha256 `{prov['data_sha256'][:12]}`) |",
-        f"| Encoder | {prov['encoder_source']} ({prov['encoder_arch']}, {prov['training_mode']} fine-tuning, "
+        f"| Encoder | {prov['encoder_source']} ({prov['encoder_arch']}, "
+        f"{TRAINING_MODES.get(prov['training_mode'], prov['training_mode'])} fine-tuning, "
         f"lr {prov['lr']:g}, {prov['input_size']} px) |",
         "", "## Per class", "",
         "| class | accuracy (recall) | 95% CI | precision | F1 | support |",
@@ -190,69 +226,143 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, quicksta
                      f"{row['support']} |")
     lines += ["", "## Top confusions (true -> predicted)", ""]
     lines += [f"{rank}. {text}" for rank, text in result["top_confusions"].items()] or ["None: every galaxy right."]
+    lines += ["", f"Every mistake, with its thumbnail and probabilities: [errors.html]({errors_link}).", ""]
+    lines += ["## Calibration and clean samples", "",
+              f"Temperature scaling fitted on the validation set: T = {cal['temperature']:.3f} ("
+              + ("T > 1: the model was over-confident" if cal["temperature"] > 1 else
+                 "T < 1: the model was under-confident" if cal["temperature"] < 1 else "already calibrated")
+              + "). Keeping only the most confident galaxies: "
+              + ", ".join(f"{percent(float(c) / 100)} kept -> accuracy {percent(a)}"
+                          for c, a in result["selective"]["accuracy_at_coverage"].items()) + ".", "",
+              "Cut on p(class) >= threshold (chosen on val) to build a sample of that class; test precision and "
+              "completeness:", "",
+              "| class | target | threshold | test precision | test completeness |",
+              "| :--- | ---: | ---: | ---: | ---: |"]
+    for name in classes:
+        for key, cut in result["selective"]["thresholds"][name].items():
+            lines.append(f"| {name} | {key.removeprefix('precision_')}% | {number(cut['threshold'])} | "
+                         f"{percent(cut['test']['precision'])} | {percent(cut['test']['completeness'])} |")
     lines += ["", "## Figures", ""]
-    lines += [f"- [{title}]({plots_link}/{name})" for name, title in FIGURE_TITLES.items()]
-    for name in ("confusion_matrix.png", "per_class_accuracy.png", "residual_distribution.png"):
-        lines += ["", f"![{FIGURE_TITLES[name]}]({plots_link}/{name})"]
+    lines += [f"- [{figure.title}]({plots_link}/{figure.file})" for figure in figures.FIGURES]
+    for name in ("confusion_matrix.png", "per_class_accuracy.png", "embedding_map.png"):
+        title = next(f.title for f in figures.FIGURES if f.file == name)
+        lines += ["", f"![{title}]({plots_link}/{name})"]
     versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
     lines += ["", f"<sub>Versions: {versions}. Written by the analyse stage from metrics/metrics.json.</sub>", ""]
     return "\n".join(lines)
 
 
-def draw_figures(table: pd.DataFrame, probs: np.ndarray, result: dict, classes: list[str], store_dir: Path,
-                 curves: dict, ece_bins: int, plots_dir: Path, stamp: figures.Stamp) -> None:
-    y_true = class_indexes(table["true_label"], classes)
-    confidence = probs.max(1)
-    correct = y_true == class_indexes(table["pred_label"], classes)
-    residual = 1.0 - probs[np.arange(len(probs)), y_true]
-    figures.confusion_matrix(confusion_array(result, classes), classes, plots_dir / "confusion_matrix.png", stamp,
-                             result["accuracy"])
-    figures.per_class_accuracy(result["per_class"], classes, result["accuracy"],
-                               (result["accuracy_ci95_low"], result["accuracy_ci95_high"]),
-                               plots_dir / "per_class_accuracy.png", stamp)
-    figures.confidence_distribution(confidence, correct, len(classes), plots_dir / "confidence_distribution.png",
-                                    stamp)
-    figures.residual_distribution(residual, table["true_label"].to_numpy(), classes,
-                                  plots_dir / "residual_distribution.png", stamp)
-    for right, name, title in ((True, "top_5_predictions.png", f"The {TOP_K} most confident correct predictions"),
-                               (False, "top_5_errors.png", f"The {TOP_K} most confident mistakes")):
-        rows = most_confident(table, probs, right, TOP_K)
-        images = load_images(store_dir, rows)
-        figures.top_galaxies(rows, images, probs[rows["_row"].to_numpy()], classes, plots_dir / name, stamp, title,
-                             TOP_K)
-    figures.reliability_diagram(reliability(confidence, correct, ece_bins), result["ece"],
-                                plots_dir / "reliability_diagram.png", stamp)
-    figures.training_curves(curves, plots_dir / "training_curves.png", stamp)
+def map_points(features: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """(N, 2) coordinates of the test galaxies: t-SNE of their PCA features, or the first two PCA components."""
+    if method == "pca" or len(features) < 5:
+        return np.asarray(features[:, :2], dtype=float)
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, (len(features) - 1) / 3))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
 
 
-def analyse(predictions: Path, raw_dir: Path, model_dir: Path, live_dir: Path | None, params: AnalyseParams,
-            out: Outputs, store_dir: Path = Path("data/store")) -> dict:
+def embedding_rows(embeddings: Embeddings, table: pd.DataFrame, where: Path) -> np.ndarray:
+    """Row of data/embeddings of each galaxy of the test predictions."""
+    test = embeddings.split("test")
+    index = pd.Series(test, index=embeddings.galaxies["id_str"].to_numpy()[test])
+    missing = ~table["id_str"].isin(index.index)
+    if missing.any():
+        raise PipelineError(f"{where}: no embedding for test galaxy {table['id_str'][missing].iloc[0]}; the "
+                            f"embeddings and predictions come from different runs (rerun dvc repro)")
+    return index[table["id_str"]].to_numpy()
+
+
+def anomalies_table(embeddings: Embeddings, rows: np.ndarray, table: pd.DataFrame, probs: np.ndarray,
+                    k: int) -> pd.DataFrame:
+    """Test galaxies ranked by mean cosine distance to their k nearest training galaxies, most unusual first."""
+    train = embeddings.split("train")
+    scores, nearest = anomaly_scores(embeddings.pca_features[train], embeddings.pca_features[rows], k)
+    frame = pd.DataFrame({"id_str": table["id_str"].to_numpy(), "true_label": table["true_label"].to_numpy(),
+                          "pred_label": table["pred_label"].to_numpy(), "confidence": np.round(probs.max(1), 6),
+                          "anomaly_score": np.round(scores, 6),
+                          "nearest_train_id": embeddings.galaxies["id_str"].to_numpy()[train][nearest]})
+    frame = frame.sort_values(["anomaly_score", "id_str"], ascending=[False, True], kind="stable")
+    return frame.reset_index(drop=True).rename_axis("rank").reset_index().assign(rank=lambda f: f["rank"] + 1)
+
+
+def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     """Validate the inputs, compute the metrics, then write every output of `out` (all or none); return the metrics."""
-    manifest = read_input_json(raw_dir / "manifest.json", "fetch_data")
-    config = read_input_json(model_dir / "model.json", "finetune_gpu")
-    timing_path = predictions.parent / "timing.json"
-    timing = read_input_json(timing_path, "predict") if timing_path.is_file() else None
+    manifest = read_input_json(inputs.raw_dir / MANIFEST, "fetch_data")
+    config = read_input_json(inputs.model_dir / MODEL_CONFIG, "finetune_gpu")
+    timing = read_input_json(inputs.timing, "predict") if inputs.timing else None
     try:
-        prov = provenance(manifest, config, timing, count_weights(model_dir / "model.safetensors"))
+        prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
         classes = list(config["classes"])
     except KeyError as exc:
-        raise PipelineError(f"{raw_dir / 'manifest.json'} / {model_dir / 'model.json'}: missing key {exc}; "
+        raise PipelineError(f"{inputs.raw_dir / MANIFEST} / {inputs.model_dir / MODEL_CONFIG}: missing key {exc}; "
                             f"rerun dvc repro") from None
-    table = read_predictions(predictions)
-    probs = check_predictions(table, classes, name=str(predictions))
-    probs = probs / probs.sum(1, keepdims=True)
-    result = compute_metrics(table, classes, params.bootstrap_samples, params.seed, params.ece_bins)
+    table = read_predictions(inputs.predictions)
+    probs = validated_probabilities(table, classes, name=str(inputs.predictions))
+    if "row" not in table.columns:
+        raise PipelineError(f"{inputs.predictions}: no `row` column (each galaxy's store row); rerun the predict stage")
+    val_table = read_predictions(inputs.val_predictions)
+    val_probs = validated_probabilities(val_table, classes, name=str(inputs.val_predictions))
+    y_true, val_true = class_indexes(table["true_label"], classes), class_indexes(val_table["true_label"], classes)
+    correct = y_true == class_indexes(table["pred_label"], classes)
+    embeddings = read_embeddings(inputs.embeddings)
+    rows = embedding_rows(embeddings, table, inputs.embeddings)
+
+    result = compute_metrics(table, probs, classes, params.bootstrap_samples, params.seed, params.ece_bins)
+    calibration, scaled = temperature_scaling(val_probs, val_true, probs, y_true, params.ece_bins)
+    coverage = accuracy_coverage(probs.max(1), correct)
+    at = coverage.set_index("coverage")["accuracy"]
+    result["calibration"] = calibration
+    result["selective"] = {
+        "accuracy_at_coverage": {str(round(c * 100)): float(at[at.index >= c - 1e-9].iloc[0]) for c in COVERAGES},
+        "thresholds": purity_thresholds(val_probs, val_true, probs, y_true, classes)}
+    anomalies = anomalies_table(embeddings, rows, table, probs, params.anomaly_k)
+    result["anomalies"] = {"k": int(min(params.anomaly_k, len(embeddings.split("train")))),
+                           "most_unusual": anomalies["id_str"].head(3).tolist()}
     result["provenance"] = prov
-    curves = read_curves(live_dir)
-    stamp = figures.Stamp(prov["profile"], footer(prov))
+    per_galaxy = residuals(table, probs, classes)
+    xy = map_points(embeddings.pca_features[rows], params.map, params.seed)
+    map_frame = pd.DataFrame({"id_str": table["id_str"].to_numpy(), "x": np.round(xy[:, 0], 4),
+                              "y": np.round(xy[:, 1], 4), "true_label": table["true_label"].to_numpy(),
+                              "pred_label": table["pred_label"].to_numpy(),
+                              "outcome": np.where(correct, "correct", "mistake")})
+
+    top_correct, top_errors = (most_confident(table, probs, right, figures.TOP_K) for right in (True, False))
+    unusual = anomalies.head(figures.GALLERY)
+    mistakes = table["id_str"][~correct].tolist()
+    shown = list(dict.fromkeys([*top_correct["id_str"], *top_errors["id_str"], *unusual["id_str"], *mistakes]))
+    row_of = dict(zip(table["id_str"], table["row"]))
+    pixels = dict(zip(shown, galaxy_pixels(inputs.store_dir, [row_of[i] for i in shown])))
+    confidence = probs.max(1)
+    data = figures.FigureData(
+        classes=classes, table=table, probs=probs, residual=per_galaxy["residual"].to_numpy(), metrics=result,
+        confusion=confusion_array(result, classes),
+        reliability_before=reliability(confidence, correct, params.ece_bins),
+        reliability_after=reliability(scaled.max(1), scaled.argmax(1) == y_true, params.ece_bins),
+        calibration=calibration,
+        top_correct=top_correct, top_correct_images=[pixels[i] for i in top_correct["id_str"]],
+        top_errors=top_errors, top_errors_images=[pixels[i] for i in top_errors["id_str"]],
+        curves=read_curves(inputs.live_dir), map_points=map_frame.assign(correct=correct), map_method=params.map,
+        unusual=unusual, unusual_images=[pixels[i] for i in unusual["id_str"]])
+    stamp = figures.Stamp(prov["run_label"], footer(prov), warn=not prov["real_run"])
     plots_link = Path(os.path.relpath(out.plots, out.report.parent)).as_posix()
-    report = summary_markdown(result, classes, plots_link, "; ".join(manifest["substitutions"]))
+    errors_link = Path(os.path.relpath(out.errors_page, out.report.parent)).as_posix()
+    reason = "; ".join(manifest.get("substitutions") or []) or manifest.get("reason")
+    report = summary_markdown(result, classes, plots_link, errors_link, reason)
+    page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"])
+    paths = (out.plots, out.metrics, out.residuals, out.coverage, out.embedding_map, out.anomalies, out.report,
+             out.errors_page)
     with contextlib.ExitStack() as stack:  # each output is renamed into place only if everything succeeded
-        plots_tmp, metrics_tmp, residuals_tmp, report_tmp = [
-            stack.enter_context(atomic_path(path)) for path in (out.plots, out.metrics, out.residuals, out.report)]
+        plots_tmp, metrics_tmp, residuals_tmp, coverage_tmp, map_tmp, anomalies_tmp, report_tmp, page_tmp = [
+            stack.enter_context(atomic_path(path)) for path in paths]
         plots_tmp.mkdir()
-        draw_figures(table, probs, result, classes, store_dir, curves, params.ece_bins, plots_tmp, stamp)
-        write_text(residuals_tmp, records_json(residuals(table, probs, classes)))
+        for figure in figures.FIGURES:
+            figure.draw(data, plots_tmp / figure.file, stamp, figure.title)
+        write_text(residuals_tmp, records_json(per_galaxy))
+        coverage.to_csv(coverage_tmp, index=False)
+        map_frame.to_csv(map_tmp, index=False)
+        anomalies.to_csv(anomalies_tmp, index=False)
         write_json(metrics_tmp, result)
         write_text(report_tmp, report)
+        write_text(page_tmp, page)
     return result

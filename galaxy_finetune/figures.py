@@ -1,13 +1,16 @@
-"""analyse's figures (matplotlib/seaborn), one function per PNG.
+"""analyse's figures (matplotlib/seaborn), one function per PNG, and FIGURES: the one list of them.
 
-Every figure's title names the profile and its footer the full provenance (profile, data source and hash,
-encoder source, device); both are also written into the PNG's Title/Description metadata.
+Every figure's title names the run (manifest run_label) and its footer the full provenance (data source and
+hash, encoder source, device); both are also written into the PNG's Title/Description metadata. The footer
+is grey for the real run (pretrained encoder on real data) and red otherwise.
 Functions take plain arrays and tables; reading files is analyse.py's job.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -19,62 +22,71 @@ import seaborn as sns  # noqa: E402
 
 from galaxy_finetune.files import atomic_path  # noqa: E402
 
-# the PNGs analyse writes, in the reference write-up's order, then the additions
-FIGURES = ("confusion_matrix.png", "per_class_accuracy.png", "confidence_distribution.png",
-           "residual_distribution.png", "top_5_predictions.png", "top_5_errors.png",
-           "reliability_diagram.png", "training_curves.png")
 CORRECT, WRONG = "#2b8a3e", "#c92a2a"
+FOOTER_GREY = "0.35"
 DPI = 100
 METRIC_NAMES = {"acc": "accuracy", "loss": "loss (cross-entropy)"}
 
 
 @dataclass(frozen=True)
 class Stamp:
-    """What every figure carries: the profile in its title, the provenance line in its footer."""
+    """What every figure carries: the run label in its title, the provenance line in its footer.
 
-    profile: str
+    `warn`: not the real run (no pretrained encoder, or substituted data), so the footer is red.
+    """
+
+    label: str
     footer: str
+    warn: bool
 
     def title(self, text: str) -> str:
-        return f"{text}\n[{self.profile}]"
+        return f"{text}  [{self.label}]"
 
 
 def class_colours(classes: list[str]) -> dict[str, tuple]:
     return dict(zip(classes, sns.color_palette("colorblind", len(classes))))
 
 
-def save(fig, path: Path, stamp: Stamp, title: str) -> None:
-    """Title, footer and PNG metadata, then an atomic write."""
-    full_title = stamp.title(title)
-    fig.suptitle(full_title, fontsize=13)
-    colour = "0.35" if "| pretrained" in stamp.profile and "SYNTHETIC" not in stamp.profile else WRONG  # a quickstart figure must not pass for the real one
-    fig.text(0.5, 0.008, stamp.footer, ha="center", va="bottom", fontsize=7.5, color=colour, wrap=True)
-    fig.tight_layout(rect=(0, 0.045, 1, 1))
+def save(fig, path: Path, stamp: Stamp | None, title: str) -> None:
+    """Title (with the run label on a second line), footer and PNG metadata, then an atomic write."""
+    if stamp is None:
+        fig.suptitle(title, fontsize=13)
+        fig.tight_layout()
+    else:
+        lines = [title, *textwrap.wrap(stamp.label, int(fig.get_figwidth() * 11))]  # the run label fits the width
+        fig.suptitle("\n".join(lines), fontsize=12)
+        colour = WRONG if stamp.warn else FOOTER_GREY  # a stand-in run's figure must not pass for the real one
+        fig.text(0.5, 0.008, stamp.footer, ha="center", va="bottom", fontsize=7.5, color=colour, wrap=True)
+        fig.tight_layout(rect=(0, 0.045, 1, 1 - 0.1 * len(lines) / fig.get_figheight()))
+    metadata = {"Title": title if stamp is None else stamp.title(title)}
+    if stamp is not None:
+        metadata["Description"] = stamp.footer
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Title": full_title, "Description": stamp.footer})
+        fig.savefig(tmp, dpi=DPI, format="png", metadata=metadata)
     plt.close(fig)
 
 
-def confusion_matrix(counts: np.ndarray, classes: list[str], path: Path, stamp: Stamp, accuracy: float) -> None:
+def confusion_matrix(counts: np.ndarray, classes: list[str], accuracy: float, path: Path, stamp: Stamp,
+                     title: str) -> None:
     """Counts and row-normalised (recall) confusion side by side; true class on y, predicted on x."""
     rows = counts.sum(1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    for ax, data, fmt, label, title in (
+    for ax, data, fmt, label, panel in (
             (axes[0], counts, "d", "galaxies", "counts"),
             (axes[1], normalised, ".2f", "fraction of the true class", "row-normalised (recall on the diagonal)")):
         sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax,
                     cbar_kws={"label": label}, square=True, vmin=0, vmax=1 if fmt != "d" else None)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.tick_params(axis="x", rotation=25)
         ax.tick_params(axis="y", rotation=0)
-    save(fig, path, stamp, f"Test-set confusion matrix (accuracy {accuracy:.1%}, n = {int(counts.sum())})")
+    save(fig, path, stamp, f"{title}: accuracy {accuracy:.1%}, n = {int(counts.sum())}")
 
 
 def per_class_accuracy(per_class: dict, classes: list[str], accuracy: float, accuracy_ci: tuple[float, float],
-                       path: Path, stamp: Stamp) -> None:
+                       path: Path, stamp: Stamp, title: str) -> None:
     """A bar per class (recall) with its 95% bootstrap interval; the overall accuracy and its interval behind."""
     colours = class_colours(classes)
     fig, ax = plt.subplots(figsize=(9, 5.4))
@@ -99,11 +111,11 @@ def per_class_accuracy(per_class: dict, classes: list[str], accuracy: float, acc
     ax.set_xlabel("true class (outlined: weakest)")
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
-    save(fig, path, stamp, "Per-class accuracy with 95% bootstrap intervals")
+    save(fig, path, stamp, title)
 
 
 def confidence_distribution(confidence: np.ndarray, correct: np.ndarray, n_classes: int, path: Path,
-                            stamp: Stamp) -> None:
+                            stamp: Stamp, title: str) -> None:
     """Histograms of the max class probability, correct vs wrong predictions."""
     frame = pd.DataFrame({"confidence": confidence,
                           "prediction": np.where(correct, f"correct (n = {int(correct.sum())})",
@@ -121,11 +133,11 @@ def confidence_distribution(confidence: np.ndarray, correct: np.ndarray, n_class
     ax.set_xlabel("confidence = max class probability")
     ax.set_ylabel("test galaxies")
     ax.set_xlim(1 / n_classes - 0.02, 1.0)
-    save(fig, path, stamp, "Confidence of correct vs wrong predictions")
+    save(fig, path, stamp, title)
 
 
 def residual_distribution(residual: np.ndarray, true_label: np.ndarray, classes: list[str], path: Path,
-                          stamp: Stamp) -> None:
+                          stamp: Stamp, title: str) -> None:
     """Per true class, the histogram of residual = 1 - p(true class): peaked at 0 when the model is sure and right."""
     colours = class_colours(classes)
     cols = min(len(classes), 4)
@@ -153,7 +165,7 @@ def residual_distribution(residual: np.ndarray, true_label: np.ndarray, classes:
         ax.set_ylabel("% of the class's galaxies")
     for ax in list(axes.flat)[len(classes):]:
         ax.set_visible(False)
-    save(fig, path, stamp, "Residual distribution by true galaxy class")
+    save(fig, path, stamp, title)
 
 
 def top_galaxies(rows: pd.DataFrame, images: list[np.ndarray], probs: np.ndarray, classes: list[str], path: Path,
@@ -198,31 +210,75 @@ def top_galaxies(rows: pd.DataFrame, images: list[np.ndarray], probs: np.ndarray
     save(fig, path, stamp, title)
 
 
-def reliability_diagram(bins: pd.DataFrame, ece: float, path: Path, stamp: Stamp) -> None:
-    """Accuracy vs mean confidence per confidence bin (the diagonal is perfect calibration), counts below."""
-    fig, (ax, count_ax) = plt.subplots(2, 1, figsize=(7.2, 7.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    width = float(bins["bin_high"].iloc[0] - bins["bin_low"].iloc[0])
-    centres = (bins["bin_low"] + bins["bin_high"]) / 2
-    used = bins["count"] > 0
+def reliability_diagram(before: pd.DataFrame, after: pd.DataFrame, ece_before: float, ece_after: float,
+                        temperature: float, path: Path, stamp: Stamp, title: str) -> None:
+    """Accuracy vs mean confidence per confidence bin, as predicted and after temperature scaling (the diagonal
+    is perfect calibration); the galaxies per bin below."""
+    fig, (ax, count_ax) = plt.subplots(2, 1, figsize=(7.6, 7.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = float(before["bin_high"].iloc[0] - before["bin_low"].iloc[0])
+    centres = (before["bin_low"] + before["bin_high"]) / 2
     ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
-    ax.bar(centres[used], bins.loc[used, "accuracy"], width=width * 0.92, color="#4c72b0", alpha=0.85,
-           label="accuracy in bin")
-    ax.vlines(centres[used], bins.loc[used, "accuracy"], bins.loc[used, "confidence"], color=WRONG, lw=3,
-              label="gap: accuracy vs mean confidence")
-    ax.plot(centres[used], bins.loc[used, "confidence"], "_", color="black", ms=14, mew=2,
-            label="mean confidence in bin")
+    series = ((before, f"as predicted (ECE {ece_before:.3f})", "#4c72b0", -0.22),
+              (after, f"temperature T = {temperature:.2f} (ECE {ece_after:.3f})", "#dd8452", 0.22))
+    for bins, label, colour, shift in series:
+        used = bins["count"] > 0
+        ax.bar(centres[used] + shift * width, bins.loc[used, "accuracy"], width=width * 0.42, color=colour,
+               alpha=0.9, label=f"accuracy in bin, {label}")
+        ax.plot(centres[used] + shift * width, bins.loc[used, "confidence"], "_", color="black", ms=8, mew=2)
+        count_ax.bar(centres + shift * width, bins["count"], width=width * 0.42, color=colour)
+    ax.plot([], [], "_", color="black", ms=8, mew=2, label="mean confidence in bin")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"expected calibration error (ECE, {len(bins)} bins) = {ece:.3f}", fontsize=10)
+    ax.set_title(f"test set, {len(before)} bins; T fitted on the validation set", fontsize=10)
     ax.legend(loc="upper left", fontsize=8.5)
-    count_ax.bar(centres, bins["count"], width=width * 0.92, color="0.5")
     count_ax.set_ylabel("galaxies")
     count_ax.set_xlabel("confidence = max class probability")
-    save(fig, path, stamp, "Reliability diagram (calibration)")
+    save(fig, path, stamp, title)
 
 
-def training_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, stamp: Stamp) -> None:
+def embedding_map(points: pd.DataFrame, classes: list[str], method: str, path: Path, stamp: Stamp,
+                  title: str) -> None:
+    """The test set in 2-D (columns x, y, true_label, correct): colour = true class, a red cross = a mistake."""
+    colours = class_colours(classes)
+    fig, ax = plt.subplots(figsize=(8.6, 7.4))
+    for name in classes:
+        rows = points[points["true_label"] == name]
+        ax.scatter(rows["x"], rows["y"], s=14, color=colours[name], alpha=0.75, linewidths=0,
+                   label=f"{name} (n = {len(rows)})")
+    wrong = points[~points["correct"].astype(bool)]
+    ax.scatter(wrong["x"], wrong["y"], s=46, marker="x", color=WRONG, linewidths=1.4,
+               label=f"misclassified (n = {len(wrong)})")
+    ax.set_xlabel(f"{method} 1")
+    ax.set_ylabel(f"{method} 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8.5, loc="best", framealpha=0.9, title="true class", title_fontsize=9)
+    save(fig, path, stamp, title)
+
+
+def galaxy_grid(images: list[np.ndarray], captions: list[str], edges: list[str], path: Path, stamp: Stamp | None,
+                title: str, cols: int = 4) -> None:
+    """Images in a grid, each with a caption (two lines at most) and a coloured frame."""
+    rows = max(1, int(np.ceil(len(images) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.3 * rows + 1.0), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.set_axis_off()
+            if not images and i == 0:
+                ax.text(0.5, 0.5, "no galaxies", ha="center", va="center", color="0.4", transform=ax.transAxes)
+            continue
+        ax.imshow(images[i], cmap="gray" if images[i].ndim == 2 else None)
+        ax.set_title(captions[i], fontsize=8.5)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(edges[i])
+            spine.set_linewidth(3)
+    save(fig, path, stamp, title)
+
+
+def training_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, stamp: Stamp, title: str) -> None:
     """One panel per logged metric (loss, acc, ...), one line per series (train, val), against the step.
 
     `curves[metric][series]` is a frame with columns step and value; the best (lowest) validation loss
@@ -246,4 +302,84 @@ def training_curves(curves: dict[str, dict[str, pd.DataFrame]], path: Path, stam
         ax.set_title(METRIC_NAMES.get(metric, metric))
         ax.legend(fontsize=8.5)
         ax.grid(alpha=0.3)
-    save(fig, path, stamp, "Training curves (dvclive)")
+    save(fig, path, stamp, title)
+
+
+# ---- the registry: every PNG analyse writes, its title (in the PNG and the report), and how it is drawn ----
+
+@dataclass(frozen=True)
+class FigureData:
+    """Everything the figures show, already read and computed by analyse (test set unless named)."""
+
+    classes: list[str]
+    table: pd.DataFrame              # test predictions (id_str, true_label, pred_label, ...)
+    probs: np.ndarray                # (N, C) validated test probabilities
+    residual: np.ndarray             # 1 - p(true class), per test galaxy
+    metrics: dict                    # compute_metrics' result (confusion, per_class, accuracy ...)
+    confusion: np.ndarray            # (C, C) counts, true x predicted
+    reliability_before: pd.DataFrame
+    reliability_after: pd.DataFrame
+    calibration: dict                # temperature_scaling's result
+    top_correct: pd.DataFrame        # most_confident rows (with _row) and their images
+    top_correct_images: list
+    top_errors: pd.DataFrame
+    top_errors_images: list
+    curves: dict
+    map_points: pd.DataFrame         # x, y, true_label, correct
+    map_method: str
+    unusual: pd.DataFrame            # the most unusual test galaxies (id_str, true_label, pred_label, anomaly_score)
+    unusual_images: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Figure:
+    file: str
+    title: str
+    draw: Callable[[FigureData, Path, Stamp, str], None]
+
+
+TOP_K = 5
+GALLERY = 16  # unusual galaxies shown
+
+
+def _top(d: FigureData, rows: pd.DataFrame, images: list, path: Path, stamp: Stamp, title: str) -> None:
+    top_galaxies(rows, images, d.probs[rows["_row"].to_numpy()], d.classes, path, stamp, title, TOP_K)
+
+
+def _unusual(d: FigureData, path: Path, stamp: Stamp, title: str) -> None:
+    captions = [f"#{rank} {row.id_str} (score {row.anomaly_score:.3f})\n" + (
+        row.true_label if row.true_label == row.pred_label else f"{row.true_label} -> {row.pred_label}")
+        for rank, row in enumerate(d.unusual.itertuples(), start=1)]
+    edges = [CORRECT if row.true_label == row.pred_label else WRONG for row in d.unusual.itertuples()]
+    galaxy_grid(d.unusual_images, captions, edges, path, stamp, title)
+
+
+FIGURES: tuple[Figure, ...] = (  # the reference write-up's order, then the additions
+    Figure("confusion_matrix.png", "Test-set confusion matrix (counts and row-normalised)",
+           lambda d, p, s, t: confusion_matrix(d.confusion, d.classes, d.metrics["accuracy"], p, s, t)),
+    Figure("per_class_accuracy.png", "Per-class accuracy with 95% bootstrap intervals",
+           lambda d, p, s, t: per_class_accuracy(d.metrics["per_class"], d.classes, d.metrics["accuracy"],
+                                                 (d.metrics["accuracy_ci95_low"], d.metrics["accuracy_ci95_high"]),
+                                                 p, s, t)),
+    Figure("confidence_distribution.png", "Confidence of correct vs wrong predictions",
+           lambda d, p, s, t: confidence_distribution(d.probs.max(1), (d.table["true_label"] == d.table["pred_label"])
+                                                      .to_numpy(), len(d.classes), p, s, t)),
+    Figure("residual_distribution.png", "Residual distribution by true galaxy class",
+           lambda d, p, s, t: residual_distribution(d.residual, d.table["true_label"].to_numpy(), d.classes, p, s, t)),
+    Figure("top_5_predictions.png", f"The {TOP_K} most confident correct predictions",
+           lambda d, p, s, t: _top(d, d.top_correct, d.top_correct_images, p, s, t)),
+    Figure("top_5_errors.png", f"The {TOP_K} most confident mistakes",
+           lambda d, p, s, t: _top(d, d.top_errors, d.top_errors_images, p, s, t)),
+    Figure("reliability_diagram.png", "Reliability diagram, before and after temperature scaling",
+           lambda d, p, s, t: reliability_diagram(d.reliability_before, d.reliability_after,
+                                                  d.calibration["test"]["ece_before"],
+                                                  d.calibration["test"]["ece_after"],
+                                                  d.calibration["temperature"], p, s, t)),
+    Figure("training_curves.png", "Training curves (dvclive)",
+           lambda d, p, s, t: training_curves(d.curves, p, s, t)),
+    Figure("embedding_map.png", "Map of the test set's encoder features, mistakes marked",
+           lambda d, p, s, t: embedding_map(d.map_points, d.classes, d.map_method, p, s, t)),
+    Figure("unusual_galaxies.png", f"The {GALLERY} most unusual test galaxies (red frame: misclassified)",
+           _unusual),
+)
+FIGURE_FILES = tuple(f.file for f in FIGURES)

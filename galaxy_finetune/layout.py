@@ -15,6 +15,12 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
 # data/predictions/ (predict)
 TIMING = "timing.json"
+# data/embeddings/ (embed)
+EMBED_GALAXIES = "galaxies.csv"          # id_str, split, label, label_name, row (store): row i of the arrays below
+EMBED_FEATURES = "features.npy"          # (N, D) float16 pooled encoder features
+EMBED_PCA_FEATURES = "pca_features.npy"  # (N, K) float32, the train-fitted PCA projection
+EMBED_PCA = "pca.npz"                    # mean, components, explained_variance_ratio
+EMBED_RECORD = "embed.json"              # counts, dimensions, explained variance, speed
 # models/checkpoints/ (finetune_gpu's own, for resuming a killed run; not a DVC output)
 CHECKPOINT_FINGERPRINT = "fingerprint.json"  # what the checkpoints were trained from, and whether that run finished
 CHECKPOINT_INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed

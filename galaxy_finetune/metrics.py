@@ -60,6 +60,12 @@ def check_predictions(table: pd.DataFrame, classes: list[str], name: str = "pred
     return probs
 
 
+def validated_probabilities(table: pd.DataFrame, classes: list[str], name: str = "predictions") -> np.ndarray:
+    """check_predictions, then each row renormalised to sum to 1 (the CSV's 6 decimals leave rows ~1e-6 off)."""
+    probs = check_predictions(table, classes, name)
+    return probs / probs.sum(1, keepdims=True)
+
+
 def class_indexes(labels: pd.Series, classes: list[str]) -> np.ndarray:
     return labels.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=int)
 
@@ -158,17 +164,16 @@ def most_confident(table: pd.DataFrame, probs: np.ndarray, correct: bool, k: int
     return rows.sort_values(["confidence", "id_str"], ascending=[False, True], kind="stable").head(k)
 
 
-def compute_metrics(table: pd.DataFrame, classes: list[str], bootstrap_samples: int = 1000, seed: int = 0,
-                    ece_bins: int = 15) -> dict:
+def compute_metrics(table: pd.DataFrame, probs: np.ndarray, classes: list[str], bootstrap_samples: int = 1000,
+                    seed: int = 0, ece_bins: int = 15) -> dict:
     """Every headline number, as a JSON-ready dict whose nested keys `dvc metrics diff` shows as `a.b.c`.
 
     accuracy (+ 95% bootstrap CI), balanced accuracy and macro F1 over the classes present in the labels or
     predictions; per class: recall ("accuracy", + CI), precision, F1, support (recall and its CI are null for
     a class with no test galaxy); log-loss; multi-class Brier score (sum over classes, range 0-2); ECE;
     confusion counts keyed true class -> predicted class; the top confusions by rank.
+    `probs` is the table's probability matrix from validated_probabilities.
     """
-    probs = check_predictions(table, classes)
-    probs = probs / probs.sum(1, keepdims=True)  # the CSV's 6 decimals leave rows ~1e-6 off 1
     labels = list(range(len(classes)))
     y_true = class_indexes(table["true_label"], classes)
     y_pred = class_indexes(table["pred_label"], classes)

@@ -133,10 +133,17 @@ class PredictParams(_Group):
     batch_size: int = Field(256, gt=0)
 
 
+class EmbedParams(_Group):
+    batch_size: int = Field(256, gt=0)
+    pca_components: int = Field(40, ge=2)
+
+
 class AnalyseParams(_Group):
     bootstrap_samples: int = Field(1000, ge=10)
     seed: int = 0
     ece_bins: int = Field(15, ge=2)
+    anomaly_k: int = Field(10, gt=0)
+    map: Literal["pca", "tsne"] = "pca"
 
 
 class Params(_Group):
@@ -149,6 +156,7 @@ class Params(_Group):
     scratch: ScratchParams = ScratchParams()
     store: StoreParams = StoreParams()
     predict: PredictParams = PredictParams()
+    embed: EmbedParams = EmbedParams()
     analyse: AnalyseParams = AnalyseParams()
 
     def recipe(self, pretrained: bool) -> tuple[str, TrainParams]:

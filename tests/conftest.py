@@ -112,3 +112,18 @@ def dead_url_base():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def pipeline_two_runs(tmp_path_factory):
+    """A tiny project repo after two `dvc repro` commits (2 epochs, then 1 epoch and analyse.seed 1).
+
+    One pipeline run pair serves every end-to-end module that only reads its results.
+    """
+    from tests.pipeline_repo import make_repo, repro_and_commit, set_params
+
+    repo, env = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    repro_and_commit(repo, env, "first run")
+    set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
+    repro_and_commit(repo, env, "second run: one epoch")
+    return repo, env

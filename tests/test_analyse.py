@@ -1,5 +1,6 @@
 """galaxy_finetune.analyse and stages/analyse.py on small hand-made inputs (no training, no dvc)."""
 import json
+import re
 import subprocess
 import sys
 import time
@@ -8,35 +9,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from galaxy_finetune.analyse import Outputs, analyse, read_curves
+from galaxy_finetune.analyse import Inputs, Outputs, analyse, read_curves, run_identity
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.embeddings import write_embeddings
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.figures import FIGURES
+from galaxy_finetune.figures import FIGURE_FILES
 from galaxy_finetune.params import AnalyseParams
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = list(GALAXY_MNIST_CLASSES)
 
 
-def make_inputs(root: Path, n: int = 80, seed: int = 0, profile: str = "quickstart") -> dict:
-    """data/raw (manifest, catalog, images), models/finetuned/model.json, dvclive TSVs and predictions."""
+def predictions_frame(ids: list[str], true: np.ndarray, rows: np.ndarray, rng) -> pd.DataFrame:
+    """A predictions table like predict writes (with each galaxy's store row), mostly right."""
+    n = len(ids)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), n)
+    probs[np.arange(n), true] += rng.random(n) * 2
+    probs /= probs.sum(1, keepdims=True)
+    frame = pd.DataFrame({"id_str": ids, "true_label": np.array(CLASSES)[true],
+                          "pred_label": np.array(CLASSES)[probs.argmax(1)]})
+    for i, name in enumerate(CLASSES):
+        frame[f"p_{name}"] = probs[:, i]
+    frame["p_true"] = probs[np.arange(n), true]
+    frame["confidence"] = probs.max(1)
+    frame["row"] = rows
+    return frame
+
+
+def make_inputs(root: Path, n: int = 80, seed: int = 0, real_run: bool = False) -> Inputs:
+    """data/raw/manifest.json, data/store, models/finetuned/model.json, dvclive TSVs, test and val predictions and
+    embeddings: n test galaxies, as many val, twice as many train (store rows: train, val, test); random features."""
     rng = np.random.default_rng(seed)
-    raw, model, live, preds = root / "raw", root / "model", root / "live", root / "predictions"
+    raw, store, model, live, preds = root / "raw", root / "store", root / "model", root / "live", root / "predictions"
     curves = live / "plots/metrics/finetuning"
-    for folder in (raw / "images", model, curves / "train", curves / "val", preds):
+    for folder in (raw, store, model, curves / "train", curves / "val", preds):
         folder.mkdir(parents=True, exist_ok=True)
-    ids = [f"g{i:05d}" for i in range(n)]
+    train_ids, val_ids, ids = ([f"{prefix}{i:05d}" for i in range(count)]
+                               for prefix, count in (("t", 2 * n), ("v", n), ("g", n)))
+    np.save(store / "images.npy", rng.integers(0, 255, (4 * n, 16, 16, 3), dtype=np.uint8))
     true = np.arange(n) % len(CLASSES)
-    for galaxy in ids:
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(raw / "images" / f"{galaxy}.png")
-    pd.DataFrame({"id_str": ids, "label": true, "label_name": np.array(CLASSES)[true], "split": "",
-                  "file": [f"images/{g}.png" for g in ids]}).to_csv(raw / "catalog.csv", index=False)
+    source = "galaxy_mnist" if real_run else "synthetic"
+    description = "pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano" if real_run else \
+        "no pretraining: random ConvNeXt-Nano"
     (raw / "manifest.json").write_text(json.dumps({
-        "profile": profile, "reason": "offline" if profile != "full" else None,
-        "source": "synthetic" if profile != "full" else "galaxy_mnist", "data_sha256": "ab" * 32,
-        "n_images": n, "classes": CLASSES}))
+        "run_label": f"{'GalaxyMNIST' if real_run else 'synthetic stand-in'}, {4 * n} galaxies | {description}",
+        "substitutions": [] if real_run else ["data: offline; using synthetic galaxies instead"],
+        "source": source, "data_fingerprint": "ab" * 32, "n_images": 4 * n, "classes": CLASSES,
+        "data": {"substituted": not real_run}, "encoder": {"pretrained": real_run}}))
     (model / "model.json").write_text(json.dumps({
         "arch": "convnext_nano", "classes": CLASSES, "input_size": 64, "training_mode": "full",
         "encoder": {"source": "random", "arch": "convnext_nano", "sha256": None},
@@ -48,68 +68,105 @@ def make_inputs(root: Path, n: int = 80, seed: int = 0, profile: str = "quicksta
                 live / f"plots/metrics/finetuning/{split}/{metric}.tsv", sep="\t", index=False)
     pd.DataFrame({"step": [10, 20, 30], "epoch": [0, 1, 2]}).to_csv(live / "plots/metrics/epoch.tsv", sep="\t",
                                                                       index=False)
-    probs = rng.dirichlet(np.ones(len(CLASSES)), n)
-    probs[np.arange(n), true] += rng.random(n) * 2  # mostly right
-    probs /= probs.sum(1, keepdims=True)
-    frame = pd.DataFrame({"id_str": ids, "true_label": np.array(CLASSES)[true],
-                          "pred_label": np.array(CLASSES)[probs.argmax(1)]})
-    for i, name in enumerate(CLASSES):
-        frame[f"p_{name}"] = probs[:, i]
-    frame["p_true"] = probs[np.arange(n), true]
-    frame["confidence"] = probs.max(1)
-    frame.to_csv(preds / "test.csv", index=False, float_format="%.6f")
+    predictions_frame(ids, true, np.arange(3 * n, 4 * n), rng).to_csv(preds / "test.csv", index=False,
+                                                                     float_format="%.6f")
+    predictions_frame(val_ids, true, np.arange(2 * n, 3 * n), rng).to_csv(preds / "val.csv", index=False,
+                                                                         float_format="%.6f")
     (preds / "timing.json").write_text(json.dumps({"test_images_per_s": 123.4}))
-    return {"predictions": preds / "test.csv", "raw": raw, "model": model, "live": live}
+    galaxies = pd.DataFrame({"id_str": train_ids + val_ids + ids,
+                             "split": ["train"] * 2 * n + ["val"] * n + ["test"] * n, "row": np.arange(4 * n)})
+    galaxies["label"] = np.arange(len(galaxies)) % len(CLASSES)
+    galaxies["label_name"] = np.array(CLASSES)[galaxies["label"]]
+    write_embeddings(root / "embeddings", galaxies, rng.normal(size=(len(galaxies), 64)), 40)
+    return Inputs(preds / "test.csv", preds / "val.csv", preds / "timing.json", raw, store, model, live,
+                  root / "embeddings")
 
 
 def outputs(root: Path) -> Outputs:
-    return Outputs(root / "metrics/metrics.json", root / "metrics/residuals.json", root / "plots",
-                   root / "reports/summary.md")
+    return Outputs(root / "metrics/metrics.json", root / "metrics/residuals.json", root / "metrics/coverage.csv",
+                   root / "metrics/embedding_map.csv", root / "metrics/anomalies.csv", root / "plots",
+                   root / "reports/summary.md", root / "reports/errors.html")
 
 
 def test_analyse_writes_metrics_residuals_figures_and_report(tmp_path):
     inputs = make_inputs(tmp_path / "in")
     out = outputs(tmp_path / "out")
-    result = analyse(inputs["predictions"], inputs["raw"], inputs["model"], inputs["live"],
-                     AnalyseParams(bootstrap_samples=100), out)
+    result = analyse(inputs, AnalyseParams(bootstrap_samples=100), out)
 
     metrics = json.loads(out.metrics.read_text())
     assert metrics == json.loads(json.dumps(result))
     for key in ("n", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "balanced_accuracy", "macro_f1",
-                "log_loss", "brier", "ece", "per_class", "confusion", "top_confusions", "provenance"):
+                "log_loss", "brier", "ece", "per_class", "confusion", "top_confusions", "calibration", "selective",
+                "anomalies", "provenance"):
         assert key in metrics
     assert metrics["n"] == 80
     assert set(metrics["per_class"]) == set(CLASSES)
     assert sum(sum(row.values()) for row in metrics["confusion"].values()) == 80
     prov = metrics["provenance"]
-    assert (prov["profile"], prov["data_source"], prov["encoder_source"], prov["device"]) == (
-        "quickstart", "synthetic", "random", "cpu (test)")
+    assert (prov["real_run"], prov["data_source"], prov["encoder_source"], prov["device"]) == (
+        False, "synthetic", "random", "cpu (test)")
+    assert "full" not in prov["run_label"] and "no pretraining" in prov["run_label"]
     assert prov["train_wall_time_s"] == 90.0 and prov["predict_images_per_s"] == 123.4
     assert {"python", "scikit-learn", "matplotlib"} <= set(prov["versions"])
+    assert metrics["calibration"]["test"]["log_loss_before"] == pytest.approx(metrics["log_loss"], abs=1e-4)
+    assert set(metrics["selective"]["thresholds"]) == set(CLASSES)
 
     residuals = json.loads(out.residuals.read_text())
     assert len(residuals) == 80 and set(residuals[0]) == {"id_str", "true_label", "pred_label", "residual",
                                                           "residual_bin"}
     assert all(isinstance(r["residual"], float) and 0 <= r["residual"] <= 1 for r in residuals)
+    coverage = pd.read_csv(out.coverage)
+    assert coverage["coverage"].iloc[-1] == 1.0 and coverage["accuracy"].iloc[-1] == pytest.approx(metrics["accuracy"])
+    anomalies = pd.read_csv(out.anomalies, dtype={"id_str": str})
+    assert sorted(anomalies["id_str"]) == sorted(pd.read_csv(inputs.predictions)["id_str"])
+    assert anomalies["anomaly_score"].is_monotonic_decreasing and anomalies["rank"].tolist() == list(range(1, 81))
+    assert anomalies["nearest_train_id"].str.startswith("t").all()
+    assert len(pd.read_csv(out.embedding_map)) == 80
 
-    assert sorted(p.name for p in out.plots.iterdir()) == sorted(FIGURES)
+    assert sorted(p.name for p in out.plots.iterdir()) == sorted(FIGURE_FILES)
     report = out.report.read_text()
-    assert "QUICKSTART PROFILE" in report and "| **Accuracy** |" in report and "95% bootstrap CI" in report
+    assert "NOT THE REAL RUN" in report and "| **Accuracy** |" in report and "95% bootstrap CI" in report
+    assert prov["run_label"] in report and not re.search(r"\bfull\b", report)  # a stand-in is never "full"
     assert "## Per class" in report and "## Top confusions" in report and "cpu (test)" in report
-    for name in FIGURES:
+    assert "](errors.html)" in report and out.errors_page.is_file()
+    for name in FIGURE_FILES:
         assert f"](../plots/{name})" in report
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
 
 
+def test_real_run_has_no_stand_in_banner(tmp_path):
+    inputs = make_inputs(tmp_path / "in", n=12, real_run=True)
+    out = outputs(tmp_path / "out")
+    result = analyse(inputs, AnalyseParams(bootstrap_samples=10), out)
+    assert result["provenance"]["real_run"] is True
+    report = out.report.read_text()
+    assert "NOT THE REAL RUN" not in report and "GalaxyMNIST, 48 galaxies | pretrained" in report
+
+
+def test_run_label_from_the_manifest_or_an_older_profile():
+    config = {"encoder": {"source": "hf_hub:mwalmsley/zoobot-encoder-convnext_nano", "arch": "convnext_nano"}}
+    label = "GalaxyMNIST, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
+    assert run_identity({"run_label": label, "encoder": {"pretrained": True}, "data": {"substituted": False}},
+                        config) == (label, True)
+    assert run_identity({"run_label": "x", "encoder": {"pretrained": True}, "data": {"substituted": True}},
+                        config)[1] is False
+    assert run_identity({"run_label": "y", "encoder": {"pretrained": False}}, config) == ("y", False)
+    old_full = run_identity({"profile": "full", "source": "galaxy_mnist", "n_images": 10000}, config)
+    assert old_full == ("galaxy_mnist, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano",
+                        True)
+    old_quick, real = run_identity({"profile": "quickstart", "source": "synthetic", "n_images": 2000},
+                                   {"encoder": {"source": "random", "arch": "convnext_nano"}})
+    assert not real and "full" not in old_quick and "no pretraining" in old_quick
+
+
 def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):
     """issue 10: finetune_gpu records run["learning_warning"]; the report puts it above the headline."""
-    inputs = make_inputs(tmp_path / "in")
-    config = json.loads((inputs["model"] / "model.json").read_text())
+    inputs = make_inputs(tmp_path / "in", n=12)
+    config = json.loads((inputs.model_dir / "model.json").read_text())
     config["run"]["learning_warning"] = "this run learned nothing: best val accuracy 24.0% is not 5% above ..."
-    (inputs["model"] / "model.json").write_text(json.dumps(config))
+    (inputs.model_dir / "model.json").write_text(json.dumps(config))
     out = outputs(tmp_path / "out")
-    analyse(inputs["predictions"], inputs["raw"], inputs["model"], inputs["live"], AnalyseParams(bootstrap_samples=10),
-            out)
+    analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), out)
     report = out.report.read_text()
     assert "> **Warning**: this run learned nothing: best val accuracy 24.0%" in report
     assert report.index("**Warning**") < report.index("| **Accuracy** |")
@@ -117,19 +174,23 @@ def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):
 
 def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
     inputs = make_inputs(tmp_path, n=8)
-    curves = read_curves(inputs["live"])
+    curves = read_curves(inputs.live_dir)
     assert set(curves) == {"loss", "acc"}
     assert set(curves["loss"]) == {"finetuning/train", "finetuning/val"}
     assert curves["loss"]["finetuning/val"]["value"].tolist() == pytest.approx([1.4, 1.1, 0.9])
     assert read_curves(tmp_path / "nowhere") == {}
 
 
-def run_stage(inputs: dict, root: Path) -> subprocess.CompletedProcess:
+def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
     out = outputs(root)
     return subprocess.run(
-        [sys.executable, "-m", "stages.analyse", str(inputs["predictions"]), str(inputs["raw"]), str(inputs["model"]),
-         str(inputs["live"]), "--metrics", str(out.metrics), "--residuals", str(out.residuals), "--plots",
-         str(out.plots), "--report", str(out.report)], cwd=ROOT, capture_output=True, text=True)
+        [sys.executable, "-m", "stages.analyse", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
+         str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings),
+         "--val-predictions", str(inputs.val_predictions),
+         "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),
+         "--coverage", str(out.coverage), "--map", str(out.embedding_map), "--anomalies", str(out.anomalies),
+         "--plots", str(out.plots), "--report", str(out.report), "--errors-page", str(out.errors_page)],
+        cwd=ROOT, capture_output=True, text=True)
 
 
 def break_missing_column(table):
@@ -144,21 +205,44 @@ def break_class_names(table):
     return table.assign(true_label=table["true_label"].replace("smooth_cigar", "cigar"))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (break_missing_column, "missing column(s) ['p_edge_on_disk']"),
-    (break_sums, "not 1"),
-    (break_class_names, "true_label has unknown class name(s) ['cigar']"),
+@pytest.mark.parametrize("which, damage, message", [
+    ("predictions", break_missing_column, "missing column(s) ['p_edge_on_disk']"),
+    ("predictions", break_sums, "not 1"),
+    ("predictions", break_class_names, "true_label has unknown class name(s) ['cigar']"),
+    ("val_predictions", break_sums, "not 1"),
 ])
-def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, damage, message):
+def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, which, damage, message):
     inputs = make_inputs(tmp_path / "in", n=12)
-    table = pd.read_csv(inputs["predictions"])
-    damage(table).to_csv(inputs["predictions"], index=False)
+    path = getattr(inputs, which)
+    damage(pd.read_csv(path)).to_csv(path, index=False)
     proc = run_stage(inputs, tmp_path / "out")
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
-    assert str(inputs["predictions"]) in lines[0]
+    assert str(path) in lines[0]
     assert not (tmp_path / "out").exists()  # validation comes before any output folder is made
+
+
+def test_validation_and_residuals_happen_once(tmp_path, monkeypatch):
+    import galaxy_finetune.analyse as module
+    import galaxy_finetune.metrics as metrics
+
+    calls = {"check": 0, "residuals": 0}
+    check, residuals = metrics.check_predictions, module.residuals
+
+    def counting_check(*args, **kwargs):
+        calls["check"] += 1
+        return check(*args, **kwargs)
+
+    def counting_residuals(*args, **kwargs):
+        calls["residuals"] += 1
+        return residuals(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "check_predictions", counting_check)
+    monkeypatch.setattr(module, "residuals", counting_residuals)
+    inputs = make_inputs(tmp_path / "in", n=12)
+    analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), outputs(tmp_path / "out"))
+    assert calls == {"check": 2, "residuals": 1}  # test and val predictions once each
 
 
 def test_stage_failure_midway_keeps_previous_outputs_and_leaves_no_temporaries(tmp_path):
@@ -167,26 +251,23 @@ def test_stage_failure_midway_keeps_previous_outputs_and_leaves_no_temporaries(t
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("analyse: accuracy ")
     before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    for image in (inputs["raw"] / "images").iterdir():  # the top-5 figures cannot be drawn
-        image.write_bytes(b"not a png")
+    np.save(inputs.store_dir / "images.npy", np.zeros((10, 16, 16, 3), np.uint8))  # a store from another run
     proc = run_stage(inputs, tmp_path / "out")
-    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "cannot read the image" in proc.stderr
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "in a store of 10 galaxies" in proc.stderr
     after = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert after == before
 
 
 def test_missing_upstream_output_is_named(tmp_path):
     inputs = make_inputs(tmp_path / "in", n=8)
-    (inputs["model"] / "model.json").unlink()
+    (inputs.model_dir / "model.json").unlink()
     with pytest.raises(PipelineError, match="model.json: not found; run the finetune_gpu stage"):
-        analyse(inputs["predictions"], inputs["raw"], inputs["model"], inputs["live"], AnalyseParams(),
-                outputs(tmp_path / "out"))
+        analyse(inputs, AnalyseParams(), outputs(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
 def test_2000_galaxies_well_under_20_seconds(tmp_path):
     inputs = make_inputs(tmp_path / "in", n=2000)
     start = time.perf_counter()
-    analyse(inputs["predictions"], inputs["raw"], inputs["model"], inputs["live"], AnalyseParams(),
-            outputs(tmp_path / "out"))
+    analyse(inputs, AnalyseParams(), outputs(tmp_path / "out"))
     assert time.perf_counter() - start < 20

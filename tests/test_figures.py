@@ -1,4 +1,4 @@
-"""galaxy_finetune.figures: every PNG is written, non-empty, and carries the profile and provenance."""
+"""galaxy_finetune.figures: every PNG is written, non-empty, and carries the run label and provenance."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,15 +9,16 @@ from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.metrics import reliability
 
 CLASSES = list(GALAXY_MNIST_CLASSES)
-STAMP = figures.Stamp("quickstart", "profile: quickstart | data: synthetic (sha256 0123456789) | "
-                                    "encoder: random (convnext_nano) | device: cpu")
+LABEL = "synthetic stand-in, 2000 galaxies | no pretraining: random convnext_nano"
+STAMP = figures.Stamp(LABEL, "data: synthetic (sha256 0123456789) | encoder: random (convnext_nano) | device: cpu",
+                      warn=True)
 
 
 def check_png(path, title_part):
     assert path.is_file() and path.stat().st_size > 5000
     with Image.open(path) as image:
         assert image.size[0] > 400 and image.size[1] > 300
-        assert "quickstart profile" in image.info["Title"] and title_part in image.info["Title"]
+        assert image.info["Title"].endswith(f"[{LABEL}]") and title_part in image.info["Title"]
         assert image.info["Description"] == STAMP.footer
         pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 5  # something was drawn
@@ -37,33 +38,49 @@ def sample():
 
 def test_confusion_matrix(tmp_path):
     counts = np.array([[90, 5, 5, 0], [2, 40, 150, 8], [1, 18, 80, 1], [0, 0, 3, 97]])
-    figures.confusion_matrix(counts, CLASSES, tmp_path / "confusion_matrix.png", STAMP, 0.61)
-    check_png(tmp_path / "confusion_matrix.png", "confusion matrix")
+    figures.confusion_matrix(counts, CLASSES, 0.61, tmp_path / "confusion_matrix.png", STAMP, "Confusion matrix")
+    check_png(tmp_path / "confusion_matrix.png", "Confusion matrix: accuracy 61.0%, n = 500")
 
 
 def test_per_class_accuracy_with_a_class_without_galaxies(tmp_path):
     per_class = {c: {"accuracy": a, "accuracy_ci95_low": a and a - 0.05, "accuracy_ci95_high": a and min(a + 0.05, 1),
                      "support": 10 if a is not None else 0} for c, a in zip(CLASSES, [0.9, 0.5, None, 1.0])}
-    figures.per_class_accuracy(per_class, CLASSES, 0.8, (0.75, 0.85), tmp_path / "p.png", STAMP)
+    figures.per_class_accuracy(per_class, CLASSES, 0.8, (0.75, 0.85), tmp_path / "p.png", STAMP, "Per-class accuracy")
     check_png(tmp_path / "p.png", "Per-class accuracy")
 
 
 def test_confidence_and_residual_distributions(tmp_path, sample):
     true, probs = sample
     correct = probs.argmax(1) == true
-    figures.confidence_distribution(probs.max(1), correct, 4, tmp_path / "c.png", STAMP)
+    figures.confidence_distribution(probs.max(1), correct, 4, tmp_path / "c.png", STAMP, "Confidence")
     check_png(tmp_path / "c.png", "Confidence")
     labels = np.array(CLASSES)[true]
     labels[labels == "edge_on_disk"] = "smooth_round"  # one class with no galaxies still draws
-    figures.residual_distribution(1 - probs[np.arange(len(true)), true], labels, CLASSES, tmp_path / "r.png", STAMP)
+    figures.residual_distribution(1 - probs[np.arange(len(true)), true], labels, CLASSES, tmp_path / "r.png", STAMP,
+                                  "Residual distribution")
     check_png(tmp_path / "r.png", "Residual distribution")
 
 
-def test_reliability_diagram(tmp_path, sample):
+def test_reliability_diagram_before_and_after(tmp_path, sample):
     true, probs = sample
     correct = probs.argmax(1) == true
-    figures.reliability_diagram(reliability(probs.max(1), correct, 15), 0.05, tmp_path / "rel.png", STAMP)
+    before = reliability(probs.max(1), correct, 15)
+    after = reliability(probs.max(1) ** 1.5, correct, 15)
+    figures.reliability_diagram(before, after, 0.05, 0.02, 1.7, tmp_path / "rel.png", STAMP, "Reliability")
     check_png(tmp_path / "rel.png", "Reliability")
+
+
+def test_embedding_map_and_galaxy_grid(tmp_path, sample):
+    true, probs = sample
+    rng = np.random.default_rng(2)
+    points = pd.DataFrame({"x": rng.normal(size=len(true)), "y": rng.normal(size=len(true)),
+                           "true_label": np.array(CLASSES)[true], "correct": probs.argmax(1) == true})
+    figures.embedding_map(points, CLASSES, "pca", tmp_path / "map.png", STAMP, "Map")
+    check_png(tmp_path / "map.png", "Map")
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(6)]
+    figures.galaxy_grid(images, [f"g{i}" for i in range(6)], [figures.CORRECT] * 6, tmp_path / "grid.png", STAMP,
+                        "Unusual")
+    check_png(tmp_path / "grid.png", "Unusual")
 
 
 @pytest.mark.parametrize("n_rows", [5, 2, 0])
@@ -84,14 +101,40 @@ def test_training_curves(tmp_path):
     curves = {"loss": {"finetuning/train": pd.DataFrame({"step": step, "value": [1.4, 1.1, 0.9, 0.8, 0.7]}),
                        "finetuning/val": pd.DataFrame({"step": step, "value": [1.3, 1.0, 0.95, 0.97, 0.99]})},
               "acc": {"finetuning/val": pd.DataFrame({"step": step, "value": [0.3, 0.5, 0.6, 0.6, 0.62]})}}
-    figures.training_curves(curves, tmp_path / "t.png", STAMP)
+    figures.training_curves(curves, tmp_path / "t.png", STAMP, "Training curves")
     check_png(tmp_path / "t.png", "Training curves")
-    figures.training_curves({}, tmp_path / "empty.png", STAMP)
+    figures.training_curves({}, tmp_path / "empty.png", STAMP, "Training curves")
     check_png(tmp_path / "empty.png", "Training curves")
 
 
-def test_full_profile_footer_is_grey_and_title_says_full(tmp_path):
-    stamp = figures.Stamp("full", "profile: full | data: galaxy_mnist")
-    figures.confusion_matrix(np.eye(4, dtype=int) * 5, CLASSES, tmp_path / "cm.png", stamp, 1.0)
-    with Image.open(tmp_path / "cm.png") as image:
-        assert "[full profile]" in image.info["Title"]
+def footer_pixels(tmp_path, stamp: figures.Stamp) -> np.ndarray:
+    """(n, 3) RGB pixels of the footer text: where the figure differs from the same figure without a footer."""
+    blank = figures.Stamp(stamp.label, " ", stamp.warn)
+    images = []
+    for name, which in (("with.png", stamp), ("without.png", blank)):
+        figures.confusion_matrix(np.eye(4, dtype=int) * 5, CLASSES, 1.0, tmp_path / name, which, "Confusion matrix")
+        with Image.open(tmp_path / name) as image:
+            images.append(np.asarray(image.convert("RGB")).astype(int))
+    changed = np.abs(images[0] - images[1]).sum(2) > 0
+    ink = images[0][changed]
+    return ink[ink.min(1) < 200]  # leave out the faintest anti-aliased edges
+
+
+@pytest.mark.parametrize("warn", [False, True])
+def test_footer_is_grey_for_the_real_run_and_red_otherwise_and_title_names_the_run(tmp_path, warn):
+    label = "GalaxyMNIST, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
+    stamp = figures.Stamp(label, "data: galaxy_mnist (sha256 0123456789) | encoder: hf_hub", warn=warn)
+    ink = footer_pixels(tmp_path, stamp)
+    with Image.open(tmp_path / "with.png") as image:
+        assert image.info["Title"] == f"Confusion matrix: accuracy 100.0%, n = 20  [{label}]"
+        assert image.info["Description"] == stamp.footer
+    assert len(ink) > 100  # the footer's text
+    darkest = ink[ink.sum(1).argmin()]
+    reddish = (ink[:, 0] - ink[:, 1] > 20) & (ink[:, 0] - ink[:, 2] > 20)
+    if warn:  # red, as figures.WRONG (#c92a2a), anti-aliased edges included
+        assert reddish.mean() > 0.9
+        assert abs(darkest[0] - 0xC9) < 30 and abs(darkest[1] - 0x2A) < 30
+    else:  # neutral grey r = g = b, as matplotlib's "0.35"
+        assert not reddish.any()
+        assert (np.abs(ink - ink.mean(1, keepdims=True)).max(1) <= 2).all()
+        assert abs(int(darkest[0]) - round(0.35 * 255)) < 15

@@ -7,6 +7,7 @@ import pytest
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.metrics import (bootstrap_ci, check_predictions, compute_metrics, confusion_array,
+                                     validated_probabilities,
                                      expected_calibration_error, most_confident, reliability, residual_bin,
                                      residuals, top_confusions)
 
@@ -25,6 +26,10 @@ def table(rows):
     return frame
 
 
+def metrics_of(frame, **kwargs):
+    return compute_metrics(frame, validated_probabilities(frame, CLASSES), CLASSES, **kwargs)
+
+
 # c has one galaxy and is never predicted; a -> b and c -> a are the two confusions
 MIXED = table([("a", "a", [0.8, 0.2, 0.0]),
                ("a", "b", [0.4, 0.6, 0.0]),
@@ -33,7 +38,7 @@ MIXED = table([("a", "a", [0.8, 0.2, 0.0]),
 
 
 def test_mixed_case_by_hand():
-    m = compute_metrics(MIXED, CLASSES, bootstrap_samples=200, seed=0)
+    m = metrics_of(MIXED, bootstrap_samples=200, seed=0)
     assert m["n"] == 4
     assert m["accuracy"] == pytest.approx(0.5)
     # recall a 1/2, b 1/1, c 0/1
@@ -60,8 +65,8 @@ def test_mixed_case_by_hand():
 
 
 def test_perfect_predictions():
-    m = compute_metrics(table([("a", "a", [1, 0, 0]), ("b", "b", [0, 1, 0]), ("c", "c", [0, 0, 1])]), CLASSES,
-                        bootstrap_samples=50)
+    m = metrics_of(table([("a", "a", [1, 0, 0]), ("b", "b", [0, 1, 0]), ("c", "c", [0, 0, 1])]),
+                   bootstrap_samples=50)
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
     assert (m["accuracy_ci95_low"], m["accuracy_ci95_high"]) == (1.0, 1.0)
     assert m["brier"] == 0.0 and m["ece"] == 0.0
@@ -70,8 +75,8 @@ def test_perfect_predictions():
 
 
 def test_all_wrong():
-    m = compute_metrics(table([("a", "b", [0.3, 0.7, 0]), ("b", "c", [0, 0.4, 0.6]), ("c", "a", [0.9, 0, 0.1])]),
-                        CLASSES, bootstrap_samples=50)
+    m = metrics_of(table([("a", "b", [0.3, 0.7, 0]), ("b", "c", [0, 0.4, 0.6]), ("c", "a", [0.9, 0, 0.1])]),
+                   bootstrap_samples=50)
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 0.0
     assert (m["accuracy_ci95_low"], m["accuracy_ci95_high"]) == (0.0, 0.0)
     assert all(m["per_class"][c]["precision"] == 0.0 for c in CLASSES)
@@ -80,7 +85,7 @@ def test_all_wrong():
 
 
 def test_class_absent_from_test_set_has_no_accuracy():
-    m = compute_metrics(table([("a", "a", [0.9, 0.1, 0]), ("b", "a", [0.6, 0.4, 0])]), CLASSES, bootstrap_samples=50)
+    m = metrics_of(table([("a", "a", [0.9, 0.1, 0]), ("b", "a", [0.6, 0.4, 0])]), bootstrap_samples=50)
     assert m["per_class"]["c"] == {"accuracy": None, "accuracy_ci95_low": None, "accuracy_ci95_high": None,
                                    "precision": 0.0, "f1": 0.0, "support": 0}
     assert m["balanced_accuracy"] == pytest.approx(0.5)  # over a and b only

@@ -10,7 +10,7 @@ from galaxy_finetune.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CON
                                     STORE_IMAGES)
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 
-STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "analyse"]
+STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "embed", "analyse"]
 
 
 def ran(output: str) -> list[str]:
@@ -52,7 +52,8 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert predictions[[f"p_{c}" for c in classes]].sum(1).sub(1).abs().max() < 1e-4
     assert (path / "data/predictions/val.csv").is_file()
     metrics = json.loads((path / "metrics/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["profile"] == manifest["run_label"]
+    assert 0 <= metrics["accuracy"] <= 1 and metrics["provenance"]["run_label"] == manifest["run_label"]
+    assert metrics["provenance"]["real_run"] is False
     assert metrics["provenance"]["encoder_source"] == "random"
     assert set(metrics["confusion"]) == set(classes)
     assert (path / "plots/confusion_matrix.png").stat().st_size > 10_000
@@ -92,7 +93,7 @@ def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(
     path, env, _ = repo
     set_params(path, {"scratch": {"lr": 3e-4}})
     out = run(["dvc", "repro"], path, env).stdout
-    assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "analyse"]  # no new store, no new split
+    assert ran(out) == ["fetch_data", "finetune_gpu", "predict", "embed", "analyse"]  # no new store, no new split
     diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout
     assert "provenance.lr" in diff and "0.001" in diff and "0.0003" in diff
     run(["git", "add", "-A"], path, env)

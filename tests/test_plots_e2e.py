@@ -11,8 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from galaxy_finetune.figures import FIGURES
-from tests.pipeline_repo import ROOT, make_repo, repro_and_commit, run, set_params
+from galaxy_finetune.figures import FIGURE_FILES
+from tests.pipeline_repo import ROOT, run
 
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
 VEGA_DIV = re.compile(r'<div id = "(?P<id>[^"]+)">\s*<script type = "text/javascript">\s*var spec = ')
@@ -38,10 +38,12 @@ def image_plots(html: str) -> dict[str, list[str]]:
 
 # ---- static checks: no pipeline run needed ----
 
-def test_dvc_yaml_shows_every_figure_analyse_writes():
+def test_dvc_yaml_image_plots_are_exactly_the_figure_registry():
     vega, images = declared_plots()
-    assert sorted(images) == sorted(f"plots/{name}" for name in FIGURES)
-    assert {"confusion", "confusion_normalized", "residuals", "training_loss", "training_accuracy"} <= set(vega)
+    assert sorted(images) == sorted(f"plots/{name}" for name in FIGURE_FILES)
+    assert len(set(images)) == len(images)
+    assert {"confusion", "confusion_normalized", "residuals", "training_loss", "training_accuracy",
+            "accuracy_coverage", "embedding_map"} <= set(vega)
 
 
 def test_html_template_inlines_the_pinned_vega_scripts():
@@ -62,19 +64,16 @@ def test_html_template_inlines_the_pinned_vega_scripts():
 # ---- the pipeline, twice ----
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo, env = make_repo(tmp_path_factory.mktemp("plots") / "repo")
-    repro_and_commit(repo, env, "first run")
-    set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
-    repro_and_commit(repo, env, "second run: one epoch")
-    return repo, env
+def repo(pipeline_two_runs):
+    return pipeline_two_runs
 
 
 def test_analyse_outputs_are_in_git_and_stage_is_up_to_date(repo):
     repo, env = repo
     tracked = run(["git", "ls-files"], repo, env).stdout.split()
-    for path in ["metrics/metrics.json", "metrics/residuals.json", "reports/summary.md",
-                 *(f"plots/{name}" for name in FIGURES)]:
+    for path in ["metrics/metrics.json", "metrics/residuals.json", "metrics/coverage.csv", "metrics/anomalies.csv",
+                 "metrics/embedding_map.csv", "reports/summary.md", "reports/errors.html",
+                 *(f"plots/{name}" for name in FIGURE_FILES)]:
         assert path in tracked
     status = run(["dvc", "status", "analyse"], repo, env).stdout
     assert "changed" not in status, status

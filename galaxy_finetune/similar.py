@@ -1,0 +1,126 @@
+"""Find galaxies like one you care about: `galaxy-similar QUERY -k 8 -o similar.csv --sheet similar.png`.
+
+QUERY is a galaxy id of the catalog (any split) or the path of an image file. The k most similar galaxies, by
+cosine similarity of the fine-tuned encoder's PCA features (data/embeddings, written by the embed stage), go to
+a CSV (rank, id_str, similarity, split, label_name, row: the store row) and a contact sheet PNG with the query
+first. An image file goes through the model's eval view and encoder first, so it needs the model folder too.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galaxy_finetune.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import write_csv
+from galaxy_finetune.neighbours import CosineIndex
+
+
+class SimilaritySearch:
+    """The embeddings of the catalog and an exact cosine index over their PCA features, loaded once."""
+
+    def __init__(self, embeddings: Embeddings):
+        self.embeddings = embeddings
+        self.index = CosineIndex(embeddings.pca_features)
+        self.position = pd.Series(np.arange(len(embeddings.galaxies)), index=embeddings.galaxies["id_str"].to_numpy())
+
+    @classmethod
+    def load(cls, embed_dir: Path) -> "SimilaritySearch":
+        return cls(read_embeddings(embed_dir))
+
+    def __contains__(self, galaxy_id: str) -> bool:
+        return galaxy_id in self.position.index
+
+    def _table(self, sim: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
+        galaxies = self.embeddings.galaxies.iloc[rows]
+        return pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "id_str": galaxies["id_str"].to_numpy(),
+                             "similarity": np.round(sim, 6), "split": galaxies["split"].to_numpy(),
+                             "label_name": galaxies["label_name"].to_numpy(), "row": galaxies["row"].to_numpy()})
+
+    def like_galaxy(self, galaxy_id: str, k: int) -> pd.DataFrame:
+        """The k galaxies most similar to catalog galaxy `galaxy_id` (itself left out)."""
+        row = int(self.position[galaxy_id])
+        sim, rows = self.index.search(self.embeddings.pca_features[row], k + 1)
+        keep = rows[0] != row
+        return self._table(sim[0][keep][:k], rows[0][keep][:k])
+
+    def like_features(self, pca_features: np.ndarray, k: int) -> pd.DataFrame:
+        """The k galaxies most similar to PCA features `pca_features`."""
+        sim, rows = self.index.search(pca_features, k)
+        return self._table(sim[0], rows[0])
+
+
+def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator: str = "auto") -> tuple[np.ndarray,
+                                                                                                         np.ndarray]:
+    """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
+    from galaxy_finetune.embed import encoder_features, load_finetuned, torch_device
+    from galaxy_finetune.images import decode_image
+
+    pixels = np.array(decode_image(path))  # writable, as torch wants
+    model, config = load_finetuned(model_dir)
+    device = torch_device(accelerator)
+    features = encoder_features(model.to(device), pixels[None], config["input_size"], config["eval_zoom"], device)
+    return pixels, embeddings.project(features.astype(np.float16).astype(np.float32))
+
+
+def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.DataFrame, store_dir: Path,
+                  path: Path) -> None:
+    """The query, then each neighbour with its rank, id, similarity and class."""
+    from galaxy_finetune import figures
+    from galaxy_finetune.pixels import galaxy_pixels
+
+    images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
+    captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
+                                            for row in neighbours.itertuples()]
+    edges = ["black"] + ["0.6"] * len(neighbours)
+    figures.galaxy_grid(images, captions, edges, path, None, f"The {len(neighbours)} galaxies most like {query_name}",
+                        cols=min(5, len(images)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="galaxy-similar", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("query", help="a galaxy id of the catalog, or the path of an image file")
+    parser.add_argument("-k", type=int, default=8, help="how many similar galaxies (default 8)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("similar.csv"))
+    parser.add_argument("--sheet", type=Path, default=Path("similar.png"), help="contact sheet PNG")
+    parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"))
+    parser.add_argument("--store", type=Path, default=Path("data/store"), help="data/store (the galaxies' pixels)")
+    parser.add_argument("--model", type=Path, default=Path("models/finetuned"), help="for an image-file query")
+    parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    args = parser.parse_args(argv)
+    try:
+        if args.k < 1:
+            raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
+        search = SimilaritySearch.load(args.embeddings)
+        if args.query in search:
+            start = time.perf_counter()
+            neighbours = search.like_galaxy(args.query, args.k)
+            seconds = time.perf_counter() - start
+            from galaxy_finetune.pixels import galaxy_pixels
+
+            query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
+            query_pixels = galaxy_pixels(args.store, [query_row])[0]
+        elif Path(args.query).is_file():
+            query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
+            start = time.perf_counter()
+            neighbours = search.like_features(features, args.k)
+            seconds = time.perf_counter() - start
+        else:
+            raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
+        write_csv(args.output, neighbours)
+        contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"galaxy-similar: {len(neighbours)} galaxies like {args.query} -> {args.output}, {args.sheet} "
+          f"(search {seconds * 1000:.1f} ms over {len(search.index)} galaxies)")
+
+
+if __name__ == "__main__":
+    main()

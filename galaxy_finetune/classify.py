@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     if not result:  # another DDP rank: rank zero reports
         return
     print(f"galaxy-classify: {result['galaxies']} galaxies -> {args.output} ({result['images_per_s']} images/s on "
-          f"{result['device']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})")
+          f"{result['accelerator']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})")
 
 
 if __name__ == "__main__":

@@ -64,5 +64,5 @@ def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Pat
     features = embed_galaxies(model, config, store_dir, galaxies["row"].tolist(), batch_size, device)
     seconds = time.perf_counter() - start
     return write_embeddings(out_dir, galaxies, features, pca_components,
-                            {"device": device.type, "images_per_s": round(len(galaxies) / seconds, 1),
+                            {"accelerator": device.type, "images_per_s": round(len(galaxies) / seconds, 1),
                              "seconds": round(seconds, 2)})

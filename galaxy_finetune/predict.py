@@ -182,7 +182,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     header = predictions_header(config["classes"], "label" in galaxies.columns, list(extra))
     merge_parts(parts_dir, out_path, header, len(galaxies))
     shutil.rmtree(parts_dir)
-    return {"device": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
+    return {"accelerator": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
             "images_per_s": round((len(galaxies) - resumed) / seconds, 1) if seconds else None}
 
 
@@ -198,7 +198,7 @@ def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: P
             dataset = StoreGalaxies(store_dir, frame["row"], frame["label"])
             result = predict_to_csv(model, config, model_dir, dataset, frame, tmp / f"{name}.csv",
                                     Path(parts_root) / name, batch_size, accelerator, extra=["row"])
-            timing.update(device=result["device"], precision=result["precision"])
+            timing.update(accelerator=result["accelerator"], precision=result["precision"])
             timing[f"{name}_images_per_s"] = result["images_per_s"]
         write_json(tmp / TIMING, timing)
     return timing

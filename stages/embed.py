@@ -16,7 +16,7 @@ def main(args, params):
     record = embed_splits(args.model_dir, args.store_dir, args.splits_dir, args.embeddings_out,
                           params.embed.batch_size, params.embed.pca_components, params.train.accelerator)
     print(f"embed: {record['galaxies']} galaxies x {record['feature_dim']} features, "
-          f"{record['images_per_s']} images/s on {record['device']}; PCA {record['pca_components']} components "
+          f"{record['images_per_s']} images/s on {record['accelerator']}; PCA {record['pca_components']} components "
           f"explain {record['pca_explained_variance']:.1%} of the training variance")
 
 

@@ -19,7 +19,7 @@ def main(args, params):
                             params.predict.batch_size, params.train.accelerator)
     test = pd.read_csv(args.predictions_out / "test.csv", usecols=["true_label", "pred_label"])
     print(f"predict: test accuracy {(test['true_label'] == test['pred_label']).mean():.4f} on {len(test)} galaxies, "
-          f"{timing['test_images_per_s']} images/s on {timing['device']}")
+          f"{timing['test_images_per_s']} images/s on {timing['accelerator']}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
 from galaxy_finetune.params import RECIPE_KEYS, Params, TrainParams
 
@@ -58,9 +57,12 @@ def locked_params(lock_path: str | Path, stage: str = STAGE) -> dict:
     path = Path(lock_path)
     if not path.is_file():
         return {}
+    from ruamel.yaml import YAML  # DVC's own YAML 1.2 reader: PyYAML (1.1) reads dvc.lock's `1e-05` as a string
+    from ruamel.yaml.error import YAMLError
+
     try:
-        lock = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
+        lock = YAML(typ="safe").load(path.read_text()) or {}
+    except YAMLError:
         return {}
     recorded = (((lock.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
     return _flatten(recorded)

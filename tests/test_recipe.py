@@ -47,6 +47,16 @@ def test_no_warning_without_a_change_or_without_a_previous_run():
     assert ignored_overrides(Params.model_validate({"train": {"dropout": 0.1}}), False, last_run(params)) is None
 
 
+def test_an_unchanged_lock_as_dvc_writes_it_warns_about_nothing(tmp_path):
+    """dvc.lock writes 1e-05 without a decimal point (YAML 1.2); read as YAML 1.1 it would be a string and every
+    run with a random init would warn that train.lr was overridden."""
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  finetune_gpu:\n    params:\n      params.yaml:\n        train:\n"
+                    "          lr: 1e-05\n          epochs: 30\n          layer_decay: 0.75\n")
+    assert locked_params(lock)["train.lr"] == 1e-05
+    assert ignored_overrides(Params(), False, locked_params(lock)) is None
+
+
 def test_locked_params_reads_groups_and_dotted_keys(tmp_path):
     lock = tmp_path / "dvc.lock"
     lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {

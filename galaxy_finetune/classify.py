@@ -39,8 +39,9 @@ def galaxies_from(source: Path) -> pd.DataFrame:
         frame = pd.DataFrame({"id_str": ids, "file": [os.path.join(root, n) for n in names]})
     else:
         table, files = read_catalog_file(source, {"file_loc"}, "images")
-        ids = table["id_str"].astype(str) if "id_str" in table.columns else [p.stem for p in files]
-        frame = pd.DataFrame({"id_str": list(ids), "file": [os.path.abspath(p) for p in files]})
+        ids = (table["id_str"].astype(str) if "id_str" in table.columns
+               else [os.path.splitext(os.path.basename(p))[0] for p in files])
+        frame = pd.DataFrame({"id_str": list(ids), "file": files})
     dupes = frame["id_str"][frame["id_str"].duplicated()]
     if len(dupes):
         raise PipelineError(f"{source}: id {dupes.iloc[0]!r} appears {int((frame['id_str'] == dupes.iloc[0]).sum())} "

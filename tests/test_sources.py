@@ -597,9 +597,11 @@ def test_truncated_user_image_is_refused_by_the_store(user_images, tmp_path, suf
 
 
 def test_user_catalog_missing_image_names_the_row(user_images):
+    """The one stat per file that the fingerprint makes is also the check that the file is there."""
     path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/nope.png"], label=["spiral", "elliptical"])
+    raw = sources.user_catalog(path, CLASSES)
     with pytest.raises(PipelineError) as info:
-        sources.user_catalog(path, CLASSES)
+        sources.source_fingerprint(raw.catalog, {"record": raw.record})
     assert str(info.value) == (f"{path}: row 1: image {user_images / 'imgs' / 'nope.png'} not found; "
                                f"fix file_loc or remove the row")
 

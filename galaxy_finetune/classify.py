@@ -27,6 +27,11 @@ from galaxy_finetune.sources import read_catalog_file
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")
 
 
+def _without_suffix(name: str) -> str:
+    """The file name without its image suffix (both parts of .fits.gz): the galaxy's id."""
+    return name[:-len(next(s for s in IMAGE_SUFFIXES if name.lower().endswith(s)))]
+
+
 def galaxies_from(source: Path) -> pd.DataFrame:
     """id_str and absolute file path of each galaxy in a folder (sorted by name) or a catalog (its order)."""
     if source.is_dir():
@@ -35,7 +40,7 @@ def galaxies_from(source: Path) -> pd.DataFrame:
             names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
         if not names:
             raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
-        ids = [n[:-len(s)] for n in names for s in [next(s for s in IMAGE_SUFFIXES if n.lower().endswith(s))]]
+        ids = [_without_suffix(n) for n in names]
         frame = pd.DataFrame({"id_str": ids, "file": [os.path.join(root, n) for n in names]})
     else:
         table, files = read_catalog_file(source, {"file_loc"}, "images")

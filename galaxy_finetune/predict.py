@@ -78,21 +78,17 @@ class CsvPartWriter(BasePredictionWriter):
 class PredictionData(L.LightningDataModule):
     """Exactly what prediction serves: one dataset's not-yet-predicted indices, through the eval view."""
 
-    def __init__(self, dataset, parts_dir: Path, input_size: int, eval_zoom: float, batch_size: int,
-                 workers: int = 0):
+    def __init__(self, dataset, done: np.ndarray, attempt: int, input_size: int, eval_zoom: float,
+                 batch_size: int, workers: int = 0):
+        """`done`: indices earlier attempts already predicted; `attempt`: this attempt's number (part names)."""
         super().__init__()
-        self.dataset, self.parts_dir = dataset, Path(parts_dir)
+        self.dataset, self.plan = dataset, (np.setdiff1d(np.arange(len(dataset)), done), attempt)
         self.input_size, self.eval_zoom, self.batch_size, self.workers = input_size, eval_zoom, batch_size, workers
-        self.todo, self.attempt = None, 0
+        self.todo, self.attempt = None, attempt
 
     def setup(self, stage: str) -> None:
-        # rank zero reads what the parts already hold; every rank gets the same plan (a collective, so no
-        # rank writes before all have planned)
-        plan = None
-        if self.trainer.is_global_zero:
-            done, attempts = done_indices(self.parts_dir)
-            plan = (np.setdiff1d(np.arange(len(self.dataset)), done), attempts + 1)
-        self.todo, self.attempt = self.trainer.strategy.broadcast(plan, src=0)
+        # every rank takes rank zero's plan (a collective, so no rank writes before all have planned)
+        self.todo, self.attempt = self.trainer.strategy.broadcast(self.plan, src=0)
 
     def predict_dataloader(self):
         return make_loader(torch.utils.data.Subset(self.dataset, self.todo.tolist()), self.batch_size, False,
@@ -166,11 +162,12 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
         shutil.rmtree(parts_dir, ignore_errors=True)
         parts_dir.mkdir(parents=True)
         write_json(run_file, key)
-    resumed = len(done_indices(parts_dir)[0])
+    done, attempts = done_indices(parts_dir)
+    resumed = len(done)
     if resumed:
         print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
     device, precision = resolve_accelerator(accelerator, "auto")
-    data = PredictionData(dataset, parts_dir, config["input_size"], config["eval_zoom"], batch_size, workers)
+    data = PredictionData(dataset, done, attempts + 1, config["input_size"], config["eval_zoom"], batch_size, workers)
     writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
                         callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)

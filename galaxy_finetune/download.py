@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path
+from galaxy_finetune.files import atomic_path, write_text
 
 
 OFFLINE_ENV = "GALAXY_FINETUNE_OFFLINE"  # set to 1 on machines without network: no download is attempted
@@ -37,11 +37,12 @@ def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _memo(path: Path, memo_dir: Path | None) -> tuple[Path | None, str]:
-    stat = Path(path).stat()
+    """Where a file's verified md5 is remembered, and the stamp (path, size, mtime) it is remembered for."""
     if memo_dir is None:
         return None, ""
-    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:20]
-    return Path(memo_dir) / f"{key}.md5", f"{Path(path).resolve()} {stat.st_size} {stat.st_mtime_ns}"
+    resolved, stat = Path(path).resolve(), Path(path).stat()
+    key = hashlib.sha256(str(resolved).encode()).hexdigest()[:20]
+    return Path(memo_dir) / f"{key}.md5", f"{resolved} {stat.st_size} {stat.st_mtime_ns}"
 
 
 def check_md5(path: Path, expected: str, hint: str = "", memo_dir: Path | None = None) -> None:
@@ -53,8 +54,7 @@ def check_md5(path: Path, expected: str, hint: str = "", memo_dir: Path | None =
         return
     actual = md5sum(path)
     if actual == expected and memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(f"{expected} {stamp}")
+        write_text(memo, f"{expected} {stamp}")
     if actual != expected:
         raise ChecksumError(f"{path}: md5 {actual} but expected {expected}; {hint or 'delete it and retry'}")
 

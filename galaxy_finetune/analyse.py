@@ -112,17 +112,28 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "model_weights": n_weights,
         "input_size": model_config["input_size"],
         "lr": run["params"]["lr"],
+        "recipe": run.get("recipe"),
         "device": run["device"],
         "precision": run["precision"],
         "train_wall_time_s": run["wall_time_s"],
         "train_images_per_s": run.get("train_images_per_s"),
         "epochs_run": run["epochs_run"],
         "best_epoch": run["best_epoch"],
+        "steps_run": run.get("steps_run"),
+        "best_step": run.get("best_step"),
         "learning_warning": run.get("learning_warning"),  # issue 10: finetune_gpu's learned-nothing verdict
         "predict_images_per_s": (timing or {}).get("test_images_per_s"),
         "versions": {**run["versions"], **{name: version(name) for name in ("scikit-learn", "matplotlib",
                                                                             "seaborn")}},
     }
+
+
+def fine_tuning_vs_probe(run: dict) -> dict:
+    """The val accuracy of the exported model beside a linear probe's of the starting encoder (finetune_gpu's
+    record): what fine-tuning added, as metrics.json keys that `dvc metrics diff` compares."""
+    probe = run.get("linear_probe") or {}
+    return {"val_accuracy": run.get("val_accuracy"), "linear_probe_val_accuracy": probe.get("val_accuracy"),
+            "kept": run.get("kept")}
 
 
 def footer(prov: dict) -> str:
@@ -207,7 +218,12 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
         f"| Log-loss | {result['log_loss']:.3f} (after temperature scaling: {cal['test']['log_loss_after']:.3f}) |",
         f"| Brier score (multi-class, 0-2) | {result['brier']:.3f} (after: {cal['test']['brier_after']:.3f}) |",
         f"| ECE | {result['ece']:.3f} (after: {cal['test']['ece_after']:.3f}) |",
-        f"| Training time | {minutes:.1f} min, {prov['epochs_run']} epochs (best: epoch {prov['best_epoch']}) |",
+        f"| Training time | {minutes:.1f} min, {prov['steps_run']} steps in {prov['epochs_run']} epochs (best: step "
+        f"{prov['best_step']}, epoch {prov['best_epoch']}; {prov['recipe']} recipe) |",
+        f"| What fine-tuning added (val accuracy) | {percent(result['val_accuracy'])} vs "
+        f"{percent(result['linear_probe_val_accuracy'])} for a linear probe of the starting encoder"
+        + (" (fine-tuning did not beat it on val loss, so the probe's head was kept)"
+           if result["kept"] == "linear_probe" else "") + " |",
         f"| Device | {prov['device']}, precision {prov['precision']} |",
         f"| Model weights | {weights} |",
         f"| Data | {prov['data_source']} ({prov['data_images']} images, sha256 `{prov['data_sha256'][:12]}`) |",
@@ -309,6 +325,7 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     rows = embedding_rows(embeddings, table, inputs.embeddings)
 
     result = compute_metrics(table, probs, classes, params.bootstrap_samples, params.seed, params.ece_bins)
+    result.update(fine_tuning_vs_probe(config["run"]))
     calibration, scaled = temperature_scaling(val_probs, val_true, probs, y_true, params.ece_bins)
     coverage = accuracy_coverage(probs.max(1), correct)
     at = coverage.set_index("coverage")["accuracy"]

@@ -19,17 +19,21 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def _warp(images: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
+def _warp(images: torch.Tensor, theta: torch.Tensor, size: int, normalisation: dict | None) -> torch.Tensor:
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
     out = F.grid_sample(to_unit_float(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if normalisation is not None:  # the encoder's own mean/std (encoder.input_normalisation); None: [0, 1] pixels
+        mean = torch.tensor(normalisation["mean"], device=out.device).view(1, -1, 1, 1)
+        std = torch.tensor(normalisation["std"], device=out.device).view(1, -1, 1, 1)
+        out = (out - mean) / std
     return out.contiguous(memory_format=torch.channels_last)
 
 
-def eval_view(images: torch.Tensor, size: int, zoom: float) -> torch.Tensor:
-    """Deterministic view for val/test/predict: central zoom, resized to size x size."""
+def eval_view(images: torch.Tensor, size: int, zoom: float, normalisation: dict | None = None) -> torch.Tensor:
+    """Deterministic view for val/test/predict: central zoom, resized to size x size, then normalised."""
     theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / zoom
-    return _warp(images, theta, size)
+    return _warp(images, theta, size, normalisation)
 
 
 def random_affine(n: int, aug: AugmentParams, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -57,7 +61,7 @@ def random_affine(n: int, aug: AugmentParams, device, generator: torch.Generator
     return torch.cat([linear, offset], dim=2)
 
 
-def train_view(images: torch.Tensor, size: int, aug: AugmentParams,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random rotation, flips, zoom-in, shear and shift of each image, resized to size x size."""
-    return _warp(images, random_affine(images.shape[0], aug, images.device, generator), size)
+def train_view(images: torch.Tensor, size: int, aug: AugmentParams, generator: torch.Generator | None = None,
+               normalisation: dict | None = None) -> torch.Tensor:
+    """Random rotation, flips, zoom-in, shear and shift of each image, resized to size x size, then normalised."""
+    return _warp(images, random_affine(images.shape[0], aug, images.device, generator), size, normalisation)

@@ -105,10 +105,11 @@ class GalaxyDataModule(L.LightningDataModule):
     """Training data: train/val rows of data/splits/ read from the store; views computed on the device."""
 
     def __init__(self, store_dir: str | Path, split_dir: str | Path, input_size: int, batch_size: int,
-                 augment: AugmentParams, workers: int = 0):
+                 augment: AugmentParams, workers: int = 0, normalisation: dict | None = None):
         super().__init__()
         self.store_dir, self.split_dir = Path(store_dir), Path(split_dir)
         self.input_size, self.batch_size, self.augment, self.workers = input_size, batch_size, augment, workers
+        self.normalisation = normalisation  # the encoder's mean/std (encoder.input_normalisation); None: [0, 1]
         self.datasets: dict[str, StoreGalaxies] = {}
 
     def dataset(self, name: str) -> StoreGalaxies:
@@ -130,9 +131,12 @@ class GalaxyDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return make_loader(self.dataset("test"), self.batch_size, False, self.workers)
 
+    def eval_view(self, images: torch.Tensor) -> torch.Tensor:
+        return eval_view(images, self.input_size, self.augment.eval_zoom, self.normalisation)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training:
-            batch["image"] = train_view(batch["image"], self.input_size, self.augment)
+            batch["image"] = train_view(batch["image"], self.input_size, self.augment, normalisation=self.normalisation)
         else:
-            batch["image"] = eval_view(batch["image"], self.input_size, self.augment.eval_zoom)
+            batch["image"] = self.eval_view(batch["image"])
         return batch

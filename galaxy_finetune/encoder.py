@@ -79,7 +79,10 @@ def encoder_identity(spec: str, random_arch: str = "convnext_nano", seed: int = 
     path = Path(spec)
     if spec.endswith(".safetensors") and path.is_file():
         stat = path.stat()
-        return {"spec": spec, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "random_arch": random_arch}
+        config = path.parent / "config.json"  # its architecture and normalisation go into the record too
+        config_mtime = config.stat().st_mtime_ns if config.is_file() else None
+        return {"spec": spec, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "config_mtime_ns": config_mtime,
+                "random_arch": random_arch}
     return {"spec": spec}  # resolve_encoder names the problem
 
 
@@ -97,18 +100,21 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
         repo_id = spec.removeprefix("hf_hub:")
         cfg_path, weights, revision = hub_files(repo_id)
         shutil.copyfile(weights, out_dir / ENCODER_WEIGHTS)
-        arch = read_json(cfg_path).get("architecture")
+        config = read_json(cfg_path)
+        arch = config.get("architecture")
         if not arch:
             raise PipelineError(f"{cfg_path}: no 'architecture' key; not a timm model config")
-        record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / ENCODER_WEIGHTS)}
+        record = {"source": spec, "revision": revision, "arch": arch, "sha256": sha256sum(out_dir / ENCODER_WEIGHTS),
+                  "normalisation": input_normalisation(config, repo_id)}
     elif spec.endswith(".safetensors"):
         path = Path(spec)
         if not path.is_file():
             raise PipelineError(f"model.encoder: {path} not found; give a .safetensors file, hf_hub:<repo> or random")
         shutil.copyfile(path, out_dir / ENCODER_WEIGHTS)
         cfg = path.parent / "config.json"
-        arch = read_json(cfg).get("architecture", random_arch) if cfg.is_file() else random_arch
-        record = {"source": str(path), "arch": arch, "sha256": sha256sum(out_dir / ENCODER_WEIGHTS)}
+        config = read_json(cfg) if cfg.is_file() else {}
+        record = {"source": str(path), "arch": config.get("architecture", random_arch),
+                  "sha256": sha256sum(out_dir / ENCODER_WEIGHTS), "normalisation": input_normalisation(config, str(path))}
     else:
         raise PipelineError(f"model.encoder: {spec!r} not understood; use hf_hub:<repo>, a .safetensors path or random")
     write_json(out_dir / ENCODER_RECORD, record)
@@ -119,6 +125,25 @@ def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano"
     except PipelineError as exc:
         raise PipelineError(f"model.encoder: {spec}: {str(exc).split(': ', 1)[1]}") from None
     return record
+
+
+def input_normalisation(config: dict, name: str) -> dict | None:
+    """The per-channel {"mean": [...], "std": [...]} an encoder expects on [0, 1] pixels, from its timm config's
+    pretrained_cfg; None means [0, 1] pixels as they are.
+
+    Zoobot's encoders were trained on [0, 1] pixels and Zoobot feeds them so, whatever a hub config they were
+    pushed with says (timm fills in ImageNet's mean/std by default), so a Zoobot encoder always gets None.
+    """
+    if "zoobot" in name.lower():
+        return None
+    cfg = config.get("pretrained_cfg") or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None:
+        return None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise PipelineError(f"{name}: config.json pretrained_cfg mean {mean} / std {std}: give 3 values each, "
+                            f"std > 0 (or drop them to feed [0, 1] pixels)")
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
 def build_encoder(encoder_dir: str | Path):

@@ -106,6 +106,12 @@ class LearningCurve(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.val_acc, self.val_loss = list(state["val_acc"]), list(state["val_loss"])
 
+    def accuracy_at_best_loss(self) -> float | None:
+        """Val accuracy at the validation with the lowest val loss (the one the best checkpoint holds)."""
+        if not self.val_loss:
+            return None
+        return self.val_acc[int(np.argmin(self.val_loss))]
+
     @property
     def warning(self) -> str | None:
         return learning_warning(self.val_acc, self.val_loss, self.baseline, self.margin, self.run)

@@ -6,6 +6,7 @@ the training run's record (`run`).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -15,12 +16,17 @@ from galaxy_finetune.files import atomic_path, read_json, write_json
 from galaxy_finetune.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.params import TrainParams
 
+WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
 
-def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams):
-    """Zoobot's classifier around `encoder` (zoobot 2.9 API)."""
-    from zoobot.pytorch.training.finetune import FinetuneableZoobotClassifier
 
-    return FinetuneableZoobotClassifier(
+def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams, schedule_steps: int = 0):
+    """Zoobot's classifier around `encoder` (zoobot 2.9 API); with `schedule_steps` and train.schedule cosine,
+    its lr warms up over 5% of the steps, then decays along a cosine (classifier.GalaxyClassifier)."""
+    from galaxy_finetune.classifier import GalaxyClassifier
+
+    steps = schedule_steps if train.schedule == "cosine" else 0
+    return GalaxyClassifier(
+        schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
         encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
         learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
         head_dropout_prob=train.dropout, seed=train.seed)

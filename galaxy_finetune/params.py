@@ -68,15 +68,19 @@ class SplitParams(_Group):
 
 
 class TrainParams(_Group):
+    recipe: Literal["lpft", "writeup"] = "lpft"  # for a pretrained encoder: lpft (train.*) | writeup (writeup.*)
     training_mode: Literal["full", "head_only"] = "full"
-    lr: float = Field(1e-5, gt=0)
+    lr: float = Field(1e-4, gt=0)
     layer_decay: float = Field(0.75, gt=0, le=1)
     weight_decay: float = Field(0.05, ge=0)
     dropout: float = Field(0.5, ge=0, lt=1)
-    batch_size: int = Field(64, gt=0)
-    epochs: int = Field(30, gt=0)
-    patience: int = Field(5, gt=0)
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(30, gt=0)  # the budget when steps is 0
+    steps: int = Field(500, ge=0)  # optimizer steps (0: train for `epochs`); validation 20 times along the way
+    patience: int = Field(8, gt=0)  # validations without a better val loss before stopping
     input_size: int = Field(224, ge=32)
+    head_init: Literal["linear_probe", "random"] = "linear_probe"
+    schedule: Literal["cosine", "constant"] = "cosine"  # cosine: linear warm-up over 5% of the budget, then cosine
     seed: int = 42
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
@@ -103,11 +107,34 @@ class AugmentParams(_Group):
         return self
 
 
-# The keys a training recipe sets: train.<key> for a pretrained encoder, scratch.<key> for a random init.
-RECIPE_KEYS = ("lr", "epochs", "input_size", "batch_size", "patience", "layer_decay")
+# The keys a training recipe sets: train.<key> (lpft), writeup.<key> or scratch.<key>.
+RECIPE_KEYS = ("lr", "epochs", "steps", "input_size", "batch_size", "patience", "layer_decay", "head_init", "schedule")
 
 
-class ScratchParams(_Group):
+class _RecipeGroup(_Group):
+    """A recipe that replaces train.<RECIPE_KEYS>: every key must be given in the subclass."""
+    lr: float = Field(gt=0)
+    epochs: int = Field(gt=0)
+    steps: int = Field(0, ge=0)
+    input_size: int = Field(ge=32)
+    batch_size: int = Field(gt=0)
+    patience: int = Field(gt=0)
+    layer_decay: float = Field(gt=0, le=1)
+    head_init: Literal["linear_probe", "random"] = "random"
+    schedule: Literal["cosine", "constant"] = "constant"
+
+
+class WriteupParams(_RecipeGroup):
+    """The reference write-up's recipe (88.85% on GalaxyMNIST): train.recipe: writeup."""
+    lr: float = Field(1e-5, gt=0)
+    epochs: int = Field(30, gt=0)
+    input_size: int = Field(224, ge=32)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(5, gt=0)
+    layer_decay: float = Field(0.75, gt=0, le=1)
+
+
+class ScratchParams(_RecipeGroup):
     """The from-scratch recipe: replaces train.<RECIPE_KEYS> when the encoder is a random init."""
     lr: float = Field(1e-3, gt=0)
     epochs: int = Field(10, gt=0)
@@ -153,6 +180,7 @@ class Params(_Group):
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     augment: AugmentParams = AugmentParams()
+    writeup: WriteupParams = WriteupParams()
     scratch: ScratchParams = ScratchParams()
     store: StoreParams = StoreParams()
     predict: PredictParams = PredictParams()
@@ -162,12 +190,19 @@ class Params(_Group):
     def recipe(self, pretrained: bool) -> tuple[str, TrainParams]:
         """(recipe name, training params) for an encoder with or without pretrained weights.
 
-        The name is the params group that holds the recipe's values: "train" (fine-tuning, pretrained
-        weights) or "scratch" (a random init: scratch.<RECIPE_KEYS> replace the train keys of that name).
+        The name is the params group that holds the recipe's values: "train" (pretrained weights, the default
+        lpft recipe), "writeup" (pretrained weights, train.recipe: writeup) or "scratch" (a random init). The
+        last two replace the train keys of the same name (RECIPE_KEYS).
         """
-        if pretrained:
-            return "train", self.train
-        return "scratch", self.train.model_copy(update=self.scratch.model_dump())
+        if not pretrained:
+            return "scratch", self.train.model_copy(update=self.scratch.model_dump())
+        if self.train.recipe == "writeup":
+            return "writeup", self.train.model_copy(update=self.writeup.model_dump())
+        return "train", self.train
+
+    def largest_input_size(self) -> int:
+        """The largest input size of the three recipes: a store this large serves whichever one runs."""
+        return max(self.train.input_size, self.writeup.input_size, self.scratch.input_size)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -1,22 +1,18 @@
-"""Which training recipe a run uses, and saying so: the console line, metrics/recipe.json, ignored overrides.
+"""Which training recipe a run uses, and saying so: the console line and metrics/recipe.json.
 
-The recipe follows the encoder (Params.recipe): pretrained weights -> train.<RECIPE_KEYS> (fine-tuning),
-a random init -> scratch.<RECIPE_KEYS> (from scratch). A key of the other recipe is read by nothing.
-
-An ignored override is a key of the unused recipe whose value differs from the one dvc.lock recorded for
-the last run of the stage: that is what `dvc exp run -S train.lr=3e-5` or an edit of params.yaml changes,
-and the change has no effect on this run. (Comparing against the schema defaults would flag every
-deliberate edit of params.yaml; comparing the two recipes with each other would flag every run, since they
-differ by design.) Without a dvc.lock entry (a first run) there is nothing to compare, so no warning.
+The recipe follows the encoder and train.recipe (Params.recipe):
+- pretrained weights, train.recipe: lpft (the default) -> train.<RECIPE_KEYS>: the head is fitted first on the
+  frozen encoder's features (a logistic regression), then the whole model is fine-tuned for a budget of
+  optimizer steps (warm-up, cosine decay), and the best of the two on val loss is kept;
+- pretrained weights, train.recipe: writeup -> writeup.<RECIPE_KEYS>: the reference write-up's 30 epochs at
+  lr 1e-5 from a random head;
+- a random init -> scratch.<RECIPE_KEYS> (from scratch).
 """
 from __future__ import annotations
 
-from pathlib import Path
+from galaxy_finetune.params import RECIPE_KEYS, TrainParams
 
-
-from galaxy_finetune.params import RECIPE_KEYS, Params, TrainParams
-
-STAGE = "finetune_gpu"
+KINDS = {"train": "fine-tuning (lpft)", "writeup": "write-up", "scratch": "from-scratch"}
 
 
 def is_pretrained(encoder: dict) -> bool:
@@ -38,49 +34,4 @@ def recipe_record(name: str, train: TrainParams, encoder: dict) -> dict:
 
 def recipe_line(name: str, train: TrainParams, encoder: dict) -> str:
     values = " ".join(f"{key}={getattr(train, key)}" for key in RECIPE_KEYS)
-    kind = "fine-tuning" if name == "train" else "from-scratch"
-    return f"finetune_gpu: the encoder is {describe_encoder(encoder)}, so the {kind} recipe ({name}.*): {values}"
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def locked_params(lock_path: str | Path, stage: str = STAGE) -> dict:
-    """params.yaml values dvc.lock recorded for the last run of `stage`, as {"train.lr": 1e-05, ...}; {} if none."""
-    path = Path(lock_path)
-    if not path.is_file():
-        return {}
-    from ruamel.yaml import YAML  # DVC's own YAML 1.2 reader: PyYAML (1.1) reads dvc.lock's `1e-05` as a string
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        lock = YAML(typ="safe").load(path.read_text()) or {}
-    except YAMLError:
-        return {}
-    recorded = (((lock.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
-    return _flatten(recorded)
-
-
-def ignored_overrides(params: Params, pretrained: bool, previous: dict) -> str | None:
-    """One warning line (without the `warning: ` prefix) for changed keys of the unused recipe, else None.
-
-    `previous`: the last run's values (locked_params).
-    """
-    used, _ = params.recipe(pretrained)
-    unused = "scratch" if pretrained else "train"
-    changed = [key for key in RECIPE_KEYS if f"{unused}.{key}" in previous
-               and previous[f"{unused}.{key}"] != getattr(getattr(params, unused), key)]
-    if not changed:
-        return None
-    why = "pretrained" if pretrained else "a random init"
-    ignored = ", ".join(f"{unused}.{key}={getattr(getattr(params, unused), key)}" for key in changed)
-    instead = ", ".join(f"{used}.{key}={getattr(getattr(params, used), key)}" for key in changed)
-    verb = "is" if len(changed) == 1 else "are"
-    return f"{ignored} {verb} not used: the encoder is {why}, so {instead} {verb}"
+    return f"finetune_gpu: the encoder is {describe_encoder(encoder)}, so the {KINDS[name]} recipe ({name}.*): {values}"

@@ -68,6 +68,7 @@ def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 
         images.flush()
         del images
         record = {"n_images": n, "image_size": size, "dtype": "uint8", "layout": "NHWC",
+                  "fits_view": {"bands": list(fits.bands), "stretch": fits.stretch, "q": fits.q},
                   "pixels_sha256": digest.hexdigest(), "constant_images": constant}
         write_json(tmp / STORE_RECORD, record)
     if constant:

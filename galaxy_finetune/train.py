@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import platform
 import shutil
+import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -26,15 +30,19 @@ from galaxy_finetune.code_deps import package_modules
 from galaxy_finetune.data import GalaxyDataModule, loader_workers
 from galaxy_finetune.encoder import build_encoder, encoder_record
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import hash_files, write_json
+from galaxy_finetune.files import hash_files, read_json, write_json
 from galaxy_finetune.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
-                                    CHECKPOINT_LAST, STORE_RECORD)
-from galaxy_finetune.learning import LearningCurve
+                                    CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
+from galaxy_finetune.learning import VAL_LOSS, Baseline, LearningCurve, RunContext
 from galaxy_finetune.model_io import build_classifier, save_finetuned
-from galaxy_finetune.params import AugmentParams, TrainParams
+from galaxy_finetune.params import AugmentParams, Params, TrainParams
+from galaxy_finetune.probe import (PROBE_MAX_TRAIN, LinearProbe, fit_linear_probe, load_into_head,
+                                   pooled_features, stratified_sample)
+from galaxy_finetune.recipe import is_pretrained, recipe_line, recipe_record
 from galaxy_finetune.store import read_record
 
-MONITOR = "finetuning/val_loss"  # logged by Zoobot's classifier every validation epoch
+MONITOR = VAL_LOSS  # logged by Zoobot's classifier every validation
+STEP_VALIDATIONS = 20  # validations along a step budget (early stopping counts them)
 
 
 class CpuEta(Callback):
@@ -111,7 +119,7 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, resume: str, rank_
     return None
 
 
-def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epochs: int, patience: int,
+def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epochs: int = -1, patience: int,
                   accelerator: str = "cpu", precision: str = "32", devices: int | str = 1, num_nodes: int = 1,
                   strategy: str = "auto", resumed: bool = False, monitor: str = MONITOR, callbacks=(),
                   **trainer_kwargs) -> L.Trainer:
@@ -159,41 +167,132 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
     return time.perf_counter() - start
 
 
-def finetune(train: TrainParams, augment: AugmentParams, run_label: str, recipe: str, classes: list[str],
-             split_dir: Path, store_dir: Path, encoder_dir: Path, model_out: Path, live_dir: Path,
-             checkpoint_dir: Path, workers: int | str = "auto", learning: LearningCurve | None = None) -> dict:
-    """Fit (resuming a killed run when allowed), then export the best weights to `model_out`; the run's record.
+@dataclass(frozen=True)
+class FinetuneJob:
+    """What one fine-tuning run reads (the first three stages' outputs) and writes."""
+    raw_dir: Path  # manifest.json: the classes and the run label
+    store_dir: Path
+    split_dir: Path
+    encoder_dir: Path
+    model_out: Path
+    live_dir: Path | None  # dvclive's folder (None: no logger)
+    checkpoint_dir: Path
+    recipe_out: Path | None = None  # metrics/recipe.json
 
-    `recipe`: the params group the recipe came from (Params.recipe); `learning` judges the val curve.
+
+def run_finetune(params: Params, job: FinetuneJob) -> dict:
+    """The finetune_gpu stage: pick the recipe from the encoder, say which, train, write the outputs.
+
+    Returns the run's record ({} in DDP processes other than rank zero, which writes everything)."""
+    manifest = read_json(job.raw_dir / MANIFEST)
+    encoder = encoder_record(job.encoder_dir)
+    name, train = params.recipe(is_pretrained(encoder))
+    if _rank_zero():
+        print(recipe_line(name, train, encoder), flush=True)
+    run = finetune(train, params.augment, name, manifest, job, params.store.loader_workers)
+    if not run:
+        return run
+    if job.recipe_out is not None:
+        write_json(job.recipe_out, recipe_record(name, train, encoder))
+    if run["learning_warning"]:
+        print(f"warning: {run['learning_warning']}", file=sys.stderr)
+    probe = run["linear_probe"]
+    kept = (" (no better than the linear probe on val loss: the probe's head on the pretrained encoder is kept)"
+            if run["kept"] == "linear_probe" else "")
+    print(f"finetune_gpu: {run['steps_run']} steps ({run['epochs_run']} epochs) in {run['wall_time_s']} s on "
+          f"{run['device']}, best val loss {run['best_val_loss']:.4f} at step {run['best_step']}, val accuracy "
+          f"{run['val_accuracy']:.1%} vs the linear probe's {probe['val_accuracy']:.1%}{kept}")
+    return run
+
+
+def _rank_zero() -> bool:
+    # DDP workers (Lightning's launcher, torchrun, SLURM) run the stage too, their rank set in the environment
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def training_budget(train: TrainParams, n_train: int) -> dict:
+    """The Trainer's stopping and validation settings: a step budget (train.steps, validated STEP_VALIDATIONS
+    times along the way) or, with steps 0, train.epochs (validated every epoch); `schedule_steps` is the
+    length of the cosine schedule."""
+    if train.steps:
+        every = max(1, train.steps // STEP_VALIDATIONS)
+        # max_steps ends the run; max_epochs only bounds it from above (one process takes the most epochs)
+        epochs = math.ceil(train.steps / math.ceil(n_train / train.batch_size))
+        return {"max_steps": train.steps, "max_epochs": epochs, "val_check_interval": every,
+                "check_val_every_n_epoch": None, "schedule_steps": train.steps}
+    per_epoch = math.ceil(n_train / train.batch_size)
+    return {"max_epochs": train.epochs, "schedule_steps": train.epochs * per_epoch}
+
+
+def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, accelerator: str) -> LinearProbe:
+    """The probe of the frozen encoder: features of (at most PROBE_MAX_TRAIN) train and all val galaxies."""
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    encoder.to(device)
+    train, val = data.dataset("train"), data.dataset("val")
+    keep = stratified_sample(train.labels.numpy(), PROBE_MAX_TRAIN, seed)
+
+    def features(dataset, rows):
+        batches = (dataset.__getitems__(rows[i:i + data.batch_size])["image"]
+                   for i in range(0, len(rows), data.batch_size))
+        return pooled_features(encoder, batches, data.eval_view)
+
+    probe = fit_linear_probe(features(train, keep), train.labels.numpy()[keep], features(val, np.arange(len(val))),
+                             val.labels.numpy(), n_classes, seed)
+    encoder.to("cpu")
+    return probe
+
+
+def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: dict, job: FinetuneJob,
+             workers: int | str = "auto") -> dict:
+    """Fit (resuming a killed run when allowed), then export the best weights to job.model_out; the run's record.
+
+    The linear probe of the frozen encoder is fitted first: it is the yardstick reported beside the
+    fine-tuned model, and with train.head_init linear_probe the head's starting weights. Then the best
+    checkpoint on val loss is exported, or the probe's head on the untouched encoder when fine-tuning never
+    beat the probe's val loss. `recipe`: the params group the values came from (Params.recipe).
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
+    classes = manifest["classes"]
     accelerator, precision = resolve_accelerator(train.accelerator, train.precision)
     if accelerator == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
     L.seed_everything(train.seed, workers=True, verbose=False)
-    data = GalaxyDataModule(store_dir, split_dir, train.input_size, train.batch_size, augment,
-                            loader_workers(workers, accelerator))
-    model = build_classifier(build_encoder(encoder_dir), len(classes), train)
+    encoder_info = encoder_record(job.encoder_dir)
+    data = GalaxyDataModule(job.store_dir, job.split_dir, train.input_size, train.batch_size, augment,
+                            loader_workers(workers, accelerator), encoder_info.get("normalisation"))
+    n_train = len(data.dataset("train"))
+    budget = training_budget(train, n_train)
+    encoder = build_encoder(job.encoder_dir)
+    probe = linear_probe(encoder, data, len(classes), train.seed, accelerator)
+    model = build_classifier(encoder, len(classes), train, budget.pop("schedule_steps"))
+    if train.head_init == "linear_probe":
+        load_into_head(model.head.linear, probe)
+    probe_weights = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                     if train.head_init == "linear_probe" else None)
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    inputs_fingerprint = fingerprint(train, augment, classes, split_dir, store_dir / STORE_RECORD, encoder_dir)
-    # DDP workers (Lightning's launcher, torchrun, SLURM) run this script too, their rank set in the environment
-    rank_zero = rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
-    ckpt_path = resume_checkpoint(checkpoint_dir, inputs_fingerprint, train.resume, rank_zero)
+    inputs_fingerprint = fingerprint(train, augment, classes, job.split_dir, job.store_dir / STORE_RECORD,
+                                     job.encoder_dir)
+    rank_zero = _rank_zero()
+    ckpt_path = resume_checkpoint(job.checkpoint_dir, inputs_fingerprint, train.resume, rank_zero)
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
-    trainer = build_trainer(checkpoint_dir, live_dir, max_epochs=train.epochs, patience=train.patience,
-                            accelerator=accelerator, precision=precision, devices=train.devices,
-                            num_nodes=train.num_nodes, strategy=train.strategy, resumed=ckpt_path is not None,
-                            callbacks=[learning] if learning else [])
-    wall = fit(trainer, model, data, ckpt_path, checkpoint_dir)
+    learning = LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(classes)),
+                             train.majority_margin, RunContext(encoder_info["source"] != "random", recipe, train.lr,
+                                                               n_train))
+    trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
+                            precision=precision, devices=train.devices, num_nodes=train.num_nodes,
+                            strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[learning], **budget)
+    wall = fit(trainer, model, data, ckpt_path, job.checkpoint_dir)
     if not trainer.is_global_zero:
         return {}
     seen = next(c for c in trainer.callbacks if isinstance(c, SamplesSeen))
+    best_loss = float(trainer.checkpoint_callback.best_model_score)
+    keep_probe = probe_weights is not None and probe.val_loss <= best_loss
     run = {
-        "run_label": run_label,
+        "run_label": manifest["run_label"],
         "recipe": recipe,
-        "learning_warning": learning.warning if learning else None,
+        "learning_warning": learning.warning,
         "device": device_name(accelerator),
         "accelerator": accelerator,
         "precision": precision,
@@ -201,38 +300,51 @@ def finetune(train: TrainParams, augment: AugmentParams, run_label: str, recipe:
         "wall_time_s": round(wall, 1),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "epochs_run": trainer.current_epoch,
-        "best_val_loss": float(trainer.checkpoint_callback.best_model_score),
-        "train_images": len(data.dataset("train")),
+        "steps_run": trainer.global_step,
+        "linear_probe": probe.record(),
+        "val_curve": learning.state_dict(),  # val accuracy and loss at every validation
+        "kept": "linear_probe" if keep_probe else "fine_tuned",
+        "best_val_loss": probe.val_loss if keep_probe else best_loss,
+        "val_accuracy": probe.val_accuracy if keep_probe else learning.accuracy_at_best_loss(),
+        "train_images": n_train,
         "samples_per_epoch": seen.per_epoch,
         "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
         "params": train.model_dump(),
         "augment": augment.model_dump(),
         "versions": versions(),
     }
-    export_best(model, trainer.checkpoint_callback.best_model_path, model_out,
-                model_config(encoder_dir, read_record(store_dir)["image_size"], classes, train, augment, run))
-    (checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
-    write_json(checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
+    config = model_config(job.encoder_dir, read_record(job.store_dir), classes, train, augment, run)
+    if keep_probe:
+        model.load_state_dict(probe_weights)
+        run.update(best_epoch=0, best_step=0)
+        save_finetuned(job.model_out, model, config)
+    else:
+        export_best(model, trainer.checkpoint_callback.best_model_path, job.model_out, config)
+    (job.checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
+    write_json(job.checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
     return run
 
 
-def model_config(encoder_dir: Path, store_size: int, classes: list[str], train: TrainParams, augment: AugmentParams,
+def model_config(encoder_dir: Path, store: dict, classes: list[str], train: TrainParams, augment: AugmentParams,
                  run: dict) -> dict:
-    """What model.json records: how to rebuild the classifier and view its inputs (decoded at store_size, as
-    the store decoded the training galaxies, then the eval view), and where it came from."""
+    """What model.json records: how to rebuild the classifier and view its inputs exactly as training did (the
+    store's decode: its size and FITS view; then the eval view: zoom, input size, the encoder's
+    normalisation), and where it came from."""
     encoder = encoder_record(encoder_dir)
-    return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size, "store_size": store_size,
-            "eval_zoom": augment.eval_zoom, "training_mode": train.training_mode, "dropout": train.dropout,
-            "encoder": encoder, "run": run}
+    return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
+            "store_size": store["image_size"], "fits_view": store.get("fits_view"), "eval_zoom": augment.eval_zoom,
+            "normalisation": encoder.get("normalisation"), "training_mode": train.training_mode,
+            "dropout": train.dropout, "encoder": encoder, "run": run}
 
 
 def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict) -> int:
     """Load the best checkpoint's weights into `model` and write the model files; returns the best epoch.
 
-    config["run"]["best_epoch"] is filled in from the checkpoint."""
+    config["run"]["best_epoch"] and ["best_step"] are filled in from the checkpoint."""
     best = torch.load(best_checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     config["run"]["best_epoch"] = int(best["epoch"])
+    config["run"]["best_step"] = int(best["global_step"])
     save_finetuned(model_out, model, config)
     return int(best["epoch"])
 

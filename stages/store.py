@@ -15,8 +15,8 @@ def add_arguments(parser):
 
 def main(args, params):
     catalog = pd.read_csv(args.raw_dir / CATALOG, dtype={"id_str": str}, keep_default_na=False)
-    # auto: the larger input size of the two recipes, so switching encoders never rebuilds the store
-    input_size = max(params.recipe(pretrained)[1].input_size for pretrained in (True, False))
+    # auto: the largest input size of the recipes, so switching recipe or encoder never rebuilds the store
+    input_size = params.largest_input_size()
     size = stored_size(params.store.image_size, input_size, catalog["src"].iloc[0], params.data.fits_view())
     record = build_store(catalog, args.store_out, size, params.store.threads, params.data.fits_view())
     print(f"store: {record['n_images']} galaxies decoded at {size} px into {args.store_out}")

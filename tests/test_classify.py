@@ -10,7 +10,7 @@ from galaxy_finetune.classify import main
 from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
-from galaxy_finetune.train import finetune
+from galaxy_finetune.train import FinetuneJob, finetune
 from tests.tiny import prepare
 
 
@@ -20,10 +20,10 @@ def trained(tmp_path_factory):
     params = Params.model_validate({
         "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
         "model": {"encoder": "random", "random_arch": "convnext_atto"},
-        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "accelerator": "cpu"}})
+        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "steps": 0, "accelerator": "cpu"}})
     paths = prepare(root, params)
-    finetune(params.train, AugmentParams(), paths.manifest["run_label"], "train", list(params.data.classes), paths.splits,
-             paths.store, paths.encoder, root / "model", root / "live", root / "ckpt")
+    finetune(params.train, AugmentParams(), "train", paths.manifest,
+             FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, root / "model", root / "live", root / "ckpt"))
     paths.model = root / "model"
     paths.sources = pd.read_csv(paths.raw / CATALOG)["src"].tolist()
     return paths

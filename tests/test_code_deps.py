@@ -48,7 +48,5 @@ def test_the_checkpoint_fingerprint_covers_the_finetune_stages_code():
     from galaxy_finetune.train import training_code
 
     imported, _ = stage_code_deps()["finetune_gpu"]
-    # everything the stage imports shapes training, apart from the stage shell (argument parsing, logs) and the
-    # recipe choice (its result, the training values, is fingerprinted itself)
-    assert {str(p.relative_to(ROOT)) for p in training_code()} == imported - {"galaxy_finetune/cli.py",
-                                                                              "galaxy_finetune/recipe.py"}
+    # everything the stage imports shapes training, apart from the stage shell (argument parsing, logs)
+    assert {str(p.relative_to(ROOT)) for p in training_code()} == imported - {"galaxy_finetune/cli.py"}

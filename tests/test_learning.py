@@ -99,18 +99,18 @@ def _tiny_inputs(root, shuffled: bool):
 @pytest.mark.parametrize("shuffled", [True, False], ids=["shuffled-labels", "learnable"])
 def test_real_training_says_whether_it_learned(tmp_path, monkeypatch, shuffled):
     from galaxy_finetune.params import AugmentParams, TrainParams
-    from galaxy_finetune.train import finetune
+    from galaxy_finetune.train import FinetuneJob, finetune
 
     monkeypatch.chdir(tmp_path)
     root = _tiny_inputs(tmp_path, shuffled)
-    train = TrainParams(lr=1e-3, layer_decay=1.0, batch_size=8, epochs=3, patience=50, input_size=32,
-                        accelerator="cpu")
-    val = pd.read_csv(root / "splits/val.csv")
-    curve = LearningCurve(Baseline.from_labels(val["label"], 2), train.majority_margin,
-                          RunContext(False, "scratch", train.lr, 32))
+    train = TrainParams(lr=1e-3, layer_decay=1.0, batch_size=8, epochs=3, steps=0, patience=50, input_size=32,
+                        head_init="random", schedule="constant", accelerator="cpu")
     augment = AugmentParams(rotation_deg=0, translate=0, shear_deg=0, flip=False)
-    run = finetune(train, augment, "test run", "scratch", ["red", "blue"], root / "splits", root / "store",
-                   root / "encoder", root / "model", root / "live", root / "ckpt", learning=curve)
+    job = FinetuneJob(root, root / "store", root / "splits", root / "encoder", root / "model", root / "live",
+                      root / "ckpt")
+    run = finetune(train, augment, "scratch", {"classes": ["red", "blue"], "run_label": "test run"}, job)
+    curve = LearningCurve(Baseline(0.5, 0.693, 2), 0.05, RunContext(False, "scratch", 1e-3, 32))
+    curve.load_state_dict(run["val_curve"])
     assert len(curve.val_acc) == len(curve.val_loss) == 3  # one per epoch, the sanity check left out
     if shuffled:
         assert curve.val_acc == [0.5, 0.5, 0.5]

@@ -2,13 +2,15 @@ import pytest
 
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.images import FitsView
-from galaxy_finetune.params import RECIPE_KEYS, Params, ScratchParams, load_params
+from galaxy_finetune.params import RECIPE_KEYS, Params, ScratchParams, TrainParams, WriteupParams, load_params
 from tests.pipeline_repo import ROOT
 
 
 def test_project_params_validate():
     params = load_params(ROOT / "params.yaml")
-    assert params.train.lr == 1e-5 and params.train.epochs == 30 and params.train.training_mode == "full"
+    # params.yaml spells out the schema's defaults for the three recipes: the docs and the code cannot drift
+    assert (params.train, params.writeup, params.scratch) == (Params().train, Params().writeup, Params().scratch)
+    assert params.recipe(True)[1].lr == 1e-4 and params.writeup.lr == 1e-5 and params.writeup.epochs == 30
     assert params.model.encoder == "hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
 
 
@@ -53,13 +55,16 @@ def test_recipe_follows_the_encoder():
     assert {k: getattr(scratch, k) for k in RECIPE_KEYS} == params.scratch.model_dump()
 
 
-def test_scratch_holds_exactly_the_recipe_keys_and_the_project_values():
-    assert tuple(ScratchParams.model_fields) == RECIPE_KEYS
+def test_recipe_groups_hold_exactly_the_recipe_keys_and_the_project_values():
+    assert tuple(ScratchParams.model_fields) == tuple(WriteupParams.model_fields) == RECIPE_KEYS
+    assert set(RECIPE_KEYS) <= set(TrainParams.model_fields)
     params = load_params(ROOT / "params.yaml")
-    assert params.scratch.model_dump() == {"lr": 1e-3, "epochs": 10, "input_size": 64, "batch_size": 64,
-                                           "patience": 3, "layer_decay": 1.0}
-    assert (params.train.lr, params.train.epochs, params.train.input_size, params.train.layer_decay) == (
-        1e-5, 30, 224, 0.75)
+    assert params.scratch.model_dump() == {"lr": 1e-3, "epochs": 10, "steps": 0, "input_size": 64, "batch_size": 64,
+                                           "patience": 3, "layer_decay": 1.0, "head_init": "random",
+                                           "schedule": "constant"}
+    assert params.writeup.model_dump() == {"lr": 1e-5, "epochs": 30, "steps": 0, "input_size": 224,
+                                           "batch_size": 64, "patience": 5, "layer_decay": 0.75,
+                                           "head_init": "random", "schedule": "constant"}
 
 
 def test_fits_params_become_the_decoder_view():

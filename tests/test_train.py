@@ -26,6 +26,13 @@ TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_
         RANDOM_INIT_RECIPE: {"lr": 1e-3, "batch_size": 8, "input_size": 32, "patience": 50, "layer_decay": 1.0}}
 
 
+def job(root: Path, checkpoints: Path):
+    from galaxy_finetune.train import FinetuneJob
+
+    return FinetuneJob(root / "data/raw", root / "data/store", root / "data/splits", root / "models/encoder",
+                       root / "models/finetuned", root / "live", checkpoints)
+
+
 @pytest.fixture
 def inputs(tmp_path, monkeypatch):
     """data/raw, data/store, data/splits, models/encoder for 40 tiny synthetic galaxies, made by the library."""
@@ -132,8 +139,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     from galaxy_finetune.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
-        finetune(train, augment, "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
-                 inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", ckpt)
+        finetune(train, augment, "scratch", {"classes": classes, "run_label": "test run"}, job(inputs, ckpt))
     assert not marker.exists()
     assert not (inputs / "models/finetuned").exists()
 
@@ -146,10 +152,11 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     from galaxy_finetune.params import AugmentParams
     from galaxy_finetune.train import finetune
 
-    train = TrainParams(**{**TINY[RANDOM_INIT_RECIPE], "epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
+    train = Params.model_validate(TINY).recipe(False)[1].model_copy(
+        update={"epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})
     classes = list(GALAXY_MNIST_CLASSES)
-    run = finetune(train, AugmentParams(), "test run", "scratch", classes, inputs / "data/splits", inputs / "data/store",
-                   inputs / "models/encoder", inputs / "models/finetuned", inputs / "live", inputs / "ckpt")
+    run = finetune(train, AugmentParams(), "scratch", {"classes": classes, "run_label": "test run"},
+                   job(inputs, inputs / "ckpt"))
     assert run["params"]["training_mode"] == "head_only"
     trained = load_file(inputs / "models/finetuned" / MODEL_WEIGHTS)
     initial = build_encoder(inputs / "models/encoder").state_dict()

@@ -20,7 +20,7 @@ def prepare(root: Path, params: Params, val_fraction: float = 0.2, test_fraction
                             splits=root / "data/splits", cache=root / "cache", root=root)
     paths.manifest = fetch_data(params, paths.raw, paths.encoder, cache=paths.cache)
     catalog = read_catalog(paths.raw)
-    input_size = max(params.recipe(pretrained)[1].input_size for pretrained in (True, False))
+    input_size = params.largest_input_size()
     size = stored_size(params.store.image_size, input_size, catalog["src"].iloc[0])
     build_store(catalog, paths.store, size, threads=2)
     write_splits(split_catalog(catalog, val_fraction, test_fraction, seed), paths.splits)

@@ -1,0 +1,97 @@
+"""The linear probe: a logistic regression on the frozen encoder's pooled features of the train split.
+
+It is the yardstick of every run (what the pretrained features alone achieve on val, in metrics.json beside
+the fine-tuned model's) and, in the default lpft recipe, the head's starting point: its weights are copied
+into Zoobot's linear head before end-to-end fine-tuning (LP-FT, Kumar et al. 2022), so the head starts
+where a linear probe ends instead of from random weights at a fine-tuning learning rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROBE_MAX_TRAIN = 20_000  # galaxies the regression is fitted on at most (a class-stratified sample beyond)
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried; the one with the lowest val log loss wins
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted probe, as logits = features @ weight.T + bias on raw (unstandardised) pooled features."""
+    weight: np.ndarray  # (n_classes, n_features)
+    bias: np.ndarray  # (n_classes,)
+    C: float
+    n_train: int
+    val_accuracy: float
+    val_loss: float  # mean cross-entropy, natural log (what Zoobot logs as val loss)
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weight.T + self.bias
+
+    def record(self) -> dict:
+        return {"C": self.C, "n_train": self.n_train, "val_accuracy": round(self.val_accuracy, 4),
+                "val_loss": round(self.val_loss, 4)}
+
+
+@torch.no_grad()
+def pooled_features(encoder: torch.nn.Module, batches, view) -> np.ndarray:
+    """The encoder's pooled features of uint8 image batches (B, 3, S, S), each seen through `view` (the eval view)."""
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    try:
+        return np.concatenate([encoder(view(images.to(device))).float().cpu().numpy() for images in batches])
+    finally:
+        encoder.train(was_training)
+
+
+def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Indices of at most `limit` rows, each class keeping its share (all rows when there are few enough)."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:max(1, round(limit * np.mean(labels == c)))]
+            for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                     n_classes: int, seed: int = 0) -> LinearProbe:
+    """Multinomial logistic regression on the raw pooled features (what the head sees), its strength C picked by
+    val log loss. (Standardising first and folding the scale into the weights gives near-constant features
+    huge weights, which the head's dropout and the encoder's batch statistics then amplify in training.)"""
+    from sklearn.linear_model import LogisticRegression
+
+    train_y, val_y = np.asarray(train_y, dtype=int), np.asarray(val_y, dtype=int)
+    best = None
+    for C in C_GRID:
+        fitted = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(train_x, train_y)
+        weight = np.zeros((n_classes, train_x.shape[1]))
+        bias = np.zeros(n_classes)
+        if len(fitted.classes_) == 2:  # sklearn keeps one row for two classes: logit(c1) - logit(c0)
+            weight[fitted.classes_[1]], bias[fitted.classes_[1]] = fitted.coef_[0] / 2, fitted.intercept_[0] / 2
+            weight[fitted.classes_[0]], bias[fitted.classes_[0]] = -fitted.coef_[0] / 2, -fitted.intercept_[0] / 2
+        else:
+            weight[fitted.classes_], bias[fitted.classes_] = fitted.coef_, fitted.intercept_
+            absent = np.setdiff1d(np.arange(n_classes), fitted.classes_)
+            bias[absent] = -30.0  # a class the train split lacks is never predicted
+        logits = val_x @ weight.T + bias
+        probe = LinearProbe(weight.astype(np.float32), bias.astype(np.float32), C, len(train_y),
+                            float(np.mean(logits.argmax(axis=1) == val_y)), _cross_entropy(logits, val_y))
+        if best is None or probe.val_loss < best.val_loss:
+            best = probe
+    return best
+
+
+def load_into_head(linear: torch.nn.Linear, probe: LinearProbe) -> None:
+    """Copy the probe's weights into Zoobot's head (its final nn.Linear)."""
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(probe.weight))
+        linear.bias.copy_(torch.from_numpy(probe.bias))

@@ -20,7 +20,7 @@ from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.cli import quiet_logs
 from galaxy_finetune.data import ImageFiles, loader_workers
 from galaxy_finetune.errors import PipelineError, one_line
-from galaxy_finetune.model_io import load_finetuned
+from galaxy_finetune.model_io import fits_view, load_finetuned
 from galaxy_finetune.predict import predict_to_csv
 from galaxy_finetune.sources import read_catalog_file
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         device, _ = resolve_accelerator(args.accelerator, "auto")
         workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
         workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
-        dataset = ImageFiles(frame["file"], config["store_size"])
+        dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config))  # decoded as the store did
         devices = args.devices if args.devices == "auto" else int(args.devices)
         result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
                                 Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,

@@ -16,7 +16,7 @@ import torch
 
 from galaxy_finetune.augment import eval_view, train_view
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.images import decode_image
+from galaxy_finetune.images import FitsView, decode_image
 from galaxy_finetune.params import AugmentParams
 from galaxy_finetune.store import open_images
 
@@ -75,9 +75,9 @@ class ImageFiles(torch.utils.data.Dataset):
     """Image files decoded at `size` x `size` as they are read (for galaxy-classify on new galaxies):
     paths are kept as one bytes array, so a million of them cost ~100 MB and no copy-on-write in workers."""
 
-    def __init__(self, paths, size: int):
+    def __init__(self, paths, size: int, fits: FitsView = FitsView()):
         self.paths = np.asarray([str(p).encode() for p in paths])
-        self.size = size
+        self.size, self.fits = size, fits
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -86,7 +86,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return self.__getitems__([i])
 
     def __getitems__(self, indices):
-        pixels = np.stack([decode_image(self.paths[i].decode(), self.size) for i in indices])
+        pixels = np.stack([decode_image(self.paths[i].decode(), self.size, fits=self.fits) for i in indices])
         return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
                 "index": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
 

@@ -14,10 +14,9 @@ import pandas as pd
 import torch
 
 from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.augment import eval_view
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.model_io import load_finetuned
+from galaxy_finetune.model_io import eval_transform, load_finetuned
 from galaxy_finetune.pixels import galaxy_pixels
 
 
@@ -27,12 +26,12 @@ def torch_device(accelerator: str = "auto") -> torch.device:
 
 
 @torch.inference_mode()
-def encoder_features(model, pixels: np.ndarray, input_size: int, eval_zoom: float,
-                     device: torch.device) -> np.ndarray:
-    """(B, D) float32 pooled features of (B, S, S, 3) uint8 pixels through the eval view and the encoder."""
+def encoder_features(model, pixels: np.ndarray, view, device: torch.device) -> np.ndarray:
+    """(B, D) float32 pooled features of (B, S, S, 3) uint8 pixels through `view` (the model's eval view,
+    model_io.eval_transform) and the encoder."""
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        features = model.encoder(eval_view(images, input_size, eval_zoom))
+        features = model.encoder(view(images))
     return features.float().cpu().numpy()
 
 
@@ -41,8 +40,9 @@ def embed_galaxies(model, config: dict, store_dir: Path, rows: list[int], batch_
     """(len(rows), D) float32 encoder features of store rows `rows`, `batch_size` galaxies' pixels in memory
     at a time."""
     model = model.to(device).eval()
-    batches = [encoder_features(model, galaxy_pixels(store_dir, rows[start:start + batch_size]), config["input_size"],
-                                config["eval_zoom"], device) for start in range(0, len(rows), batch_size)]
+    view = eval_transform(config)
+    batches = [encoder_features(model, galaxy_pixels(store_dir, rows[start:start + batch_size]), view, device)
+               for start in range(0, len(rows), batch_size)]
     return np.concatenate(batches) if batches else np.zeros((0, model.encoder.num_features), np.float32)
 
 

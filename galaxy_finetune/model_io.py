@@ -1,18 +1,22 @@
 """The fine-tuned model's files: models/finetuned/{model.safetensors, model.json}. Only safetensors are loaded.
 
 model.safetensors holds the classifier's state dict; model.json what rebuilds the classifier around it
-(timm architecture, classes, input size, eval zoom, training mode, dropout), the encoder's record and
-the training run's record (`run`).
+(timm architecture, classes, training mode, dropout), how its inputs are made exactly as in training (the
+store's size and FITS view, the eval zoom, input size and the encoder's normalisation: fits_view() and
+eval_transform()), the encoder's record and the training run's record (`run`).
 """
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from galaxy_finetune.augment import eval_view
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.images import FitsView
 from galaxy_finetune.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.params import TrainParams
 
@@ -59,6 +63,19 @@ def load_finetuned(model_dir: str | Path):
     except Exception as exc:
         raise PipelineError(f"{weights}: cannot load ({type(exc).__name__}); rerun finetune_gpu") from None
     return model.eval(), config
+
+
+def fits_view(config: dict) -> FitsView:
+    """How the store decoded FITS cutouts for training (data.fits_*): new FITS files are decoded the same way."""
+    view = config.get("fits_view")
+    return FitsView(tuple(view["bands"]), view["stretch"], view["q"]) if view else FitsView()
+
+
+def eval_transform(config: dict):
+    """The eval view training validated with: uint8 batches (B, 3, S, S) -> the model's input (zoom, size, the
+    encoder's normalisation), for predict, galaxy-classify, embed and galaxy-similar alike."""
+    return partial(eval_view, size=config["input_size"], zoom=config["eval_zoom"],
+                   normalisation=config.get("normalisation"))
 
 
 def read_config(model_dir: str | Path) -> dict:

@@ -24,11 +24,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.augment import eval_view
 from galaxy_finetune.data import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.files import atomic_path, write_json
 from galaxy_finetune.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.model_io import load_finetuned
+from galaxy_finetune.model_io import eval_transform, load_finetuned
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 
@@ -78,12 +77,12 @@ class CsvPartWriter(BasePredictionWriter):
 class PredictionData(L.LightningDataModule):
     """Exactly what prediction serves: one dataset's not-yet-predicted indices, through the eval view."""
 
-    def __init__(self, dataset, done: np.ndarray, attempt: int, input_size: int, eval_zoom: float,
-                 batch_size: int, workers: int = 0):
-        """`done`: indices earlier attempts already predicted; `attempt`: this attempt's number (part names)."""
+    def __init__(self, dataset, done: np.ndarray, attempt: int, view, batch_size: int, workers: int = 0):
+        """`done`: indices earlier attempts already predicted; `attempt`: this attempt's number (part names);
+        `view`: the model's eval view (model_io.eval_transform)."""
         super().__init__()
         self.dataset, self.plan = dataset, (np.setdiff1d(np.arange(len(dataset)), done), attempt)
-        self.input_size, self.eval_zoom, self.batch_size, self.workers = input_size, eval_zoom, batch_size, workers
+        self.view, self.batch_size, self.workers = view, batch_size, workers
         self.todo, self.attempt = None, attempt
 
     def setup(self, stage: str) -> None:
@@ -95,7 +94,7 @@ class PredictionData(L.LightningDataModule):
                            self.workers)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        batch["image"] = eval_view(batch["image"], self.input_size, self.eval_zoom)
+        batch["image"] = self.view(batch["image"])
         return batch
 
 
@@ -167,7 +166,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     if resumed:
         print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
     device, precision = resolve_accelerator(accelerator, "auto")
-    data = PredictionData(dataset, done, attempts + 1, config["input_size"], config["eval_zoom"], batch_size, workers)
+    data = PredictionData(dataset, done, attempts + 1, eval_transform(config), batch_size, workers)
     writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
                         callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)

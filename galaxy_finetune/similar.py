@@ -60,11 +60,13 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
     """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
     from galaxy_finetune.embed import encoder_features, load_finetuned, torch_device
     from galaxy_finetune.images import decode_image
+    from galaxy_finetune.model_io import eval_transform, fits_view
 
-    pixels = np.array(decode_image(path))  # writable, as torch wants
     model, config = load_finetuned(model_dir)
+    # decoded as the store decoded the training galaxies (its size and FITS view), then the eval view
+    pixels = np.array(decode_image(path, config["store_size"], fits=fits_view(config)))  # writable, as torch wants
     device = torch_device(accelerator)
-    features = encoder_features(model.to(device), pixels[None], config["input_size"], config["eval_zoom"], device)
+    features = encoder_features(model.to(device), pixels[None], eval_transform(config), device)
     return pixels, embeddings.project(features.astype(np.float16).astype(np.float32))
 
 

@@ -105,6 +105,8 @@ def prepare(args: argparse.Namespace, device: torch.device, folder: Path) -> Che
     split_dir = write_splits(folder, catalog, n_train, n_val)
     store_dir = write_store(folder, catalog, args.size)
     encoder_dir = make_encoder_dir(folder, args.arch)
+    # the timed window must fit in one epoch (the clocks go by batch index)
+    args.steps = max(1, min(args.steps, n_train // args.batch - args.warmup - 1))
     recipe = params.train.model_copy(update={"batch_size": args.batch, "input_size": args.size})
     return Check(args, device, folder, catalog, store_dir, split_dir, encoder_dir, n_train, n_val, recipe,
                  args.predict_batch or params.predict.batch_size)
@@ -116,16 +118,22 @@ def callback_types():
 
     class BetweenSteps(Callback):
         """Host seconds from the end of one training step to the start of the next: fetching the next batch
-        from the loader, the copy to the device and launching its view (plus Lightning's loop in between)."""
+        from the loader, the copy to the device and launching its view (plus Lightning's loop in between).
+        On a GPU it also samples the GPU's utilisation over the timed window only (batches first..last)."""
 
-        def __init__(self):
-            self.seconds, self._end = [], None
+        def __init__(self, first: int, last: int, gpu: bool):
+            self.seconds, self._end, self.first, self.last = [], None, first, last
+            self.sampler = GpuSampler(period=0.1) if gpu else None
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if self._end is not None:
                 self.seconds.append(time.perf_counter() - self._end)
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if self.sampler is not None and batch_idx == self.first:
+                self.sampler.__enter__()
+            elif self.sampler is not None and batch_idx == self.last:
+                self.sampler.__exit__(None, None, None)
             self._end = time.perf_counter()
 
     class EpochClock(Callback):
@@ -154,12 +162,13 @@ def project_steps(b: Check, workers: int, compiled: bool = False) -> dict:
     args = b.args
     data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams(), workers)
     model = project_classifier(b.encoder_dir, b.device, compiled, b.recipe.lr, args.compile_backend)
-    between = callback_types()[0]()
+    between = callback_types()[0](args.warmup, args.warmup + args.steps, b.gpu)  # timed_fit's window
     t0 = time.perf_counter()
     steps, utilisation, _ = timed_fit(b, model, data, [between], logger=CSVLogger(b.folder / "logs"))
     return {"workers": workers, "images_per_s": args.batch / median(steps),
             "between_steps_share": sum(between.seconds[args.warmup:]) / sum(steps),
-            "gpu_utilisation": utilisation, "fit_s": time.perf_counter() - t0}
+            "gpu_utilisation": between.sampler.summary() if b.gpu else None,
+            "gpu_utilisation_whole_fit": utilisation, "fit_s": time.perf_counter() - t0}
 
 
 def trained_model(b: Check) -> Path:
@@ -236,7 +245,7 @@ class Epoch(Runner):
         train = b.recipe.model_copy(update={"epochs": args.epochs, "patience": args.epochs + 1, "devices": 1,
                                             "accelerator": b.accelerator, "resume": "never"})
         clock = callback_types()[1](b.device)
-        with (GpuSampler() if b.gpu else contextlib.nullcontext()) as sampler:
+        with b.sampler() as sampler:
             t0 = time.perf_counter()
             run = finetune(train, AugmentParams(), "gpu_check: synthetic galaxies, random encoder", "train", CLASSES,
                            b.split_dir, b.store_dir, b.encoder_dir, b.model_dir, None, b.folder / "checkpoints",
@@ -248,7 +257,7 @@ class Epoch(Runner):
                 "finetune_wall_s": wall, "fit_wall_s": run["wall_time_s"],
                 f"projected_{EPOCHS_PROJECTED}_epochs_s": wall + (EPOCHS_PROJECTED - len(clock.seconds)) * epoch_s,
                 "epoch_images_per_s": (b.n_train + b.n_val) / epoch_s, "precision": run["precision"],
-                "gpu_utilisation": sampler.summary() if b.gpu else None}
+                "gpu_utilisation_whole_run": sampler.summary() if b.gpu else None}
 
 
 class Predict(Runner):
@@ -566,7 +575,8 @@ def main(argv=None) -> int:
         bench = prepare(args, device, folder)  # before CUDA is used: write_galaxies forks its renderers
         bench.deadline = START + args.budget_s
         report.results["prepare"] = {"seconds": round(time.perf_counter() - t0, 1), "galaxies": args.galaxies,
-                                     "train": bench.n_train, "val": bench.n_val, "px": args.size}
+                                     "train": bench.n_train, "val": bench.n_val, "px": args.size,
+                                     "timed_steps": args.steps}
         print(f"prepare: {json.dumps(report.results['prepare'])}", flush=True)
         run_all(bench, report, [cls.name for cls in RUNNERS if cls.name not in args.skip])
     finally:

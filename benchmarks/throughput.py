@@ -63,13 +63,14 @@ from benchmarks.harness import (CLASSES, GpuSampler, load, make_encoder_dir, med
 # ----------------------------------------------------------------------------------------------- models
 
 class BareStep:
-    """timm convnext_nano + AdamW on pre-made tensors: forward, cross-entropy, backward, step."""
+    """timm convnext_nano (or `arch`) + AdamW on pre-made tensors: forward, cross-entropy, backward, step."""
 
-    def __init__(self, batch: int, size: int, device: torch.device, compile_model: bool = False):
+    def __init__(self, batch: int, size: int, device: torch.device, compile_model: bool = False,
+                 backend: str = "inductor", arch: str = "convnext_nano"):
         import timm
         torch.manual_seed(0)
         self.device = device
-        self.model = timm.create_model("convnext_nano", num_classes=len(CLASSES)).to(device)
+        self.model = timm.create_model(arch, num_classes=len(CLASSES)).to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-5, weight_decay=0.05)
@@ -77,7 +78,7 @@ class BareStep:
         if device.type == "cuda":
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.y = torch.randint(0, len(CLASSES), (batch,), device=device)
-        self.forward = torch.compile(self.model) if compile_model else self.model
+        self.forward = torch.compile(self.model, backend=backend) if compile_model else self.model
 
     def step(self):
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
@@ -114,6 +115,20 @@ def model_split(bare: BareStep, steps: int) -> dict:
     return {name: {"ms": 1e3 * median(v), "share": median(v) / total} for name, v in phases.items()}
 
 
+def bare_infer_images_per_s(bare: BareStep, batch: int, size: int, batches: int) -> float:
+    """Images/s of the bare model's no_grad forward (softmax included) on one in-memory batch, after one warm-up."""
+    x = torch.rand(batch, 3, size, size, device=bare.device)
+    if bare.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    bare.infer(x)
+    times = []
+    for _ in range(max(2, batches)):
+        t0 = now(bare.device)
+        bare.infer(x)
+        times.append(now(bare.device) - t0)
+    return batch / median(times)
+
+
 def time_bare(bare: BareStep, warmup: int, steps: int) -> list[float]:
     for _ in range(warmup):
         bare.step()
@@ -131,8 +146,9 @@ def time_bare(bare: BareStep, warmup: int, steps: int) -> list[float]:
 
 
 def project_classifier(encoder_dir: Path, device: torch.device | None = None, compile_encoder: bool = False,
-                       lr: float = 1e-5):
-    """The project's classifier as the training paths use it: channels_last on GPU, optionally compiled."""
+                       lr: float = 1e-5, backend: str = "inductor"):
+    """The project's classifier as the training paths use it: channels_last on GPU, optionally compiled
+    (`backend`: torch.compile's; "eager" only traces, for a quick CPU check of the compiled path)."""
     from galaxy_finetune.encoder import build_encoder
     from galaxy_finetune.model_io import build_classifier
     from galaxy_finetune.params import TrainParams
@@ -140,8 +156,8 @@ def project_classifier(encoder_dir: Path, device: torch.device | None = None, co
     model = build_classifier(build_encoder(encoder_dir), len(CLASSES), TrainParams(lr=lr))
     if device is not None and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    if compile_encoder:
-        model.encoder = torch.compile(model.encoder)
+    if compile_encoder:  # in place (nn.Module.compile): parameter names, and so Zoobot's layer decay, stay as they are
+        model.encoder.compile(backend=backend)
     return model
 
 
@@ -182,6 +198,24 @@ def trainer_for(device: torch.device, max_steps: int, callbacks, logger=False, *
                      precision="bf16-mixed" if device.type == "cuda" else "32", max_steps=max_steps,
                      limit_val_batches=0, num_sanity_val_steps=0, logger=logger, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kw)
+
+
+def timed_fit(bench: Bench, model, data, callbacks=(), interleave: BareStep | None = None, logger=False):
+    """Fit `model` on `data` for warmup + steps + 1 steps; (seconds of each timed step, GPU utilisation or None).
+
+    On a GPU the device is synced only at the two ends of the timed window (the host queues ahead, as in a
+    real run), so each step gets the window's mean; `interleave` runs a bare step between project steps
+    (outside the timed interval; see step_clock), its times left in the clock's bare_times."""
+    args = bench.args
+    w, total = args.warmup, args.warmup + args.steps + 1
+    clock = step_clock(bench.device, interleave, sync_at={w, total - 1} if bench.gpu else None)
+    trainer = trainer_for(bench.device, total, [clock, *callbacks], logger=logger, log_every_n_steps=5)
+    with bench.sampler() as sampler:
+        trainer.fit(model, datamodule=data)
+    steps = clock.times[w:]
+    if bench.gpu:  # only the total between the two syncs is exact
+        steps = [sum(steps) / len(steps)] * len(steps)
+    return steps, (sampler.summary() if bench.gpu else None), clock.bare_times[w:]
 
 
 class PhaseTimer:
@@ -392,18 +426,12 @@ class TrainStep(Runner):
         if not b.gpu:  # on a GPU the timers would need a sync per step; the datapath runner gives the view's cost
             phases.wrap(data)
         model = project_classifier(b.encoder_dir, b.device, args.compile)
-        w, total = args.warmup, args.warmup + args.steps + 1
-        clock = step_clock(b.device, interleave, sync_at={w, total - 1} if b.gpu else None)
         logger = DVCLiveLogger(dir=str(b.folder / "live"), save_dvc_exp=False, dvcyaml=None)
-        trainer = trainer_for(b.device, total, [clock], logger=logger, log_every_n_steps=5)
-        with b.sampler() as sampler:
-            trainer.fit(model, datamodule=data)
-        steps = clock.times[w:]
-        if b.gpu:  # only the total between the two syncs is exact
-            steps = [sum(steps) / len(steps)] * len(steps)
-        return {"step_s": steps, "bare_s": clock.bare_times[w:], "fetch_s": phases.fetch[w + 1:],
+        steps, utilisation, bare_s = timed_fit(b, model, data, interleave=interleave, logger=logger)
+        w = args.warmup
+        return {"step_s": steps, "bare_s": bare_s, "fetch_s": phases.fetch[w + 1:],
                 "view_s": phases.view[w + 1:], "decode_once_s": decode_s, "decoded_images": n_decoded,
-                "gpu_utilisation": sampler.summary() if b.gpu else None}
+                "gpu_utilisation": utilisation}
 
 
 class ReferenceStep(Runner):
@@ -414,16 +442,9 @@ class ReferenceStep(Runner):
         b, args = self.bench, self.bench.args
         dm = reference_datamodule(args, b.catalog, b.n_train, b.n_val, args.batch)
         model = project_classifier(b.encoder_dir, b.device, args.compile)
-        w, total = args.warmup, args.warmup + args.steps + 1
-        clock = step_clock(b.device, None, sync_at={w, total - 1} if b.gpu else None)
-        trainer = trainer_for(b.device, total, [clock])
-        with b.sampler() as sampler:
-            trainer.fit(model, datamodule=dm)
-        steps = clock.times[w:]
-        if b.gpu:
-            steps = [sum(steps) / len(steps)] * len(steps)
+        steps, utilisation, _ = timed_fit(b, model, dm)
         return {"reference_images_per_s": args.batch / median(steps), "step_s": steps,
-                "gpu_utilisation": sampler.summary() if b.gpu else None}
+                "gpu_utilisation": utilisation}
 
 
 class Predict(Runner):
@@ -446,16 +467,8 @@ class Predict(Runner):
                                   b.folder / f"{name}.parts", args.predict_batch, accelerator, progress=False)
         streamed(frame.iloc[:args.predict_batch], "warmup")
         timing = {"test_images_per_s": streamed(frame, "test")["images_per_s"]}
-        x = torch.rand(args.predict_batch, 3, args.size, args.size, device=b.device)
-        if b.gpu:
-            x = x.contiguous(memory_format=torch.channels_last)
-        b.bare.infer(x)
-        times = []
-        for _ in range(max(2, args.predict_images // args.predict_batch)):
-            t0 = now(b.device)
-            b.bare.infer(x)
-            times.append(now(b.device) - t0)
-        bare_ips = args.predict_batch / median(times)
+        bare_ips = bare_infer_images_per_s(b.bare, args.predict_batch, args.size,
+                                           args.predict_images // args.predict_batch)
         return {"project_images_per_s": timing["test_images_per_s"], "bare_images_per_s": round(bare_ips, 1),
                 "images": len(frame), "batch": args.predict_batch,
                 "ratio_project_vs_bare": round(timing["test_images_per_s"] / bare_ips, 3)}
@@ -467,7 +480,7 @@ class FullRun(Runner):
 
     def run(self) -> dict:
         from galaxy_finetune.params import AugmentParams, TrainParams
-        from galaxy_finetune.train import finetune
+        from galaxy_finetune.train import FinetuneJob, finetune
 
         b, args = self.bench, self.bench.args
         n = args.full_images
@@ -479,12 +492,14 @@ class FullRun(Runner):
         write_store(full, catalog, args.source_size)
         prep_s = time.perf_counter() - t0
         encoder_dir = make_encoder_dir(full)
-        train = TrainParams(epochs=args.full_epochs, patience=args.full_epochs + 1, batch_size=args.batch,
-                            input_size=args.size, accelerator="gpu" if b.gpu else "cpu", devices=1, resume="never")
+        train = TrainParams(epochs=args.full_epochs, steps=0, patience=args.full_epochs + 1, batch_size=args.batch,
+                            input_size=args.size, lr=1e-5, head_init="random", schedule="constant",
+                            accelerator="gpu" if b.gpu else "cpu", devices=1, resume="never")  # the write-up's
         with b.sampler() as sampler:
             t0 = time.perf_counter()
-            run = finetune(train, AugmentParams(), "benchmark", "train", CLASSES, full / "splits", full / "store", encoder_dir,
-                           full / "model", full / "live", full / "checkpoints")
+            job = FinetuneJob(full, full / "store", full / "splits", encoder_dir, full / "model", full / "live",
+                              full / "checkpoints")
+            run = finetune(train, AugmentParams(), "writeup", {"classes": CLASSES, "run_label": "benchmark"}, job)
             wall = time.perf_counter() - t0
         return {"images": n, "train": n_train, "val": n_val, "epochs": run["epochs_run"],
                 "finetune_wall_s": round(wall, 1), "fit_wall_s": run["wall_time_s"],

@@ -125,8 +125,8 @@ def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epo
                   **trainer_kwargs) -> L.Trainer:
     """The Trainer of a fine-tuning run (in the spirit of zoobot's get_trainer): keeps the best and the last
     checkpoint in `checkpoint_dir`, stops early on `monitor`, checkpoints a killed run, counts the samples
-    seen, warns of a slow CPU run, and logs to dvclive in `live_dir` (no logger when None)."""
-    from dvclive.lightning import DVCLiveLogger
+    seen, warns of a slow CPU run, and logs to dvclive in `live_dir` (no logger when None: dvclive is then
+    not even imported, so the GPU check runs where it is not installed)."""
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
     callbacks = [
@@ -134,11 +134,14 @@ def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epo
         ModelCheckpoint(dirpath=checkpoint_dir, filename=CHECKPOINT_BEST.removesuffix(".ckpt"), monitor=monitor,
                         mode="min", save_top_k=1, save_last=True),
         EarlyStopping(monitor=monitor, mode="min", patience=patience),
-        CpuEta(), SamplesSeen(),
+        *([CpuEta()] if accelerator == "cpu" else []), SamplesSeen(),  # its warning says "training on CPU"
         OnExceptionCheckpoint(checkpoint_dir, filename=CHECKPOINT_INTERRUPTED.removesuffix(".ckpt")),
     ]
-    logger = (DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resumed)
-              if live_dir is not None else False)
+    logger = False
+    if live_dir is not None:
+        from dvclive.lightning import DVCLiveLogger
+
+        logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resumed)
     options = dict(log_every_n_steps=5, deterministic=False, enable_model_summary=False) | trainer_kwargs
     return L.Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                      strategy=strategy, precision=precision, callbacks=callbacks, logger=logger, **options)
@@ -243,13 +246,14 @@ def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, acc
 
 
 def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: dict, job: FinetuneJob,
-             workers: int | str = "auto") -> dict:
+             workers: int | str = "auto", callbacks=()) -> dict:
     """Fit (resuming a killed run when allowed), then export the best weights to job.model_out; the run's record.
 
     The linear probe of the frozen encoder is fitted first: it is the yardstick reported beside the
     fine-tuned model, and with train.head_init linear_probe the head's starting weights. Then the best
     checkpoint on val loss is exported, or the probe's head on the untouched encoder when fine-tuning never
-    beat the probe's val loss. `recipe`: the params group the values came from (Params.recipe).
+    beat the probe's val loss. `recipe`: the params group the values came from (Params.recipe); `callbacks`
+    are added to the Trainer's (benchmarks time epochs with one); job.live_dir None logs nothing.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
     classes = manifest["classes"]
@@ -282,7 +286,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
                                                                n_train))
     trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
                             precision=precision, devices=train.devices, num_nodes=train.num_nodes,
-                            strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[learning], **budget)
+                            strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[*callbacks, learning], **budget)
     wall = fit(trainer, model, data, ckpt_path, job.checkpoint_dir)
     if not trainer.is_global_zero:
         return {}
@@ -350,10 +354,15 @@ def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dic
 
 
 def versions() -> dict:
-    import dvc
+    """The versions that shaped the run; dvc's is read from its metadata (None where it is not installed, as on
+    the GPU check's box), so recording it never imports dvc."""
     import lightning
     import timm
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        dvc_version = version("dvc")
+    except PackageNotFoundError:
+        dvc_version = None
     return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
-            "timm": timm.__version__, "zoobot": version("zoobot"), "dvc": dvc.__version__}
+            "timm": timm.__version__, "zoobot": version("zoobot"), "dvc": dvc_version}

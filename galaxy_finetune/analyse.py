@@ -20,7 +20,7 @@ from galaxy_finetune import figures
 from galaxy_finetune.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json, write_text
+from galaxy_finetune.files import atomic_path, read_json, read_table, write_json, write_text
 from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
                                      residuals, validated_probabilities)
@@ -135,7 +135,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the predict stage first")
     try:
-        return pd.read_csv(path, dtype={"id_str": str})
+        return read_table(path)
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
 

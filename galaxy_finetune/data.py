@@ -16,6 +16,7 @@ import torch
 
 from galaxy_finetune.augment import eval_view, train_view
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import read_table
 from galaxy_finetune.images import decode_image
 from galaxy_finetune.params import AugmentParams
 from galaxy_finetune.store import open_images
@@ -25,7 +26,7 @@ def read_split(split_dir: Path, name: str) -> pd.DataFrame:
     path = Path(split_dir) / f"{name}.csv"
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the split stage first (dvc repro split)")
-    return pd.read_csv(path, dtype={"id_str": str}, keep_default_na=False)
+    return read_table(path)
 
 
 def loader_workers(requested: int | str, accelerator: str) -> int:

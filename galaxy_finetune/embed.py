@@ -16,7 +16,7 @@ import torch
 from galaxy_finetune.accelerator import resolve_accelerator
 from galaxy_finetune.augment import eval_view
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.data import read_split
 from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.pixels import galaxy_pixels
 
@@ -52,10 +52,7 @@ def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Pat
     model, config = load_finetuned(model_dir)
     frames = []
     for split in SPLITS:
-        path = Path(split_dir) / f"{split}.csv"
-        if not path.is_file():
-            raise PipelineError(f"{path}: not found; run the split stage first")
-        frame = pd.read_csv(path, dtype={"id_str": str})
+        frame = read_split(split_dir, split)
         frames.append(pd.DataFrame({"id_str": frame["id_str"], "split": split, "label": frame["label"],
                                     "label_name": frame["label_name"], "row": frame["row"]}))
     galaxies = pd.concat(frames, ignore_index=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.files import atomic_path, read_json, read_table, write_json
 from galaxy_finetune.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
                                     EMBED_RECORD)
 
@@ -78,7 +78,7 @@ def read_embeddings(embed_dir: Path, mmap: bool = False) -> Embeddings:
         raise PipelineError(f"{path}: not found; run the embed stage first (dvc repro embed)")
     mode = "r" if mmap else None
     pca = np.load(embed_dir / EMBED_PCA)
-    embeddings = Embeddings(pd.read_csv(path, dtype={"id_str": str}),
+    embeddings = Embeddings(read_table(path),
                             np.load(embed_dir / EMBED_FEATURES, mmap_mode=mode),
                             np.load(embed_dir / EMBED_PCA_FEATURES), pca["mean"], pca["components"])
     if not len(embeddings.galaxies) == len(embeddings.features) == len(embeddings.pca_features):

@@ -7,13 +7,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path
+from galaxy_finetune.files import atomic_path, read_table
 from galaxy_finetune.layout import CATALOG
 
 
 def read_catalog(raw_dir: Path) -> pd.DataFrame:
     """data/raw/catalog.csv, with `row`: each galaxy's row in the store."""
-    catalog = pd.read_csv(Path(raw_dir) / CATALOG, dtype={"id_str": str}, keep_default_na=False)
+    catalog = read_table(Path(raw_dir) / CATALOG)
     return catalog.assign(row=range(len(catalog)))
 
 

@@ -22,14 +22,7 @@ from galaxy_finetune.data import ImageFiles, loader_workers
 from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.predict import predict_to_csv
-from galaxy_finetune.sources import read_catalog_file
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")
-
-
-def _without_suffix(name: str) -> str:
-    """The file name without its image suffix (both parts of .fits.gz): the galaxy's id."""
-    return name[:-len(next(s for s in IMAGE_SUFFIXES if name.lower().endswith(s)))]
+from galaxy_finetune.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
 
 
 def galaxies_from(source: Path) -> pd.DataFrame:
@@ -40,13 +33,11 @@ def galaxies_from(source: Path) -> pd.DataFrame:
             names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
         if not names:
             raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
-        ids = [_without_suffix(n) for n in names]
-        frame = pd.DataFrame({"id_str": ids, "file": [os.path.join(root, n) for n in names]})
+        frame = pd.DataFrame({"id_str": [id_from_file(n) for n in names],
+                              "file": [os.path.join(root, n) for n in names]})
     else:
         table, files = read_catalog_file(source, {"file_loc"}, "images")
-        ids = (table["id_str"].astype(str) if "id_str" in table.columns
-               else [os.path.splitext(os.path.basename(p))[0] for p in files])
-        frame = pd.DataFrame({"id_str": list(ids), "file": files})
+        frame = pd.DataFrame({"id_str": catalog_ids(table, files), "file": files})
     dupes = frame["id_str"][frame["id_str"].duplicated()]
     if len(dupes):
         raise PipelineError(f"{source}: id {dupes.iloc[0]!r} appears {int((frame['id_str'] == dupes.iloc[0]).sum())} "

@@ -8,13 +8,13 @@ first. An image file goes through the model's eval view and encoder first, so it
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.cli import run_command
 from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import write_csv
@@ -82,6 +82,32 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
                         cols=min(5, len(images)))
 
 
+def find_similar(args: argparse.Namespace) -> None:
+    """galaxy-similar's work: the neighbours of the query to a CSV and a contact sheet, and a line saying so."""
+    if args.k < 1:
+        raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
+    search = SimilaritySearch.load(args.embeddings)
+    if args.query in search:
+        start = time.perf_counter()
+        neighbours = search.like_galaxy(args.query, args.k)
+        seconds = time.perf_counter() - start
+        from galaxy_finetune.pixels import galaxy_pixels
+
+        query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
+        query_pixels = galaxy_pixels(args.store, [query_row])[0]
+    elif Path(args.query).is_file():
+        query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
+        start = time.perf_counter()
+        neighbours = search.like_features(features, args.k)
+        seconds = time.perf_counter() - start
+    else:
+        raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
+    write_csv(args.output, neighbours)
+    contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
+    print(f"galaxy-similar: {len(neighbours)} galaxies like {args.query} -> {args.output}, {args.sheet} "
+          f"(search {seconds * 1000:.1f} ms over {len(search.index)} galaxies)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="galaxy-similar", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,33 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", type=Path, default=Path("data/store"), help="data/store (the galaxies' pixels)")
     parser.add_argument("--model", type=Path, default=Path("models/finetuned"), help="for an image-file query")
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    args = parser.parse_args(argv)
-    try:
-        if args.k < 1:
-            raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
-        search = SimilaritySearch.load(args.embeddings)
-        if args.query in search:
-            start = time.perf_counter()
-            neighbours = search.like_galaxy(args.query, args.k)
-            seconds = time.perf_counter() - start
-            from galaxy_finetune.pixels import galaxy_pixels
-
-            query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
-            query_pixels = galaxy_pixels(args.store, [query_row])[0]
-        elif Path(args.query).is_file():
-            query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
-            start = time.perf_counter()
-            neighbours = search.like_features(features, args.k)
-            seconds = time.perf_counter() - start
-        else:
-            raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
-        write_csv(args.output, neighbours)
-        contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(f"galaxy-similar: {len(neighbours)} galaxies like {args.query} -> {args.output}, {args.sheet} "
-          f"(search {seconds * 1000:.1f} ms over {len(search.index)} galaxies)")
+    run_command(lambda: find_similar(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

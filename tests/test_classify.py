@@ -112,6 +112,16 @@ def test_unreadable_image_is_named_on_one_line_and_no_output_written(trained, tm
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_an_output_that_cannot_be_written_is_one_line(trained, tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(trained.model), str(_folder(trained, tmp_path, n=2)), "-o", str(tmp_path / "blocker" / "out.csv"),
+              "--accelerator", "cpu"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'blocker'}"), err
+
+
 def test_missing_model_and_bad_catalog(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nomodel"), str(trained.raw)])

@@ -77,28 +77,17 @@ def count_weights(weights: Path) -> int | None:
         raise PipelineError(f"{weights}: not a readable safetensors file ({exc}); rerun finetune_gpu") from None
 
 
-def run_identity(manifest: dict, model_config: dict) -> tuple[str, bool]:
-    """(run label, real run?) of the manifest: its run_label, or one built from an older manifest's profile.
-
-    A real run has a pretrained encoder and no substituted data; anything else is shown in red.
-    """
-    encoder = manifest.get("encoder") or {}
-    data = manifest.get("data") or {}
-    if "run_label" in manifest:
-        pretrained = bool(encoder.get("pretrained", False))
-        return manifest["run_label"], pretrained and not data.get("substituted", False)
-    profile = manifest["profile"]  # manifests written before run_label existed
-    source = model_config["encoder"]["source"]
-    if profile == "full":
-        return f"{manifest['source']}, {manifest.get('n_images')} galaxies | pretrained: {source}", True
-    return (f"{manifest['source']} stand-in ({profile}), {manifest.get('n_images')} galaxies | no pretraining: "
-            f"{source} {model_config['encoder']['arch']}"), False
+def run_identity(manifest: dict) -> tuple[str, bool]:
+    """(run label, real run?) of the manifest. A real run has a pretrained encoder and no substituted data;
+    anything else is shown in red."""
+    pretrained = bool((manifest.get("encoder") or {}).get("pretrained", False))
+    return manifest["run_label"], pretrained and not (manifest.get("data") or {}).get("substituted", False)
 
 
 def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n_weights: int | None = None) -> dict:
     """Which run, data, weights, device, versions and times produced a result."""
     run, encoder = model_config["run"], model_config["encoder"]
-    label, real = run_identity(manifest, model_config)
+    label, real = run_identity(manifest)
     return {
         "run_label": label,
         "real_run": real,

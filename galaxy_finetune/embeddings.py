@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, read_table, write_json
+from galaxy_finetune.files import atomic_path, read_table, write_json
 from galaxy_finetune.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
                                     EMBED_RECORD)
 
@@ -85,6 +85,3 @@ def read_embeddings(embed_dir: Path, mmap: bool = False) -> Embeddings:
         raise PipelineError(f"{embed_dir}: galaxies, features and PCA features disagree in length; rerun embed")
     return embeddings
 
-
-def embed_record(embed_dir: Path) -> dict:
-    return read_json(Path(embed_dir) / EMBED_RECORD)

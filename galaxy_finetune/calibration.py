@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
+from sklearn import metrics as skm
 
 from galaxy_finetune.metrics import PROB_FLOOR, negative_log_likelihood, probability_scores
 
@@ -65,12 +66,11 @@ def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray, steps: int = 
 
 def purity_threshold(p_class: np.ndarray, is_class: np.ndarray, target: float) -> float | None:
     """The lowest cut t on p(class) whose selection {p >= t} reaches precision `target`; None if none does."""
-    order = np.argsort(-p_class, kind="stable")
-    p_sorted, hits = p_class[order], np.cumsum(is_class[order])
-    last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]  # a cut keeps every galaxy with equal p
-    precision = hits / np.arange(1, len(p_sorted) + 1)
-    reaching = np.flatnonzero(last_of_value & (precision >= target))
-    return float(p_sorted[reaching[-1]]) if len(reaching) else None
+    if not np.any(is_class):
+        return None
+    precision, _, cuts = skm.precision_recall_curve(is_class, p_class)  # cuts ascend; the last precision has none
+    reaching = np.flatnonzero(precision[:-1] >= target)
+    return float(cuts[reaching[0]]) if len(reaching) else None
 
 
 def selection_quality(p_class: np.ndarray, is_class: np.ndarray, threshold: float | None) -> dict:

@@ -13,17 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_finetune.accelerator import resolve_accelerator
+from galaxy_finetune.accelerator import torch_device
 from galaxy_finetune.augment import eval_view
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
 from galaxy_finetune.data import read_split
 from galaxy_finetune.model_io import load_finetuned
 from galaxy_finetune.pixels import galaxy_pixels
-
-
-def torch_device(accelerator: str = "auto") -> torch.device:
-    """The torch device for train.accelerator ('auto' | 'gpu' | 'cpu'), as the predict stage resolves it."""
-    return torch.device("cuda" if resolve_accelerator(accelerator, "auto")[0] == "gpu" else "cpu")
 
 
 @torch.inference_mode()

@@ -58,7 +58,8 @@ class SimilaritySearch:
 def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator: str = "auto") -> tuple[np.ndarray,
                                                                                                          np.ndarray]:
     """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
-    from galaxy_finetune.embed import encoder_features, load_finetuned, torch_device
+    from galaxy_finetune.accelerator import torch_device
+    from galaxy_finetune.embed import encoder_features, load_finetuned
     from galaxy_finetune.images import decode_image
 
     pixels = np.array(decode_image(path))  # writable, as torch wants

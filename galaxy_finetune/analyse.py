@@ -27,7 +27,7 @@ from galaxy_finetune.metrics import (class_indexes, compute_metrics, confusion_a
 from galaxy_finetune.mistakes_page import mistakes_html, thumbnail_png
 from galaxy_finetune.neighbours import anomaly_scores
 from galaxy_finetune.params import AnalyseParams
-from galaxy_finetune.pixels import galaxy_pixels
+from galaxy_finetune.store import galaxy_pixels
 
 COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
 # how the report names train.training_mode: never "full", which would read as "the real, full run"

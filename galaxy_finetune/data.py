@@ -19,7 +19,7 @@ from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import read_table
 from galaxy_finetune.images import decode_image
 from galaxy_finetune.params import AugmentParams
-from galaxy_finetune.store import open_images
+from galaxy_finetune.store import open_images, read_rows
 
 
 def read_split(split_dir: Path, name: str) -> pd.DataFrame:
@@ -67,7 +67,7 @@ class StoreGalaxies(torch.utils.data.Dataset):
 
     def __getitems__(self, indices):
         index = np.asarray(indices, dtype=np.int64)
-        pixels = np.ascontiguousarray(self.images[self.rows[index]])  # one read of the batch's rows
+        pixels = read_rows(self.images, self.rows[index], self._path or "images")  # one read of the batch's rows
         return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
                 "label": self.labels[index], "index": torch.from_numpy(index)}
 

@@ -18,7 +18,7 @@ from galaxy_finetune.augment import eval_view
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
 from galaxy_finetune.data import read_split
 from galaxy_finetune.model_io import load_finetuned
-from galaxy_finetune.pixels import galaxy_pixels
+from galaxy_finetune.store import galaxy_pixels
 
 
 @torch.inference_mode()

@@ -73,7 +73,7 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
     from galaxy_finetune import figures
-    from galaxy_finetune.pixels import galaxy_pixels
+    from galaxy_finetune.store import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
@@ -92,7 +92,7 @@ def find_similar(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         neighbours = search.like_galaxy(args.query, args.k)
         seconds = time.perf_counter() - start
-        from galaxy_finetune.pixels import galaxy_pixels
+        from galaxy_finetune.store import galaxy_pixels
 
         query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
         query_pixels = galaxy_pixels(args.store, [query_row])[0]

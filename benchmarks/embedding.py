@@ -41,7 +41,7 @@ class PixelsRunner:
     name = "pixels (galaxy_pixels)"
 
     def run(self, store_dir: Path, rows: list[int], batch: int, **_) -> dict:
-        from galaxy_finetune.pixels import galaxy_pixels
+        from galaxy_finetune.store import galaxy_pixels
 
         start = time.perf_counter()
         for i in range(0, len(rows), batch):

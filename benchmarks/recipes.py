@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra recipe overrides: key=value (yaml values)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "recipes.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip rows already in --out")
+    parser.add_argument("--no-normalisation", action="store_true",
+                        help="feed [0, 1] pixels, ignoring the encoder's mean/std (to measure what they add)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"recipes: skipped, {SHARED} is absent (the real galaxies are only on the developers' machines)")
@@ -142,6 +145,9 @@ def main() -> None:
             try:
                 params, raw, enc, store, splits, size = prepare(work, catalog, encoder, args.input_size)
                 manifest = json.loads((raw / "manifest.json").read_text())
+                if args.no_normalisation:
+                    record = encoder_record(enc)
+                    (enc / "encoder.json").write_text(json.dumps({**record, "normalisation": None}))
                 normalisation = encoder_record(enc).get("normalisation")
                 full, val, test = (read_split(splits, n) for n in ("train", "val", "test"))
                 n_classes = len(manifest["classes"])
@@ -187,7 +193,8 @@ def main() -> None:
                                        lr=tp.lr, batch_size=tp.batch_size)
                         low, high = bootstrap_ci(correct.astype(float))
                         row.update(accuracy=round(float(correct.mean()), 4), ci=[round(low, 4), round(high, 4)],
-                                   wall_s=round(time.perf_counter() - start, 1))
+                                   wall_s=round(time.perf_counter() - start, 1),
+                                   load_1min=round(os.getloadavg()[0], 1), normalisation=normalisation is not None)
                         print(json.dumps(row), flush=True)
                         with args.out.open("a") as fh:
                             fh.write(json.dumps(row) + "\n")
@@ -198,12 +205,14 @@ def main() -> None:
 
 def print_table(path: Path) -> None:
     rows = [json.loads(line) for line in path.open()]
-    print("| catalog | encoder | labels/class | n train | recipe | test accuracy (95% CI) | steps | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| catalog | encoder | labels/class | n train | recipe | test accuracy (95% CI) | steps | wall s | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         kept = " (kept probe)" if r.get("kept") == "linear_probe" else ""
-        print(f"| {r['catalog']} | {r['encoder']} | {r['size']} | {r['n_train']} | {r['recipe']}{kept} | "
-              f"{r['accuracy']:.1%} ({r['ci'][0]:.1%}-{r['ci'][1]:.1%}) | {r['steps']} | {r['wall_s']} |")
+        norm = "" if r.get("normalisation", True) or r["encoder"] == "random" else ", [0, 1] pixels"
+        print(f"| {r['catalog']} | {r['encoder']}{norm} | {r['size']} | {r['n_train']} | {r['recipe']}{kept} | "
+              f"{r['accuracy']:.1%} ({r['ci'][0]:.1%}-{r['ci'][1]:.1%}) | {r['steps']} | {r['wall_s']} | "
+              f"{r.get('load_1min', '')} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Which accelerator ('gpu' | 'cpu') and precision a Trainer runs with, and the name of the device behind it."""
+"""Which accelerator ('gpu' | 'cpu') and precision a Trainer runs with, the torch device for code that runs
+without a Trainer (embed, galaxy-similar), and the name of the device behind them."""
 from __future__ import annotations
 
 import platform
@@ -19,6 +20,11 @@ def resolve_accelerator(accelerator: str, precision: str) -> tuple[str, str]:
     if precision == "auto":
         precision = "bf16-mixed" if resolved == "gpu" else "32"
     return resolved, precision
+
+
+def torch_device(accelerator: str = "auto") -> torch.device:
+    """The torch device for train.accelerator ('auto' | 'gpu' | 'cpu'), resolved as a Trainer's accelerator is."""
+    return torch.device("cuda" if resolve_accelerator(accelerator, "auto")[0] == "gpu" else "cpu")
 
 
 def device_name(accelerator: str) -> str:

@@ -20,14 +20,14 @@ from galaxy_finetune import figures
 from galaxy_finetune.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json, write_text
+from galaxy_finetune.files import atomic_path, read_json, read_table, write_json, write_text
 from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
                                      residuals, validated_probabilities)
 from galaxy_finetune.mistakes_page import mistakes_html, thumbnail_png
 from galaxy_finetune.neighbours import anomaly_scores
 from galaxy_finetune.params import AnalyseParams
-from galaxy_finetune.pixels import galaxy_pixels
+from galaxy_finetune.store import galaxy_pixels
 
 COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
 # how the report names train.training_mode: never "full", which would read as "the real, full run"
@@ -77,28 +77,17 @@ def count_weights(weights: Path) -> int | None:
         raise PipelineError(f"{weights}: not a readable safetensors file ({exc}); rerun finetune_gpu") from None
 
 
-def run_identity(manifest: dict, model_config: dict) -> tuple[str, bool]:
-    """(run label, real run?) of the manifest: its run_label, or one built from an older manifest's profile.
-
-    A real run has a pretrained encoder and no substituted data; anything else is shown in red.
-    """
-    encoder = manifest.get("encoder") or {}
-    data = manifest.get("data") or {}
-    if "run_label" in manifest:
-        pretrained = bool(encoder.get("pretrained", False))
-        return manifest["run_label"], pretrained and not data.get("substituted", False)
-    profile = manifest["profile"]  # manifests written before run_label existed
-    source = model_config["encoder"]["source"]
-    if profile == "full":
-        return f"{manifest['source']}, {manifest.get('n_images')} galaxies | pretrained: {source}", True
-    return (f"{manifest['source']} stand-in ({profile}), {manifest.get('n_images')} galaxies | no pretraining: "
-            f"{source} {model_config['encoder']['arch']}"), False
+def run_identity(manifest: dict) -> tuple[str, bool]:
+    """(run label, real run?) of the manifest. A real run has a pretrained encoder and no substituted data;
+    anything else is shown in red."""
+    pretrained = bool((manifest.get("encoder") or {}).get("pretrained", False))
+    return manifest["run_label"], pretrained and not (manifest.get("data") or {}).get("substituted", False)
 
 
 def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n_weights: int | None = None) -> dict:
     """Which run, data, weights, device, versions and times produced a result."""
     run, encoder = model_config["run"], model_config["encoder"]
-    label, real = run_identity(manifest, model_config)
+    label, real = run_identity(manifest)
     return {
         "run_label": label,
         "real_run": real,
@@ -146,7 +135,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the predict stage first")
     try:
-        return pd.read_csv(path, dtype={"id_str": str})
+        return read_table(path)
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
 

@@ -3,7 +3,7 @@
 Functions take (N, C) probability matrices and integer class indexes. The predictions CSVs hold probabilities,
 not logits; log-probabilities are logits shifted by a per-row constant, which softmax ignores, so scaling
 log p by 1/T is exactly temperature scaling (probabilities below PROB_FLOOR, which the CSV's 6 decimals round
-to 0, are floored there).
+to 0, are floored there). Scores before and after scaling come from one estimator, metrics.probability_scores.
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn import metrics as skm
 
-from galaxy_finetune.metrics import expected_calibration_error
+from galaxy_finetune.metrics import PROB_FLOOR, negative_log_likelihood, probability_scores
 
-PROB_FLOOR = 5e-7  # half the CSV's last decimal
 TEMPERATURE_RANGE = (0.05, 20.0)
 PURITY_TARGETS = (0.95, 0.99)
 
@@ -23,12 +22,6 @@ PURITY_TARGETS = (0.95, 0.99)
 def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log p / T): the temperature-scaled probabilities."""
     return np.exp(log_softmax(np.log(np.clip(probs, PROB_FLOOR, None)) / temperature, axis=1))
-
-
-def negative_log_likelihood(probs: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean -log p(true class) after temperature scaling (the floored log loss)."""
-    log_p = log_softmax(np.log(np.clip(probs, PROB_FLOOR, None)) / temperature, axis=1)
-    return float(-log_p[np.arange(len(y_true)), y_true].mean())
 
 
 def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
@@ -41,15 +34,6 @@ def fit_temperature(probs: np.ndarray, y_true: np.ndarray) -> float:
     if negative_log_likelihood(probs, y_true, best) > negative_log_likelihood(probs, y_true, 1.0):
         return 1.0
     return best
-
-
-def probability_scores(probs: np.ndarray, y_true: np.ndarray, ece_bins: int) -> dict:
-    """Log loss (probabilities floored at PROB_FLOOR), multi-class Brier (0-2) and ECE of (probs, y_true)."""
-    labels = list(range(probs.shape[1]))
-    correct = probs.argmax(1) == y_true
-    return {"log_loss": negative_log_likelihood(probs, y_true),
-            "brier": float(skm.brier_score_loss(y_true, probs, labels=labels, scale_by_half=False)),
-            "ece": expected_calibration_error(probs.max(1), correct, ece_bins)}
 
 
 def temperature_scaling(val_probs: np.ndarray, val_true: np.ndarray, test_probs: np.ndarray, test_true: np.ndarray,
@@ -82,12 +66,11 @@ def accuracy_coverage(confidence: np.ndarray, correct: np.ndarray, steps: int = 
 
 def purity_threshold(p_class: np.ndarray, is_class: np.ndarray, target: float) -> float | None:
     """The lowest cut t on p(class) whose selection {p >= t} reaches precision `target`; None if none does."""
-    order = np.argsort(-p_class, kind="stable")
-    p_sorted, hits = p_class[order], np.cumsum(is_class[order])
-    last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]  # a cut keeps every galaxy with equal p
-    precision = hits / np.arange(1, len(p_sorted) + 1)
-    reaching = np.flatnonzero(last_of_value & (precision >= target))
-    return float(p_sorted[reaching[-1]]) if len(reaching) else None
+    if not np.any(is_class):
+        return None
+    precision, _, cuts = skm.precision_recall_curve(is_class, p_class)  # cuts ascend; the last precision has none
+    reaching = np.flatnonzero(precision[:-1] >= target)
+    return float(cuts[reaching[0]]) if len(reaching) else None
 
 
 def selection_quality(p_class: np.ndarray, is_class: np.ndarray, threshold: float | None) -> dict:

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.cli import quiet_logs
+from galaxy_finetune.cli import run_command
 from galaxy_finetune.data import ImageFiles, loader_workers
-from galaxy_finetune.errors import PipelineError, one_line
+from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.model_io import fits_view, load_finetuned
 from galaxy_finetune.predict import predict_to_csv
-from galaxy_finetune.sources import read_catalog_file
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")
-
-
-def _without_suffix(name: str) -> str:
-    """The file name without its image suffix (both parts of .fits.gz): the galaxy's id."""
-    return name[:-len(next(s for s in IMAGE_SUFFIXES if name.lower().endswith(s)))]
+from galaxy_finetune.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
 
 
 def galaxies_from(source: Path) -> pd.DataFrame:
@@ -40,13 +32,11 @@ def galaxies_from(source: Path) -> pd.DataFrame:
             names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
         if not names:
             raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
-        ids = [_without_suffix(n) for n in names]
-        frame = pd.DataFrame({"id_str": ids, "file": [os.path.join(root, n) for n in names]})
+        frame = pd.DataFrame({"id_str": [id_from_file(n) for n in names],
+                              "file": [os.path.join(root, n) for n in names]})
     else:
         table, files = read_catalog_file(source, {"file_loc"}, "images")
-        ids = (table["id_str"].astype(str) if "id_str" in table.columns
-               else [os.path.splitext(os.path.basename(p))[0] for p in files])
-        frame = pd.DataFrame({"id_str": list(ids), "file": files})
+        frame = pd.DataFrame({"id_str": catalog_ids(table, files), "file": files})
     dupes = frame["id_str"][frame["id_str"].duplicated()]
     if len(dupes):
         raise PipelineError(f"{source}: id {dupes.iloc[0]!r} appears {int((frame['id_str'] == dupes.iloc[0]).sum())} "
@@ -65,22 +55,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", default="1", help="GPUs (or CPU processes) to share the images: N or auto")
     parser.add_argument("--workers", default="auto", help="DataLoader workers decoding images: N or auto "
                         "(auto: 4 on a GPU, 1 on CPU)")
-    args = parser.parse_args(argv)
-    quiet_logs()
-    try:
-        model, config = load_finetuned(args.model_dir)
-        frame = galaxies_from(args.images)
-        device, _ = resolve_accelerator(args.accelerator, "auto")
-        workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
-        workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
-        dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config))  # decoded as the store did
-        devices = args.devices if args.devices == "auto" else int(args.devices)
-        result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
-                                Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,
-                                extra=["file"])
-    except PipelineError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(1)
+    run_command(lambda: classify(parser.parse_args(argv)),
+                interrupted="the rows predicted so far are kept: rerun the same command to go on where it stopped")
+
+
+def classify(args: argparse.Namespace) -> None:
+    """galaxy-classify's work: the predictions CSV, and a line saying so."""
+    model, config = load_finetuned(args.model_dir)
+    frame = galaxies_from(args.images)
+    device, _ = resolve_accelerator(args.accelerator, "auto")
+    workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
+    workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
+    dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config))  # decoded as the store did
+    devices = args.devices if args.devices == "auto" else int(args.devices)
+    result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
+                            Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,
+                            extra=["file"])
     if not result:  # another DDP rank: rank zero reports
         return
     print(f"galaxy-classify: {result['galaxies']} galaxies -> {args.output} ({result['images_per_s']} images/s on "

@@ -1,11 +1,12 @@
-"""The shared shell of every stage script: argument parsing, params loading, one-line errors."""
+"""The shared shell of every stage script and command (galaxy-classify, galaxy-similar): quiet logs and one-line
+errors (run_command); for a stage also argument parsing and params loading (run_stage)."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 import warnings
-from typing import Callable
+from typing import Callable, TypeVar
 
 from galaxy_finetune.errors import PipelineError, one_line
 from galaxy_finetune.params import Params, load_params
@@ -50,23 +51,32 @@ def quiet_logs() -> None:
     warnings.showwarning = _one_line_warning
 
 
-def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-              body: Callable[[argparse.Namespace, Params], None], argv: list[str] | None = None) -> None:
-    """Parse args, load validated params, run `body`; a PipelineError becomes `error: ...` and exit 1."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+T = TypeVar("T")
+
+
+def run_command(body: Callable[[], T], interrupted: str = "no outputs were written") -> T:
+    """Run `body` with quiet logs and return what it returns; a PipelineError, an OSError (disk full, read-only
+    folder...) or Ctrl-C becomes one `error: ...` line and exit 1 (130 for Ctrl-C, followed by `interrupted`)."""
     quiet_logs()
     try:
-        body(args, load_params(args.params))
+        return body()
     except PipelineError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
-    except OSError as exc:  # disk full, read-only folder, ...: the atomic writers left nothing behind
+    except OSError as exc:  # the atomic writers left nothing behind
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; free space or fix permissions, then rerun", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("error: interrupted; no outputs were written", file=sys.stderr)
+        print(f"error: interrupted; {interrupted}", file=sys.stderr)
         sys.exit(130)
+
+
+def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+              body: Callable[[argparse.Namespace, Params], None], argv: list[str] | None = None) -> None:
+    """Parse args, load validated params, run `body` through run_command."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    run_command(lambda: body(args, load_params(args.params)))

@@ -16,16 +16,17 @@ import torch
 
 from galaxy_finetune.augment import eval_view, train_view
 from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.files import read_table
 from galaxy_finetune.images import FitsView, decode_image
 from galaxy_finetune.params import AugmentParams
-from galaxy_finetune.store import open_images
+from galaxy_finetune.store import open_images, read_rows
 
 
 def read_split(split_dir: Path, name: str) -> pd.DataFrame:
     path = Path(split_dir) / f"{name}.csv"
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the split stage first (dvc repro split)")
-    return pd.read_csv(path, dtype={"id_str": str}, keep_default_na=False)
+    return read_table(path)
 
 
 def loader_workers(requested: int | str, accelerator: str) -> int:
@@ -66,7 +67,7 @@ class StoreGalaxies(torch.utils.data.Dataset):
 
     def __getitems__(self, indices):
         index = np.asarray(indices, dtype=np.int64)
-        pixels = np.ascontiguousarray(self.images[self.rows[index]])  # one read of the batch's rows
+        pixels = read_rows(self.images, self.rows[index], self._path or "images")  # one read of the batch's rows
         return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
                 "label": self.labels[index], "index": torch.from_numpy(index)}
 

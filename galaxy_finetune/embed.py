@@ -13,16 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_finetune.accelerator import resolve_accelerator
+from galaxy_finetune.accelerator import torch_device
 from galaxy_finetune.embeddings import SPLITS, write_embeddings
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.data import read_split
 from galaxy_finetune.model_io import eval_transform, load_finetuned
-from galaxy_finetune.pixels import galaxy_pixels
-
-
-def torch_device(accelerator: str = "auto") -> torch.device:
-    """The torch device for train.accelerator ('auto' | 'gpu' | 'cpu'), as the predict stage resolves it."""
-    return torch.device("cuda" if resolve_accelerator(accelerator, "auto")[0] == "gpu" else "cpu")
+from galaxy_finetune.store import galaxy_pixels
 
 
 @torch.inference_mode()
@@ -52,10 +47,7 @@ def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Pat
     model, config = load_finetuned(model_dir)
     frames = []
     for split in SPLITS:
-        path = Path(split_dir) / f"{split}.csv"
-        if not path.is_file():
-            raise PipelineError(f"{path}: not found; run the split stage first")
-        frame = pd.read_csv(path, dtype={"id_str": str})
+        frame = read_split(split_dir, split)
         frames.append(pd.DataFrame({"id_str": frame["id_str"], "split": split, "label": frame["label"],
                                     "label_name": frame["label_name"], "row": frame["row"]}))
     galaxies = pd.concat(frames, ignore_index=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json
+from galaxy_finetune.files import atomic_path, read_table, write_json
 from galaxy_finetune.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
                                     EMBED_RECORD)
 
@@ -78,13 +78,10 @@ def read_embeddings(embed_dir: Path, mmap: bool = False) -> Embeddings:
         raise PipelineError(f"{path}: not found; run the embed stage first (dvc repro embed)")
     mode = "r" if mmap else None
     pca = np.load(embed_dir / EMBED_PCA)
-    embeddings = Embeddings(pd.read_csv(path, dtype={"id_str": str}),
+    embeddings = Embeddings(read_table(path),
                             np.load(embed_dir / EMBED_FEATURES, mmap_mode=mode),
                             np.load(embed_dir / EMBED_PCA_FEATURES), pca["mean"], pca["components"])
     if not len(embeddings.galaxies) == len(embeddings.features) == len(embeddings.pca_features):
         raise PipelineError(f"{embed_dir}: galaxies, features and PCA features disagree in length; rerun embed")
     return embeddings
 
-
-def embed_record(embed_dir: Path) -> dict:
-    return read_json(Path(embed_dir) / EMBED_RECORD)

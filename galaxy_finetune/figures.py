@@ -382,4 +382,3 @@ FIGURES: tuple[Figure, ...] = (  # the reference write-up's order, then the addi
     Figure("unusual_galaxies.png", f"The {GALLERY} most unusual test galaxies (red frame: misclassified)",
            _unusual),
 )
-FIGURE_FILES = tuple(f.file for f in FIGURES)

@@ -1,4 +1,5 @@
-"""The one place that writes outputs: always to a temporary sibling, then renamed into place.
+"""The one place that writes outputs (always to a temporary sibling, then renamed into place) and reads back
+the tables the stages exchange.
 
 A stage killed halfway, or one that fails on bad input, leaves no half-written file or folder behind.
 """
@@ -44,6 +45,21 @@ def write_text(path: str | Path, text: str) -> None:
 def write_csv(path: str | Path, frame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+# columns of the exchanged tables that hold names: galaxy ids (any text: 007, NA, null...), class names, splits,
+# file paths. They are read back exactly as written.
+TEXT_COLUMNS = ("id_str", "nearest_train_id", "label_name", "true_label", "pred_label", "split", "src", "file")
+
+
+def read_table(path: str | Path):
+    """A CSV one stage wrote for another, read back as written: ids and names stay text (007 stays 007, NA stays
+    NA), nothing is read as a missing value except an empty cell of a numeric column."""
+    import pandas as pd
+
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in columns}, keep_default_na=False,
+                       na_values={c: [""] for c in columns if c not in TEXT_COLUMNS})
 
 
 def read_json(path: str | Path) -> dict:

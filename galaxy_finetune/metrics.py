@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from scipy.special import log_softmax
 from sklearn import metrics as skm
 
 from galaxy_finetune.errors import PipelineError
@@ -16,6 +17,7 @@ from galaxy_finetune.errors import PipelineError
 SUM_TOLERANCE = 1e-3  # the CSV stores 6 decimals per probability; a real mismatch is far larger
 BASE_COLUMNS = ("id_str", "true_label", "pred_label")
 DERIVED_COLUMNS = ("p_true", "confidence")  # written by predict; recomputed here from the p_<class> columns
+PROB_FLOOR = 5e-7  # half the CSV's last decimal: a probability written as 0 was below it
 
 
 def check_predictions(table: pd.DataFrame, classes: list[str], name: str = "predictions") -> np.ndarray:
@@ -96,6 +98,23 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(np.sum(used["count"] / len(confidence) * np.abs(used["accuracy"] - used["confidence"])))
 
 
+def negative_log_likelihood(probs: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
+    """The log loss: mean -log p(true class), probabilities floored at PROB_FLOOR (the CSV rounds smaller ones
+    to 0), after temperature scaling by `temperature` (1: none)."""
+    log_p = log_softmax(np.log(np.clip(probs, PROB_FLOOR, None)) / temperature, axis=1)
+    return float(-log_p[np.arange(len(y_true)), y_true].mean())
+
+
+def probability_scores(probs: np.ndarray, y_true: np.ndarray, ece_bins: int = 15) -> dict:
+    """Log loss (negative_log_likelihood), multi-class Brier (0-2) and ECE of (probs, y_true): the one estimator
+    of each, for the headline numbers and for calibration's before and after."""
+    labels = list(range(probs.shape[1]))
+    correct = probs.argmax(1) == y_true
+    return {"log_loss": negative_log_likelihood(probs, y_true),
+            "brier": float(skm.brier_score_loss(y_true, probs, labels=labels, scale_by_half=False)),
+            "ece": expected_calibration_error(probs.max(1), correct, ece_bins)}
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, samples: int, seed: int,
                  level: float = 0.95) -> dict:
     """Percentile bootstrap (resampling galaxies, seeded) of overall accuracy and of each class's recall.
@@ -170,7 +189,8 @@ def compute_metrics(table: pd.DataFrame, probs: np.ndarray, classes: list[str], 
 
     accuracy (+ 95% bootstrap CI), balanced accuracy and macro F1 over the classes present in the labels or
     predictions; per class: recall ("accuracy", + CI), precision, F1, support (recall and its CI are null for
-    a class with no test galaxy); log-loss; multi-class Brier score (sum over classes, range 0-2); ECE;
+    a class with no test galaxy); log-loss, multi-class Brier score (sum over classes, range 0-2) and ECE
+    (probability_scores, as calibration reports them before and after temperature scaling);
     confusion counts keyed true class -> predicted class; the top confusions by rank.
     `probs` is the table's probability matrix from validated_probabilities.
     """
@@ -204,9 +224,7 @@ def compute_metrics(table: pd.DataFrame, probs: np.ndarray, classes: list[str], 
         "accuracy_ci95_high": ci["accuracy"][1],
         "balanced_accuracy": float(balanced),
         "macro_f1": float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        "log_loss": float(skm.log_loss(y_true, probs, labels=labels)),
-        "brier": float(skm.brier_score_loss(y_true, probs, labels=labels, scale_by_half=False)),
-        "ece": expected_calibration_error(probs.max(1), correct, ece_bins),
+        **probability_scores(probs, y_true, ece_bins),
         "per_class": per_class,
         "confusion": {t: {p: int(confusion[i, j]) for j, p in enumerate(classes)} for i, t in enumerate(classes)},
         "top_confusions": {str(rank): confusion_text(item)

@@ -8,13 +8,13 @@ first. An image file goes through the model's eval view and encoder first, so it
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.cli import run_command
 from galaxy_finetune.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import write_csv
@@ -58,7 +58,8 @@ class SimilaritySearch:
 def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator: str = "auto") -> tuple[np.ndarray,
                                                                                                          np.ndarray]:
     """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
-    from galaxy_finetune.embed import encoder_features, load_finetuned, torch_device
+    from galaxy_finetune.accelerator import torch_device
+    from galaxy_finetune.embed import encoder_features, load_finetuned
     from galaxy_finetune.images import decode_image
     from galaxy_finetune.model_io import eval_transform, fits_view
 
@@ -74,7 +75,7 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
     from galaxy_finetune import figures
-    from galaxy_finetune.pixels import galaxy_pixels
+    from galaxy_finetune.store import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
@@ -82,6 +83,32 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
     edges = ["black"] + ["0.6"] * len(neighbours)
     figures.galaxy_grid(images, captions, edges, path, None, f"The {len(neighbours)} galaxies most like {query_name}",
                         cols=min(5, len(images)))
+
+
+def find_similar(args: argparse.Namespace) -> None:
+    """galaxy-similar's work: the neighbours of the query to a CSV and a contact sheet, and a line saying so."""
+    if args.k < 1:
+        raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
+    search = SimilaritySearch.load(args.embeddings)
+    if args.query in search:
+        start = time.perf_counter()
+        neighbours = search.like_galaxy(args.query, args.k)
+        seconds = time.perf_counter() - start
+        from galaxy_finetune.store import galaxy_pixels
+
+        query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
+        query_pixels = galaxy_pixels(args.store, [query_row])[0]
+    elif Path(args.query).is_file():
+        query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
+        start = time.perf_counter()
+        neighbours = search.like_features(features, args.k)
+        seconds = time.perf_counter() - start
+    else:
+        raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
+    write_csv(args.output, neighbours)
+    contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
+    print(f"galaxy-similar: {len(neighbours)} galaxies like {args.query} -> {args.output}, {args.sheet} "
+          f"(search {seconds * 1000:.1f} ms over {len(search.index)} galaxies)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,33 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store", type=Path, default=Path("data/store"), help="data/store (the galaxies' pixels)")
     parser.add_argument("--model", type=Path, default=Path("models/finetuned"), help="for an image-file query")
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    args = parser.parse_args(argv)
-    try:
-        if args.k < 1:
-            raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
-        search = SimilaritySearch.load(args.embeddings)
-        if args.query in search:
-            start = time.perf_counter()
-            neighbours = search.like_galaxy(args.query, args.k)
-            seconds = time.perf_counter() - start
-            from galaxy_finetune.pixels import galaxy_pixels
-
-            query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
-            query_pixels = galaxy_pixels(args.store, [query_row])[0]
-        elif Path(args.query).is_file():
-            query_pixels, features = embed_image(Path(args.query), args.model, search.embeddings, args.accelerator)
-            start = time.perf_counter()
-            neighbours = search.like_features(features, args.k)
-            seconds = time.perf_counter() - start
-        else:
-            raise PipelineError(f"{args.query}: neither a galaxy id of {args.embeddings} nor an image file")
-        write_csv(args.output, neighbours)
-        contact_sheet(query_pixels, Path(args.query).name, neighbours, args.store, args.sheet)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print(f"galaxy-similar: {len(neighbours)} galaxies like {args.query} -> {args.output}, {args.sheet} "
-          f"(search {seconds * 1000:.1f} ms over {len(search.index)} galaxies)")
+    run_command(lambda: find_similar(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

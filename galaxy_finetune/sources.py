@@ -24,6 +24,7 @@ from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import atomic_path
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")  # any case
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,23 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
     return frame, files
 
 
+def id_from_file(path: str) -> str:
+    """A galaxy's id when its catalog gives none: the file's name without its image suffix (both parts of
+    .fits.gz), or without its last suffix if it has no image suffix."""
+    name = os.path.basename(path)
+    suffix = next((s for s in IMAGE_SUFFIXES if name.lower().endswith(s)), os.path.splitext(name)[1])
+    return name[:len(name) - len(suffix)]
+
+
+def catalog_ids(frame: pd.DataFrame, files: list[str]) -> list[str]:
+    """The ids of a catalog's galaxies: its id_str column as written, else each file's id_from_file."""
+    return frame["id_str"].astype(str).tolist() if "id_str" in frame.columns else [id_from_file(p) for p in files]
+
+
 def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
 
-    Optional columns: id_str (default: the file's stem) and split (train/val/test, galaxy-datasets' layout;
+    Optional columns: id_str (default: the file's name without its image suffix) and split (train/val/test, galaxy-datasets' layout;
     other columns are ignored). Relative file_loc
     paths are taken relative to the catalog's folder.
     """
@@ -199,11 +213,9 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
             labels.append(int(value))
             if not 0 <= labels[-1] < len(classes):
                 raise PipelineError(f"{path}: row {row}: label {value} out of range 0..{len(classes) - 1}")
-    ids = frame["id_str"].astype(str) if "id_str" in frame.columns else pd.Series(  # the file's stem
-        [os.path.splitext(os.path.basename(p))[0] for p in src])
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     # each file's existence is checked by the one stat source_fingerprint makes; decoding is the store's
-    catalog = pd.DataFrame({"id_str": ids.values, "label": labels, "split": split, "src": src})
+    catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": labels, "split": split, "src": src})
     return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
 
 

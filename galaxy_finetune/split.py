@@ -7,13 +7,13 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path
+from galaxy_finetune.files import atomic_path, read_table
 from galaxy_finetune.layout import CATALOG
 
 
 def read_catalog(raw_dir: Path) -> pd.DataFrame:
     """data/raw/catalog.csv, with `row`: each galaxy's row in the store."""
-    catalog = pd.read_csv(Path(raw_dir) / CATALOG, dtype={"id_str": str}, keep_default_na=False)
+    catalog = read_table(Path(raw_dir) / CATALOG)
     return catalog.assign(row=range(len(catalog)))
 
 
@@ -52,9 +52,12 @@ def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
 
 
 def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str):
-    counts = frame["label"].value_counts()
+    counts = frame["label_name"].value_counts()  # the class as data.classes names it
     if counts.min() < 2:
-        raise PipelineError(f"split: class {counts.idxmin()} has {counts.min()} example(s), too few to put one in {what}")
+        name, n = counts.idxmin(), int(counts.min())
+        raise PipelineError(f"split: class {name!r} has {n} galax{'y' if n == 1 else 'ies'} left, too few to put one "
+                            f"in {what} and keep one in train; add galaxies of that class, or drop it from "
+                            f"data.classes (and its galaxies from the catalog)")
     try:
         return train_test_split(frame, test_size=fraction, stratify=frame["label"], random_state=seed)
     except ValueError as exc:

@@ -13,6 +13,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,26 @@ def open_images(store_dir: str | Path) -> np.ndarray:
     if not path.is_file():
         raise PipelineError(f"{path}: not found; run the store stage first (dvc repro store)")
     return np.load(path, mmap_mode="r")
+
+
+def read_rows(images: np.ndarray, rows: Sequence[int], where: str | Path) -> np.ndarray:
+    """A copy of rows `rows` of an image array (the store's memory map, or one in memory), in the order asked
+    and read front to back; a row the array lacks is a one-line error naming `where`. The one reader of store
+    rows: training and predict batches, and the galaxies analyse, embed and galaxy-similar show."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(images)):
+        raise PipelineError(f"{where}: no row {rows.max() if rows.max() >= len(images) else rows.min()} in a store "
+                            f"of {len(images)} galaxies; the store and the splits come from different runs "
+                            f"(rerun dvc repro)")
+    order = np.argsort(rows, kind="stable")
+    pixels = np.empty((len(rows), *images.shape[1:]), dtype=images.dtype)
+    pixels[order] = images[rows[order]]
+    return pixels
+
+
+def galaxy_pixels(store_dir: str | Path, rows: Sequence[int]) -> np.ndarray:
+    """(len(rows), S, S, 3) uint8 pixels of the galaxies at store rows `rows` (a copy, in the order asked)."""
+    return read_rows(open_images(store_dir), rows, store_dir)
 
 
 def read_record(store_dir: str | Path) -> dict:

@@ -46,25 +46,76 @@ STEP_VALIDATIONS = 20  # validations along a step budget (early stopping counts 
 
 
 class CpuEta(Callback):
-    """On CPU, warn after the first steps how long the whole run will take at this pace."""
+    """On CPU, warn how long the whole run will take at this pace, timed after warm-up: over train steps
+    `warmup`+1 .. `warmup`+`steps` of the run's first epoch (the first steps pay for start-up), then once more
+    after that epoch, with its validation timed too, if the estimate moved by more than `revise` (a share)."""
 
-    def __init__(self, after_steps: int = 5):
-        self.after_steps, self.start = after_steps, None
+    EVAL_COST = 0.4  # an eval step costs ~0.4 of a train step, until a validation has been timed
 
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == 1 and self.start is None:  # skip step 0: it includes warm-up
-            self.start = time.perf_counter()
+    def __init__(self, warmup: int = 5, steps: int = 10, revise: float = 0.25, clock=time.perf_counter):
+        self.warmup, self.steps, self.revise, self.clock = warmup, steps, revise, clock
+        self.train_ends: list[float] = []  # when each train step of the run's first epoch ended
+        self.val_ends: list[float] = []    # when each batch of that epoch's validation ended
+        self.active, self.epochs, self.said = False, 0, None  # said: the last estimate given, in minutes
+
+    @staticmethod
+    def pace(ends: list[float], skip: int = 0) -> float | None:
+        """Mean seconds per step from the times steps ended: over the steps after the first `skip` + 1, whose
+        times include start-up; None without two ends left."""
+        ends = ends[skip:]
+        return (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) >= 2 else None
+
+    @staticmethod
+    def minutes(train_pace: float, train_steps: int, epochs: int, val_steps: int = 0,
+                val_pace: float | None = None) -> float:
+        """Minutes for `epochs` epochs of `train_steps` train and `val_steps` validation steps."""
+        val_pace = CpuEta.EVAL_COST * train_pace if val_pace is None else val_pace
+        return (train_pace * train_steps + val_pace * val_steps) * epochs / 60
+
+    def on_train_start(self, trainer, module):
+        from lightning.pytorch.accelerators import CPUAccelerator
+
+        self.active = isinstance(trainer.accelerator, CPUAccelerator) and trainer.is_global_zero
+        self.epochs = trainer.max_epochs - trainer.current_epoch  # a resumed run trains the rest
+        self.budget_steps = trainer.max_steps - trainer.global_step if trainer.max_steps > 0 else None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self.start is None or trainer.global_step != 1 + self.after_steps:
+        if not self.active:
             return
-        per_step = (time.perf_counter() - self.start) / self.after_steps
-        steps = trainer.num_training_batches * trainer.max_epochs
-        eval_steps = sum(trainer.num_val_batches) * trainer.max_epochs if trainer.num_val_batches else 0
-        eta_min = per_step * (steps + 0.4 * eval_steps) / 60  # an eval step costs ~0.4 of a train step
-        warnings.warn(f"training on CPU: {per_step:.2f} s/step, about {eta_min:.0f} min for "
-                      f"{trainer.max_epochs} epochs (less if early stopping triggers); a GPU is far faster",
-                      stacklevel=1)
+        self.train_ends.append(self.clock())
+        if len(self.train_ends) == self.warmup + self.steps + 1:
+            self._say(trainer, self.pace(self.train_ends, self.warmup))
+
+    def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.active and not trainer.sanity_checking:
+            self.val_ends.append(self.clock())
+
+    def on_train_epoch_end(self, trainer, module):
+        """After the first epoch (its validation included): its steady pace, said if it is news."""
+        if not self.active:
+            return
+        self.active = False  # once per run
+        train_pace = self.pace(self.train_ends, min(self.warmup, len(self.train_ends) - 2))
+        if train_pace is not None:
+            self._say(trainer, train_pace, self.pace(self.val_ends))
+
+    def _say(self, trainer, train_pace: float, val_pace: float | None = None) -> None:
+        """Warn of the estimate unless one was given that is within `revise` of it."""
+        val_steps = len(self.val_ends) or sum(trainer.num_val_batches)
+        if self.budget_steps is not None:  # a step budget: a validation every val_check_batch steps
+            every = min(int(trainer.val_check_batch), self.budget_steps)
+            steps, rounds, what = every, self.budget_steps / every, f"{self.budget_steps} steps"
+        else:
+            steps, rounds, what = trainer.num_training_batches, self.epochs, f"{self.epochs} epochs"
+        estimate = self.minutes(train_pace, steps, rounds, val_steps, val_pace)
+        before = self.said
+        if before is not None and abs(estimate - before) <= self.revise * before:
+            return
+        self.said = estimate
+        head = "training on CPU" + ("" if before is None else ", revised after the first epoch")
+        note = "" if before is None else f"the first steps said {before:.0f} min; "
+        warnings.warn(f"{head}: {train_pace:.2f} s/step, about {estimate:.0f} min for {what} ({note}less "
+                      f"if early stopping triggers); a GPU is far faster", stacklevel=1)
 
 
 class SamplesSeen(Callback):

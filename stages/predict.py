@@ -1,9 +1,8 @@
 """Stage predict: best model on the test and val splits -> data/predictions/{test,val}.csv + timing.json."""
 from pathlib import Path
 
-import pandas as pd
-
 from galaxy_finetune.cli import run_stage
+from galaxy_finetune.files import read_table
 from galaxy_finetune.predict import predict_splits
 
 
@@ -17,7 +16,7 @@ def add_arguments(parser):
 def main(args, params):
     timing = predict_splits(args.model_dir, args.store_dir, args.splits_dir, args.predictions_out, ["test", "val"],
                             params.predict.batch_size, params.train.accelerator)
-    test = pd.read_csv(args.predictions_out / "test.csv", usecols=["true_label", "pred_label"])
+    test = read_table(args.predictions_out / "test.csv")
     print(f"predict: test accuracy {(test['true_label'] == test['pred_label']).mean():.4f} on {len(test)} galaxies, "
           f"{timing['test_images_per_s']} images/s on {timing['accelerator']}")
 

@@ -1,9 +1,8 @@
 """Stage store: decode every galaxy of data/raw/catalog.csv once -> data/store/images.npy (+ store.json)."""
 from pathlib import Path
 
-import pandas as pd
-
 from galaxy_finetune.cli import run_stage
+from galaxy_finetune.files import read_table
 from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.store import build_store, stored_size
 
@@ -14,7 +13,7 @@ def add_arguments(parser):
 
 
 def main(args, params):
-    catalog = pd.read_csv(args.raw_dir / CATALOG, dtype={"id_str": str}, keep_default_na=False)
+    catalog = read_table(args.raw_dir / CATALOG)
     # auto: the largest input size of the recipes, so switching recipe or encoder never rebuilds the store
     input_size = params.largest_input_size()
     size = stored_size(params.store.image_size, input_size, catalog["src"].iloc[0], params.data.fits_view())

@@ -13,7 +13,7 @@ from galaxy_finetune.analyse import Inputs, Outputs, analyse, read_curves, run_i
 from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.embeddings import write_embeddings
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.figures import FIGURE_FILES
+from galaxy_finetune.figures import FIGURES
 from galaxy_finetune.params import AnalyseParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,13 +122,13 @@ def test_analyse_writes_metrics_residuals_figures_and_report(tmp_path):
     assert anomalies["nearest_train_id"].str.startswith("t").all()
     assert len(pd.read_csv(out.embedding_map)) == 80
 
-    assert sorted(p.name for p in out.plots.iterdir()) == sorted(FIGURE_FILES)
+    assert sorted(p.name for p in out.plots.iterdir()) == sorted(f.file for f in FIGURES)
     report = out.report.read_text()
     assert "NOT THE REAL RUN" in report and "| **Accuracy** |" in report and "95% bootstrap CI" in report
     assert prov["run_label"] in report and not re.search(r"\bfull\b", report)  # a stand-in is never "full"
     assert "## Per class" in report and "## Top confusions" in report and "cpu (test)" in report
     assert "](errors.html)" in report and out.errors_page.is_file()
-    for name in FIGURE_FILES:
+    for name in [f.file for f in FIGURES]:
         assert f"](../plots/{name})" in report
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
 
@@ -142,20 +142,21 @@ def test_real_run_has_no_stand_in_banner(tmp_path):
     assert "NOT THE REAL RUN" not in report and "GalaxyMNIST, 48 galaxies | pretrained" in report
 
 
-def test_run_label_from_the_manifest_or_an_older_profile():
-    config = {"encoder": {"source": "hf_hub:mwalmsley/zoobot-encoder-convnext_nano", "arch": "convnext_nano"}}
+def test_run_label_from_the_manifest():
     label = "GalaxyMNIST, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
-    assert run_identity({"run_label": label, "encoder": {"pretrained": True}, "data": {"substituted": False}},
-                        config) == (label, True)
-    assert run_identity({"run_label": "x", "encoder": {"pretrained": True}, "data": {"substituted": True}},
-                        config)[1] is False
-    assert run_identity({"run_label": "y", "encoder": {"pretrained": False}}, config) == ("y", False)
-    old_full = run_identity({"profile": "full", "source": "galaxy_mnist", "n_images": 10000}, config)
-    assert old_full == ("galaxy_mnist, 10000 galaxies | pretrained: hf_hub:mwalmsley/zoobot-encoder-convnext_nano",
-                        True)
-    old_quick, real = run_identity({"profile": "quickstart", "source": "synthetic", "n_images": 2000},
-                                   {"encoder": {"source": "random", "arch": "convnext_nano"}})
-    assert not real and "full" not in old_quick and "no pretraining" in old_quick
+    assert run_identity({"run_label": label, "encoder": {"pretrained": True}, "data": {"substituted": False}}) == (
+        label, True)
+    assert run_identity({"run_label": "x", "encoder": {"pretrained": True}, "data": {"substituted": True}})[1] is False
+    assert run_identity({"run_label": "y", "encoder": {"pretrained": False}}) == ("y", False)
+
+
+def test_a_manifest_without_a_run_label_asks_for_a_rerun(tmp_path):
+    inputs = make_inputs(tmp_path / "in", n=8)
+    manifest = json.loads((inputs.raw_dir / "manifest.json").read_text())
+    del manifest["run_label"]  # as fetch_data wrote it before run labels existed
+    (inputs.raw_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PipelineError, match=r"manifest.json / .*model.json: missing key 'run_label'; rerun dvc repro"):
+        analyse(inputs, AnalyseParams(), outputs(tmp_path / "out"))
 
 
 def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):

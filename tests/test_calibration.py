@@ -73,6 +73,13 @@ def test_purity_threshold_is_the_lowest_cut_reaching_the_target():
     assert purity_threshold(p, ~is_class, 0.95) is None
     # a cut keeps every galaxy with the same p: a tie that mixes classes cannot be split
     assert purity_threshold(np.array([0.9, 0.9]), np.array([True, False]), 0.95) is None
+    assert purity_threshold(p, np.zeros(len(p), bool), 0.5) is None  # no galaxy of the class
+    rng = np.random.default_rng(1)
+    for _ in range(200):  # against every cut tried by hand, on rounded (so tied) probabilities
+        p_random = np.round(rng.random(30), 1)
+        y_random = rng.random(30) < p_random
+        reaching = [t for t in np.unique(p_random) if y_random[p_random >= t].mean() >= 0.8]
+        assert purity_threshold(p_random, y_random, 0.8) == (min(reaching) if reaching else None)
     quality = selection_quality(p, is_class, 0.7)
     assert quality == {"precision": 0.8, "completeness": 1.0, "selected": 5}
     assert selection_quality(p, is_class, None) == {"precision": None, "completeness": None, "selected": 0}

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from galaxy_finetune import predict as predict_module
-from galaxy_finetune.classify import main
+from galaxy_finetune.classify import galaxies_from, main
 from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.params import AugmentParams, Params
 from galaxy_finetune.predict import predict_splits
+from galaxy_finetune.sources import user_catalog
 from galaxy_finetune.train import FinetuneJob, finetune
 from tests.tiny import prepare
 
@@ -111,6 +112,16 @@ def test_unreadable_image_is_named_on_one_line_and_no_output_written(trained, tm
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_an_output_that_cannot_be_written_is_one_line(trained, tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(trained.model), str(_folder(trained, tmp_path, n=2)), "-o", str(tmp_path / "blocker" / "out.csv"),
+              "--accelerator", "cpu"])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'blocker'}"), err
+
+
 def test_missing_model_and_bad_catalog(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "nomodel"), str(trained.raw)])
@@ -119,3 +130,17 @@ def test_missing_model_and_bad_catalog(trained, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(trained.model), str(tmp_path / "cat.csv")])
     assert "missing column(s) ['file_loc']" in capsys.readouterr().err
+
+
+def test_a_file_name_gives_the_same_id_from_a_folder_a_catalog_and_the_pipeline(tmp_path):
+    names = ["g01.fits.gz", "g02.FIT", "g03.png", "g04.fit.gz", "g05.jpeg"]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"")  # only the names matter here
+    pd.DataFrame({"file_loc": [f"imgs/{n}" for n in names], "label": [0, 1, 0, 1, 0]}).to_csv(tmp_path / "cat.csv",
+                                                                                              index=False)
+    ids = ["g01", "g02", "g03", "g04", "g05"]
+    assert galaxies_from(folder)["id_str"].tolist() == ids
+    assert galaxies_from(tmp_path / "cat.csv")["id_str"].tolist() == ids
+    assert user_catalog(tmp_path / "cat.csv", ["a", "b"]).catalog["id_str"].tolist() == ids

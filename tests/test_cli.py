@@ -1,7 +1,15 @@
-"""The stage shell (galaxy_finetune.cli): quiet logs; each real warning once, on one line."""
+"""The stage shell (galaxy_finetune.cli): quiet logs; each real warning once, on one line; one-line errors for the
+stages and the commands alike."""
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from galaxy_finetune import similar
+from galaxy_finetune.embeddings import write_embeddings
+from galaxy_finetune.layout import STORE_IMAGES
 from tests.pipeline_repo import checkout_env
 
 # a one-epoch Lightning fit that draws every kind of noise: Lightning's adverts (litlogger, litmodels),
@@ -47,3 +55,35 @@ def test_quiet_logs_drop_adverts_and_library_deprecations_but_keep_real_warnings
     assert "warnings.warn(" not in quiet and ".py:" not in quiet
     lightning_warning = [line for line in quiet.splitlines() if "smaller than the logging interval" in line]
     assert len(lightning_warning) == 1 and lightning_warning[0].startswith("warning: ")  # kept, as one line
+
+
+@pytest.fixture
+def explore_inputs(tmp_path):
+    """A tiny data/embeddings and data/store: ten galaxies, random features."""
+    galaxies = pd.DataFrame({"id_str": [f"g{i}" for i in range(10)], "split": ["train"] * 6 + ["test"] * 4,
+                             "label": 0, "label_name": "round", "row": range(10)})
+    write_embeddings(tmp_path / "embeddings", galaxies, np.random.default_rng(0).normal(size=(10, 8)), 3)
+    (tmp_path / "store").mkdir()
+    np.save(tmp_path / "store" / STORE_IMAGES, np.zeros((10, 8, 8, 3), np.uint8))
+    return ["--embeddings", str(tmp_path / "embeddings"), "--store", str(tmp_path / "store")]
+
+
+@pytest.mark.parametrize("case", ["unwritable output", "bad k", "unknown query"])
+def test_galaxy_similar_errors_are_one_line_through_the_shell(explore_inputs, tmp_path, capsys, case):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    args = {"unwritable output": ["g0", "-o", str(tmp_path / "blocker" / "s.csv")],
+            "bad k": ["g0", "-k", "0"], "unknown query": ["nothing-like-this"]}[case]
+    with pytest.raises(SystemExit) as exit_:
+        similar.main([*args, "--sheet", str(tmp_path / "s.png"), *explore_inputs])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert {"unwritable output": str(tmp_path / "blocker"), "bad k": "-k 0",
+            "unknown query": "nothing-like-this: neither a galaxy id"}[case] in err[0]
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_galaxy_similar_writes_the_table_and_the_sheet(explore_inputs, tmp_path, capsys):
+    similar.main(["g0", "-k", "3", "-o", str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png"), *explore_inputs])
+    assert pd.read_csv(tmp_path / "s.csv")["rank"].tolist() == [1, 2, 3] and (tmp_path / "s.png").is_file()
+    assert capsys.readouterr().out.startswith("galaxy-similar: 3 galaxies like g0")

@@ -1,7 +1,9 @@
-"""Atomic writes: a failed write (disk full, read-only folder) leaves nothing half-written."""
+"""Atomic writes: a failed write (disk full, read-only folder) leaves nothing half-written; tables read back as
+written."""
 import errno
 import os
 
+import pandas as pd
 import pytest
 
 from galaxy_finetune import files
@@ -64,3 +66,13 @@ def test_stage_turns_os_errors_into_one_line(tmp_path, capsys):
     assert exit_.value.code == 1
     err = capsys.readouterr().err.strip()
     assert err == "error: data/raw/images/x.png: No space left on device; free space or fix permissions, then rerun"
+
+
+def test_read_table_keeps_ids_and_names_as_written(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("id_str,label,label_name,split,score\nNA,0,None,,1.5\n007,1,null,test,\nN/A,2,nan,val,2\n")
+    table = files.read_table(path)
+    assert table["id_str"].tolist() == ["NA", "007", "N/A"]
+    assert table["label_name"].tolist() == ["None", "null", "nan"] and table["split"].tolist() == ["", "test", "val"]
+    assert table["label"].tolist() == [0, 1, 2]
+    assert table["score"].iloc[0] == 1.5 and pd.isna(table["score"].iloc[1])  # a blank number is missing

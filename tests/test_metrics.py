@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from galaxy_finetune.calibration import temperature_scaling
 from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.metrics import (bootstrap_ci, check_predictions, compute_metrics, confusion_array,
+from galaxy_finetune.metrics import (PROB_FLOOR, bootstrap_ci, check_predictions, compute_metrics, confusion_array,
                                      validated_probabilities,
                                      expected_calibration_error, most_confident, reliability, residual_bin,
                                      residuals, top_confusions)
@@ -70,8 +71,19 @@ def test_perfect_predictions():
     assert m["accuracy"] == m["balanced_accuracy"] == m["macro_f1"] == 1.0
     assert (m["accuracy_ci95_low"], m["accuracy_ci95_high"]) == (1.0, 1.0)
     assert m["brier"] == 0.0 and m["ece"] == 0.0
-    assert m["log_loss"] == pytest.approx(0.0, abs=1e-9)
+    assert m["log_loss"] == pytest.approx(0.0, abs=1e-5)  # each 0 counts as PROB_FLOOR
     assert m["top_confusions"] == {}
+
+
+def test_the_headline_log_loss_is_the_estimator_calibration_compares_before_and_after():
+    # one confidently wrong row (p(true) written as 0) and one right one, as in the review: 18.2 vs 7.4
+    frame = table([("a", "b", [0.0, 1.0, 0.0]), ("b", "b", [0.2, 0.8, 0.0])])
+    m = metrics_of(frame, bootstrap_samples=10)
+    probs, y = validated_probabilities(frame, CLASSES), np.array([0, 1])
+    calibration, _ = temperature_scaling(probs, y, probs, y, 15)
+    assert m["log_loss"] == calibration["test"]["log_loss_before"]
+    assert m["log_loss"] == pytest.approx((-math.log(PROB_FLOOR) - math.log(0.8)) / 2, rel=1e-5)
+    assert (m["brier"], m["ece"]) == (calibration["test"]["brier_before"], calibration["test"]["ece_before"])
 
 
 def test_all_wrong():

@@ -1,7 +1,14 @@
 """Issue 10 end to end: an own catalog of FITS cutouts (one-band and three-band, plain and gzipped) through
-`dvc repro`, offline with the default (Hugging Face) encoder: the catalog is used, only the weights stand in."""
+`dvc repro`, offline with the default (Hugging Face) encoder: the catalog is used, only the weights stand in.
+
+Issue 15: the catalog's ids include text a CSV reader would take for a missing value or a number (NA, nan,
+None, null, N/A, 007...); every table the run writes must carry them as written."""
+import csv
+import html.parser
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,6 +20,10 @@ from galaxy_finetune.params import Params
 from tests.pipeline_repo import make_repo, repro_and_commit
 
 CLASSES = ["round", "elongated"]
+# the canonical test set (rows 0-7, four per class) holds the ids of the review; more such ids train
+TEST_IDS = ["NA", "nan", "None", "null", "N/A", "007", "J0006+0000", "J0007+0000"]
+OTHER_IDS = {8: "NaN", 9: "NULL", 10: "n/a", 11: "#N/A", 12: "1.0", 13: "0042"}
+IDS = TEST_IDS + [OTHER_IDS.get(i, f"J{i:04d}+0000") for i in range(len(TEST_IDS), 40)]
 
 
 def _cutout(rng, label: int, bands: int, size: int = 32) -> np.ndarray:
@@ -35,7 +46,8 @@ def fits_repo(tmp_path_factory):
         label, bands = i % 2, 1 if i % 4 < 2 else 3
         name = f"g{i:02d}.fits" + (".gz" if bands == 3 else "")
         fits.PrimaryHDU(_cutout(rng, label, bands).astype(np.float32)).writeto(folder / name)
-        rows.append({"id_str": f"J{i:04d}+0000", "file_loc": name, "label": CLASSES[label]})
+        rows.append({"id_str": IDS[i], "file_loc": name, "label": CLASSES[label],
+                     "split": "test" if IDS[i] in TEST_IDS else ""})
     pd.DataFrame(rows).to_csv(folder / "catalog.csv", index=False)
     repo, env = make_repo(root / "repo", {
         "data": {"source": "catalog", "catalog": str(folder / "catalog.csv"), "classes": CLASSES},
@@ -75,3 +87,59 @@ def test_the_figures_show_the_fits_galaxies(fits_repo):
     repo, _, _, _ = fits_repo
     for name in ("top_5_predictions.png", "top_5_errors.png", "confusion_matrix.png"):
         assert (repo / "plots" / name).stat().st_size > 10_000
+
+
+def as_written(path) -> list[dict]:
+    """The rows of a CSV as plain text (the csv module reinterprets nothing)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def column(path, name: str) -> list[str]:
+    return [row[name] for row in as_written(path)]
+
+
+class MistakeIds(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "div" and attrs.get("class") == "mistake":
+            self.ids.append(attrs["data-id"])
+
+
+def test_ids_are_carried_as_written_through_every_table(fits_repo):
+    repo = fits_repo[0]
+    assert column(repo / "data/raw/catalog.csv", "id_str") == IDS
+    splits = {s: column(repo / f"data/splits/{s}.csv", "id_str") for s in ("train", "val", "test")}
+    assert sorted(splits["test"]) == sorted(TEST_IDS) and sorted(sum(splits.values(), [])) == sorted(IDS)
+    assert column(repo / "data/embeddings/galaxies.csv", "id_str") == sum(splits.values(), [])
+    for split in ("test", "val"):
+        predictions = as_written(repo / f"data/predictions/{split}.csv")
+        assert [row["id_str"] for row in predictions] == splits[split]
+        assert all(IDS[int(row["row"])] == row["id_str"] for row in predictions)  # each id with its own galaxy
+    assert sorted(column(repo / "metrics/anomalies.csv", "id_str")) == sorted(TEST_IDS)
+    assert set(column(repo / "metrics/anomalies.csv", "nearest_train_id")) <= set(splits["train"])
+    assert sorted(column(repo / "metrics/embedding_map.csv", "id_str")) == sorted(TEST_IDS)
+    residuals = json.loads((repo / "metrics/residuals.json").read_text())
+    assert sorted(row["id_str"] for row in residuals) == sorted(TEST_IDS)
+    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    assert set(metrics["anomalies"]["most_unusual"]) <= set(TEST_IDS)
+    page = MistakeIds()
+    page.feed((repo / "reports/errors.html").read_text())
+    wrong = [row["id_str"] for row in as_written(repo / "data/predictions/test.csv")
+             if row["true_label"] != row["pred_label"]]
+    assert sorted(page.ids) == sorted(wrong)
+
+
+@pytest.mark.parametrize("query", ["NA", "null", "0042"])
+def test_galaxy_similar_finds_a_galaxy_by_an_id_a_reader_could_misread(fits_repo, tmp_path, query):
+    repo, env = fits_repo[:2]
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", query, "-k", "3", "-o",
+                           str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    found = column(tmp_path / "s.csv", "id_str")
+    assert len(found) == 3 and query not in found and set(found) <= set(IDS)

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from galaxy_finetune.figures import FIGURE_FILES
+from galaxy_finetune.figures import FIGURES
 from tests.pipeline_repo import ROOT, run
 
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
@@ -40,7 +40,7 @@ def image_plots(html: str) -> dict[str, list[str]]:
 
 def test_dvc_yaml_image_plots_are_exactly_the_figure_registry():
     vega, images = declared_plots()
-    assert sorted(images) == sorted(f"plots/{name}" for name in FIGURE_FILES)
+    assert sorted(images) == sorted(f"plots/{f.file}" for f in FIGURES)
     assert len(set(images)) == len(images)
     assert {"confusion", "confusion_normalized", "residuals", "training_loss", "training_accuracy",
             "accuracy_coverage", "embedding_map"} <= set(vega)
@@ -73,7 +73,7 @@ def test_analyse_outputs_are_in_git_and_stage_is_up_to_date(repo):
     tracked = run(["git", "ls-files"], repo, env).stdout.split()
     for path in ["metrics/metrics.json", "metrics/residuals.json", "metrics/coverage.csv", "metrics/anomalies.csv",
                  "metrics/embedding_map.csv", "reports/summary.md", "reports/errors.html",
-                 *(f"plots/{name}" for name in FIGURE_FILES)]:
+                 *(f"plots/{f.file}" for f in FIGURES)]:
         assert path in tracked
     status = run(["dvc", "status", "analyse"], repo, env).stdout
     assert "changed" not in status, status

@@ -465,7 +465,7 @@ def test_user_catalog_csv_with_class_names(user_images):
     raw = sources.user_catalog(path, CLASSES)
     cat = raw.catalog
     assert list(cat.columns) == ["id_str", "label", "split", "src"]
-    assert list(cat["id_str"]) == ["g1", "g2", "g3", "g4"]  # default id: the file's stem
+    assert list(cat["id_str"]) == ["g1", "g2", "g3", "g4"]  # default id: the file name without its image suffix
     assert list(cat["label"]) == [0, 1, 2, 0]
     assert list(cat["split"]) == [""] * 4
     assert list(cat["src"]) == [str(user_images / "imgs" / n) for n in ("g1.png", "g2.jpg", "g3.PNG", "g4.png")]

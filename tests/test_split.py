@@ -39,6 +39,12 @@ def test_too_few_examples_and_duplicates():
     tiny = _catalog(n_per_class=1)
     with pytest.raises(PipelineError, match="too few"):
         split_catalog(tiny, 0.1, 0.2, 0)
+    lonely = pd.concat([_catalog(n_per_class=10).query("label_name != 'c'"), _catalog(n_per_class=1).iloc[[2]]])
+    with pytest.raises(PipelineError) as info:
+        split_catalog(lonely, 0.1, 0.2, 0)
+    assert str(info.value) == ("split: class 'c' has 1 galaxy left, too few to put one in test and keep one in train; "
+                               "add galaxies of that class, or drop it from data.classes (and its galaxies from the "
+                               "catalog)")
     dup = pd.concat([_catalog(), _catalog().head(1)])
     with pytest.raises(PipelineError, match="duplicate id_str"):
         split_catalog(dup, 0.1, 0.2, 0)

@@ -15,7 +15,7 @@ from galaxy_finetune.images import decode_image
 from galaxy_finetune.layout import CATALOG
 from galaxy_finetune.model_io import build_classifier
 from galaxy_finetune.params import AugmentParams, Params, TrainParams
-from galaxy_finetune.store import build_store, open_images, read_record, stored_size
+from galaxy_finetune.store import build_store, galaxy_pixels, open_images, read_record, stored_size
 from galaxy_finetune.synthetic import render_galaxy
 from tests.tiny import prepare
 
@@ -87,6 +87,18 @@ def test_a_dataset_pickles_without_its_pixels(tmp_path):
     assert len(pickle.dumps(dataset)) < 2000
     assert torch.equal(clone.__getitems__([0, 1])["image"], batch["image"])
     assert batch["image"].shape == (2, 3, 24, 24) and batch["label"].tolist() == [0, 1]
+
+
+def test_training_batches_and_shown_galaxies_read_rows_alike(tmp_path):
+    catalog = _catalog(tmp_path / "src", n=8)
+    build_store(catalog, tmp_path / "store", 24)
+    rows = [5, 1, 5, 7]
+    batch = StoreGalaxies(tmp_path / "store", rows).__getitems__([0, 1, 2, 3])["image"]
+    assert torch.equal(batch, torch.from_numpy(galaxy_pixels(tmp_path / "store", rows)).permute(0, 3, 1, 2))
+    for reader in (lambda: StoreGalaxies(tmp_path / "store", [1, 8]).__getitems__([0, 1]),
+                   lambda: galaxy_pixels(tmp_path / "store", [1, 8])):
+        with pytest.raises(PipelineError, match=r"store: no row 8 in a store of 8 galaxies; .* \(rerun dvc repro\)"):
+            reader()
 
 
 def _train_one_epoch(datamodule, encoder_dir, classes):

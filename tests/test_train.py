@@ -15,7 +15,7 @@ from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
                                     MODEL_CONFIG, MODEL_WEIGHTS, STORE_RECORD)
-from galaxy_finetune.params import Params, TrainParams
+from galaxy_finetune.params import Params
 from galaxy_finetune.train import resume_checkpoint
 from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare

@@ -190,7 +190,8 @@ def main() -> None:
                             row.update(steps=run["steps_run"], epochs=run["epochs_run"], kept=run["kept"],
                                        probe_val_accuracy=run["linear_probe"]["val_accuracy"],
                                        val_accuracy=run["val_accuracy"], best_step=run["best_step"],
-                                       lr=tp.lr, batch_size=tp.batch_size)
+                                       lr=tp.lr, batch_size=tp.batch_size, val_curve=run["val_curve"],
+                                       overrides={k: v for k, v in overrides.items() if k != "resume"})
                         low, high = bootstrap_ci(correct.astype(float))
                         row.update(accuracy=round(float(correct.mean()), 4), ci=[round(low, 4), round(high, 4)],
                                    wall_s=round(time.perf_counter() - start, 1),

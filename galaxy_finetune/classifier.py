@@ -2,7 +2,8 @@
 
 FinetuneableZoobotClassifier builds the AdamW optimiser with layer decay (zoobot 2.9); this subclass only adds,
 when `schedule_steps` is set, a per-step schedule on top: a linear warm-up over `warmup_steps`, then a cosine
-decay to zero at `schedule_steps` (the lpft recipe). Its weights are those of Zoobot's classifier, so
+decay to zero at `schedule_steps` (the lpft recipe), and BatchNorm layers that keep their pretrained statistics
+(`frozen_batchnorm`). Its weights are those of Zoobot's classifier, so
 model.safetensors loads into either.
 """
 from __future__ import annotations
@@ -22,9 +23,24 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 class GalaxyClassifier(FinetuneableZoobotClassifier):
-    def __init__(self, schedule_steps: int = 0, warmup_steps: int = 0, **zoobot_kwargs):
+    def __init__(self, schedule_steps: int = 0, warmup_steps: int = 0, frozen_batchnorm: bool = False,
+                 **zoobot_kwargs):
         super().__init__(**zoobot_kwargs)
         self.schedule_steps, self.warmup_steps = schedule_steps, warmup_steps
+        self.frozen_batchnorm = frozen_batchnorm
+
+    def train(self, mode: bool = True):
+        """With frozen_batchnorm, BatchNorm layers stay in eval mode when Lightning switches to training: they
+        normalise with their pretrained running statistics, so the encoder's features in training are those the
+        linear probe was fitted on (batch statistics of dark galaxy cutouts are far from ImageNet's, and a few
+        steps of updating the running ones wreck the probe's head). Their scale and shift still learn.
+        Encoders without BatchNorm (Zoobot's ConvNeXt: LayerNorm) are not affected."""
+        super().train(mode)
+        if mode and self.frozen_batchnorm:
+            for module in self.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def configure_optimizers(self):
         optimizer = super().configure_optimizers()  # no scheduler_kwargs: each group's lr already has its layer decay

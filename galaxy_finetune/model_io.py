@@ -31,6 +31,7 @@ def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainPar
     steps = schedule_steps if train.schedule == "cosine" else 0
     return GalaxyClassifier(
         schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
+        frozen_batchnorm=train.batchnorm == "frozen",
         encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
         learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
         head_dropout_prob=train.dropout, seed=train.seed)

@@ -81,6 +81,7 @@ class TrainParams(_Group):
     input_size: int = Field(224, ge=32)
     head_init: Literal["linear_probe", "random"] = "linear_probe"
     schedule: Literal["cosine", "constant"] = "cosine"  # cosine: linear warm-up over 5% of the budget, then cosine
+    batchnorm: Literal["frozen", "train"] = "frozen"  # frozen: BatchNorm keeps its pretrained running statistics
     seed: int = 42
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = "auto"
@@ -108,7 +109,8 @@ class AugmentParams(_Group):
 
 
 # The keys a training recipe sets: train.<key> (lpft), writeup.<key> or scratch.<key>.
-RECIPE_KEYS = ("lr", "epochs", "steps", "input_size", "batch_size", "patience", "layer_decay", "head_init", "schedule")
+RECIPE_KEYS = ("lr", "epochs", "steps", "input_size", "batch_size", "patience", "layer_decay", "head_init", "schedule",
+               "batchnorm")
 
 
 class _RecipeGroup(_Group):
@@ -122,6 +124,7 @@ class _RecipeGroup(_Group):
     layer_decay: float = Field(gt=0, le=1)
     head_init: Literal["linear_probe", "random"] = "random"
     schedule: Literal["cosine", "constant"] = "constant"
+    batchnorm: Literal["frozen", "train"] = "frozen"
 
 
 class WriteupParams(_RecipeGroup):
@@ -142,6 +145,7 @@ class ScratchParams(_RecipeGroup):
     batch_size: int = Field(64, gt=0)
     patience: int = Field(3, gt=0)
     layer_decay: float = Field(1.0, gt=0, le=1)
+    batchnorm: Literal["frozen", "train"] = "train"  # a random init's statistics are placeholders: they must learn
 
 
 class StoreParams(_Group):

@@ -57,6 +57,7 @@ class CpuEta(Callback):
         self.train_ends: list[float] = []  # when each train step of the run's first epoch ended
         self.val_ends: list[float] = []    # when each batch of that epoch's validation ended
         self.active, self.epochs, self.said = False, 0, None  # said: the last estimate given, in minutes
+        self.val_timed = False  # the first validation's batches are timed, not the later ones
 
     @staticmethod
     def pace(ends: list[float], skip: int = 0) -> float | None:
@@ -87,8 +88,11 @@ class CpuEta(Callback):
             self._say(trainer, self.pace(self.train_ends, self.warmup))
 
     def on_validation_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0):
-        if self.active and not trainer.sanity_checking:
+        if self.active and not trainer.sanity_checking and not self.val_timed:
             self.val_ends.append(self.clock())
+
+    def on_validation_end(self, trainer, module):
+        self.val_timed = self.val_timed or (bool(self.val_ends) and not trainer.sanity_checking)  # one is enough
 
     def on_train_epoch_end(self, trainer, module):
         """After the first epoch (its validation included): its steady pace, said if it is news."""
@@ -101,7 +105,7 @@ class CpuEta(Callback):
 
     def _say(self, trainer, train_pace: float, val_pace: float | None = None) -> None:
         """Warn of the estimate unless one was given that is within `revise` of it."""
-        val_steps = len(self.val_ends) or sum(trainer.num_val_batches)
+        val_steps = sum(trainer.num_val_batches)  # one validation
         if self.budget_steps is not None:  # a step budget: a validation every val_check_batch steps
             every = min(int(trainer.val_check_batch), self.budget_steps)
             steps, rounds, what = every, self.budget_steps / every, f"{self.budget_steps} steps"

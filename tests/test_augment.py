@@ -59,3 +59,13 @@ def test_train_view_varies_and_keeps_brightness():
     # zoom-in 1.2-1.4 enlarges the central square by that factor squared, within the affine's spread
     ratio = out.sum((1, 2, 3)) / (images.float() / 255).sum((1, 2, 3))
     assert 1.2 < ratio.mean() < 2.2
+
+
+def test_views_apply_the_encoders_normalisation_after_the_warp():
+    images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    norm = {"mean": [0.5, 0.4, 0.3], "std": [0.5, 0.25, 0.2]}
+    mean, std = torch.tensor(norm["mean"]).view(1, 3, 1, 1), torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(eval_view(images, 16, 1.2, norm), (eval_view(images, 16, 1.2) - mean) / std, atol=1e-5)
+    still = AugmentParams(rotation_deg=0, translate=0, scale_min=1, scale_max=1, shear_deg=0, flip=False)
+    assert torch.allclose(train_view(images, 16, still, normalisation=norm), (images.float() / 255 - mean) / std,
+                          atol=1e-5)

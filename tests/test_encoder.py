@@ -92,3 +92,17 @@ def test_pickled_weights_are_never_loaded(tmp_path):
     bad.write_bytes(pickle.dumps({"stem.0.weight": "x"}))
     with pytest.raises(PipelineError, match="cannot load"):
         enc.resolve_encoder(str(bad), tmp_path / "out", random_arch=ARCH)
+
+
+def test_input_normalisation_comes_from_the_timm_config_except_for_zoobot():
+    from galaxy_finetune.encoder import input_normalisation
+    from galaxy_finetune.errors import PipelineError
+
+    imagenet = {"pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    assert input_normalisation(imagenet, "timm/some-model") == {"mean": [0.485, 0.456, 0.406],
+                                                                 "std": [0.229, 0.224, 0.225]}
+    # Zoobot's encoders were trained on [0, 1] pixels, whatever their hub config says
+    assert input_normalisation(imagenet, "mwalmsley/zoobot-encoder-convnext_nano") is None
+    assert input_normalisation({}, "x.safetensors") is None and input_normalisation({"pretrained_cfg": {}}, "x") is None
+    with pytest.raises(PipelineError, match="std > 0"):
+        input_normalisation({"pretrained_cfg": {"mean": [0.5] * 3, "std": [0, 1, 1]}}, "x.safetensors")

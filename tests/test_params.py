@@ -61,10 +61,10 @@ def test_recipe_groups_hold_exactly_the_recipe_keys_and_the_project_values():
     params = load_params(ROOT / "params.yaml")
     assert params.scratch.model_dump() == {"lr": 1e-3, "epochs": 10, "steps": 0, "input_size": 64, "batch_size": 64,
                                            "patience": 3, "layer_decay": 1.0, "head_init": "random",
-                                           "schedule": "constant"}
+                                           "schedule": "constant", "batchnorm": "train"}
     assert params.writeup.model_dump() == {"lr": 1e-5, "epochs": 30, "steps": 0, "input_size": 224,
                                            "batch_size": 64, "patience": 5, "layer_decay": 0.75,
-                                           "head_init": "random", "schedule": "constant"}
+                                           "head_init": "random", "schedule": "constant", "batchnorm": "frozen"}
 
 
 def test_fits_params_become_the_decoder_view():

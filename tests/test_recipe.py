@@ -46,11 +46,11 @@ def test_recipe_record_and_line_carry_the_effective_values():
     assert recipe_record(name, train, RANDOM) == {
         "recipe": "scratch", "pretrained": False, "encoder": "random", "arch": "convnext_nano",
         "lr": 0.001, "epochs": 10, "steps": 0, "input_size": 64, "batch_size": 64, "patience": 3,
-        "layer_decay": 1.0, "head_init": "random", "schedule": "constant"}
+        "layer_decay": 1.0, "head_init": "random", "schedule": "constant", "batchnorm": "train"}
     assert recipe_line(name, train, RANDOM) == (
         "finetune_gpu: the encoder is a random init (convnext_nano, no pretraining), so the from-scratch recipe "
         "(scratch.*): lr=0.001 epochs=10 steps=0 input_size=64 batch_size=64 patience=3 layer_decay=1.0 "
-        "head_init=random schedule=constant")
+        "head_init=random schedule=constant batchnorm=train")
     name, train = Params().recipe(True)
     assert recipe_record(name, train, HUB)["lr"] == 1e-4 and recipe_record(name, train, HUB)["recipe"] == "train"
     assert "the fine-tuning (lpft) recipe (train.*): lr=0.0001 epochs=30 steps=500" in recipe_line(name, train, HUB)

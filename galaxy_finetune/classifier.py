@@ -42,6 +42,11 @@ class GalaxyClassifier(FinetuneableZoobotClassifier):
                     module.eval()
         return self
 
+    def on_fit_start(self) -> None:
+        # Lightning keeps each module's mode as it finds it (it never calls train()); set it here, before the
+        # sanity check captures the modes that validation restores
+        self.train()
+
     def configure_optimizers(self):
         optimizer = super().configure_optimizers()  # no scheduler_kwargs: each group's lr already has its layer decay
         if not self.schedule_steps:

@@ -174,3 +174,29 @@ def test_frozen_batchnorm_keeps_the_pretrained_statistics_through_training_mode(
     model(torch.rand(4, 3, 32, 32))
     assert all(not m.training for m in norms) == frozen
     assert all(torch.equal(a, m.running_mean) for a, m in zip(before, norms)) == frozen
+
+
+def test_frozen_batchnorm_holds_inside_a_lightning_fit(learnable, monkeypatch):
+    """Lightning never calls train() itself: the classifier must, or frozen BatchNorm would train after all."""
+    import lightning as L
+
+    from galaxy_finetune.classifier import GalaxyClassifier
+    from galaxy_finetune.data import GalaxyDataModule
+    from galaxy_finetune.encoder import build_encoder
+    from galaxy_finetune.model_io import build_classifier
+
+    seen = []
+    step = GalaxyClassifier.training_step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append((self.encoder.norm_pre.training, self.head.dropout.training))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(GalaxyClassifier, "training_step", recording_step)
+    model = build_classifier(build_encoder(learnable.encoder), 4, Params().train)
+    # convnext_atto normalises with LayerNorm: stand a BatchNorm in (on its final feature map) to be frozen
+    model.encoder.norm_pre = torch.nn.BatchNorm2d(model.encoder.num_features)
+    data = GalaxyDataModule(learnable.store, learnable.splits, 32, 8, STILL)
+    L.Trainer(max_steps=3, val_check_interval=1, check_val_every_n_epoch=None, accelerator="cpu", logger=False,
+              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False).fit(model, datamodule=data)
+    assert seen == [(False, True)] * 3  # BatchNorm in eval mode, dropout training, before and after validations

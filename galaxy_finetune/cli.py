@@ -19,6 +19,7 @@ _LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.f
 _SILENCED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)",  # torch 2.12 deprecates an API Lightning's _pytree.py still uses
     r".*does not have many workers",  # on CPU a batch is one slice of the store's memory map: workers add copies
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # lpft's frozen BatchNorm, by design
 )
 
 

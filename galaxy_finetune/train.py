@@ -33,7 +33,7 @@ from galaxy_finetune.errors import PipelineError
 from galaxy_finetune.files import hash_files, read_json, write_json
 from galaxy_finetune.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
                                     CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
-from galaxy_finetune.learning import VAL_LOSS, Baseline, LearningCurve, RunContext
+from galaxy_finetune.learning import VAL_LOSS, Baseline, LearningCurve, RunContext, scratch_warning
 from galaxy_finetune.model_io import build_classifier, save_finetuned
 from galaxy_finetune.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.probe import (PROBE_MAX_TRAIN, LinearProbe, fit_linear_probe, load_into_head,
@@ -320,6 +320,10 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     data = GalaxyDataModule(job.store_dir, job.split_dir, train.input_size, train.batch_size, augment,
                             loader_workers(workers, accelerator), encoder_info.get("normalisation"))
     n_train = len(data.dataset("train"))
+    pretrained = encoder_info["source"] != "random"
+    if not pretrained and _rank_zero() and (few := scratch_warning(n_train, len(classes),
+                                                                   manifest.get("source") == "synthetic")):
+        warnings.warn(few, stacklevel=1)
     budget = training_budget(train, n_train)
     encoder = build_encoder(job.encoder_dir)
     probe = linear_probe(encoder, data, len(classes), train.seed, accelerator)
@@ -337,8 +341,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
     learning = LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(classes)),
-                             train.majority_margin, RunContext(encoder_info["source"] != "random", recipe, train.lr,
-                                                               n_train))
+                             train.majority_margin, RunContext(pretrained, recipe, train.lr, n_train))
     trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
                             precision=precision, devices=train.devices, num_nodes=train.num_nodes,
                             strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[*callbacks, learning], **budget)

@@ -121,3 +121,13 @@ def test_real_training_says_whether_it_learned(tmp_path, monkeypatch, shuffled):
         assert run["learning_warning"] is None
     from galaxy_finetune.files import read_json
     assert read_json(root / "model/model.json")["run"]["learning_warning"] == run["learning_warning"]
+
+
+def test_a_random_init_with_few_real_labels_is_told_before_training_with_the_numbers():
+    from galaxy_finetune.learning import SCRATCH_FEW_PER_CLASS, scratch_warning
+
+    said = scratch_warning(1260, 2, synthetic=False)
+    assert said.startswith("training a random init from scratch on 1260 labelled galaxies (630 per class, under "
+                           f"{SCRATCH_FEW_PER_CLASS} per class)") and "pretrained weights (model.encoder" in said
+    assert scratch_warning(1260, 2, synthetic=True) is None  # synthetic galaxies are learnable at any size
+    assert scratch_warning(2 * SCRATCH_FEW_PER_CLASS, 2, synthetic=False) is None

@@ -180,14 +180,17 @@ def main() -> None:
                             chosen = params.model_copy(update={"train": params.train.model_copy(
                                 update={"recipe": "writeup" if recipe == "writeup" else "lpft"})})
                             name, tp = chosen.recipe(encoder == "imagenet")
-                            overrides = {"input_size": size, "resume": "never", **extra}
+                            # every recipe sees the same pixels, but the from-scratch recipe keeps its own (smaller) input
+                            overrides = {"input_size": min(size, tp.input_size) if recipe == "scratch" else size,
+                                         "resume": "never", **extra}
                             if recipe == "lpft" and args.steps is not None:
                                 overrides["steps"] = args.steps
                             tp = TrainParams.model_validate({**tp.model_dump(), **overrides})
                             job = FinetuneJob(raw, store, sub, enc, work / "model", None, work / "ckpt")
                             run = finetune(tp, params.augment, name, manifest, job)
                             correct = test_accuracy_of_model(work / "model", store, test)
-                            row.update(steps=run["steps_run"], epochs=run["epochs_run"], kept=run["kept"],
+                            row.update(input_size=tp.input_size, steps=run["steps_run"], epochs=run["epochs_run"],
+                                       kept=run["kept"],
                                        probe_val_accuracy=run["linear_probe"]["val_accuracy"],
                                        val_accuracy=run["val_accuracy"], best_step=run["best_step"],
                                        lr=tp.lr, batch_size=tp.batch_size, val_curve=run["val_curve"],

@@ -18,8 +18,9 @@ from lightning.pytorch.callbacks import Callback
 VAL_ACC, VAL_LOSS = "finetuning/val_acc", "finetuning/val_loss"  # logged by Zoobot's classifier
 LOW_SCRATCH_LR = 1e-4  # below this a random init barely moves in a few epochs (scratch.lr 1e-3 does)
 FEW_PER_CLASS = 100  # fewer training images per class than this is little for any encoder
-# a random init trained from scratch on real galaxies with fewer labels per class than this learned little in
-# benchmarks/recipes.py (README "Which recipe runs"); synthetic galaxies are easy enough at any size
+# below this many labels per class, a random init trained from scratch on real galaxies learned far less than a
+# pretrained encoder from the same labels (benchmarks/recipes.py; README "Which recipe runs"); synthetic galaxies
+# are easy enough at any size
 SCRATCH_FEW_PER_CLASS = 1000
 
 
@@ -54,9 +55,9 @@ def scratch_warning(n_train: int, n_classes: int, synthetic: bool) -> str | None
     if synthetic or per_class >= SCRATCH_FEW_PER_CLASS:
         return None
     return (f"training a random init from scratch on {n_train} labelled galaxies ({per_class:.0f} per class, under "
-            f"{SCRATCH_FEW_PER_CLASS} per class) is unlikely to learn real galaxies' morphology: pretrained weights "
-            f"(model.encoder: a Zoobot hf_hub: encoder, or a .safetensors file) learn far more from the same labels, "
-            f"or label several times more galaxies")
+            f"{SCRATCH_FEW_PER_CLASS} per class): on real galaxies this learns far less than pretrained weights do "
+            f"from the same labels (README, 'Which recipe runs'); set model.encoder to pretrained weights (a Zoobot "
+            f"hf_hub: encoder, or a .safetensors file), or label several times more galaxies")
 
 
 def learning_warning(val_acc: Sequence[float], val_loss: Sequence[float], baseline: Baseline, margin: float,

@@ -128,6 +128,6 @@ def test_a_random_init_with_few_real_labels_is_told_before_training_with_the_num
 
     said = scratch_warning(1260, 2, synthetic=False)
     assert said.startswith("training a random init from scratch on 1260 labelled galaxies (630 per class, under "
-                           f"{SCRATCH_FEW_PER_CLASS} per class)") and "pretrained weights (model.encoder" in said
+                           f"{SCRATCH_FEW_PER_CLASS} per class)") and "set model.encoder to pretrained weights" in said
     assert scratch_warning(1260, 2, synthetic=True) is None  # synthetic galaxies are learnable at any size
     assert scratch_warning(2 * SCRATCH_FEW_PER_CLASS, 2, synthetic=False) is None

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 VAL_ACC, VAL_LOSS = "finetuning/val_acc", "finetuning/val_loss"  # logged by Zoobot's classifier
 LOW_SCRATCH_LR = 1e-4  # below this a random init barely moves in a few epochs (scratch.lr 1e-3 does)
+HIGH_FINETUNE_LR = 1e-4  # above this, fine-tuning a pretrained encoder risks wrecking it (lpft's lr, measured)
 FEW_PER_CLASS = 100  # fewer training images per class than this is little for any encoder
 # below this many labels per class, a random init trained from scratch on real galaxies learned far less than a
 # pretrained encoder from the same labels (benchmarks/recipes.py; README "Which recipe runs"); synthetic galaxies
@@ -93,9 +94,9 @@ def learning_warning(val_acc: Sequence[float], val_loss: Sequence[float], baseli
     tries.append("look at a few catalog rows next to their images")
     if not run.pretrained:
         tries.append("use pretrained weights (model.encoder, cached once online)")
-    elif run.lr >= LOW_SCRATCH_LR:
+    elif run.lr > HIGH_FINETUNE_LR:
         causes.insert(0, f"lr {run.lr:g} too high for fine-tuning")
-        tries.insert(0, f"lower {run.recipe}.lr (1e-5 fine-tunes Zoobot)")
+        tries.insert(0, f"lower {run.recipe}.lr (lpft fine-tunes at {HIGH_FINETUNE_LR:g}, Zoobot's default)")
     return f"{headline}. Likely causes: {'; '.join(causes)}. Try: {'; '.join(tries)}."
 
 

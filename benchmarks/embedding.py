@@ -2,7 +2,7 @@
 
 Writes N random galaxies into a temporary store (data/store/images.npy, as the store stage does), builds the
 project's classifier around a randomly initialised encoder (no download; the speed does not depend on the
-weights), then times galaxy_finetune.embed.embed_galaxies (the stage's loop) and, apart, the pixel reading alone
+weights), then times galaxy_finetune.inference.embed.embed_galaxies (the stage's loop) and, apart, the pixel reading alone
 (rows read in a shuffled order, as the splits are). Prints one JSON
 line per runner and writes nothing else.
 
@@ -24,7 +24,7 @@ import torch
 
 def write_store(store_dir: Path, n: int, size: int) -> list[int]:
     """A store of n random galaxies; returns the rows in a shuffled order."""
-    from galaxy_finetune.layout import STORE_IMAGES
+    from galaxy_finetune.core.layout import STORE_IMAGES
 
     rng = np.random.default_rng(0)
     store_dir.mkdir(parents=True)
@@ -41,7 +41,7 @@ class PixelsRunner:
     name = "pixels (galaxy_pixels)"
 
     def run(self, store_dir: Path, rows: list[int], batch: int, **_) -> dict:
-        from galaxy_finetune.store import galaxy_pixels
+        from galaxy_finetune.data.store import galaxy_pixels
 
         start = time.perf_counter()
         for i in range(0, len(rows), batch):
@@ -58,9 +58,9 @@ class EmbedRunner:
     def run(self, store_dir: Path, rows: list[int], batch: int, input_size: int, device: torch.device) -> dict:
         import timm
 
-        from galaxy_finetune.embed import embed_galaxies
-        from galaxy_finetune.params import TrainParams
-        from galaxy_finetune.model_io import build_classifier
+        from galaxy_finetune.inference.embed import embed_galaxies
+        from galaxy_finetune.core.params import TrainParams
+        from galaxy_finetune.training.model_io import build_classifier
 
         model = build_classifier(timm.create_model("convnext_nano", pretrained=False, num_classes=0), 4,
                                  TrainParams()).eval()
@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     args = parser.parse_args()
-    from galaxy_finetune.embed import torch_device
+    from galaxy_finetune.inference.embed import torch_device
 
     device = torch_device(args.accelerator)
     with tempfile.TemporaryDirectory() as tmp:

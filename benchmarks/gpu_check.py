@@ -5,7 +5,7 @@
     python benchmarks/gpu_check.py --dry-run                     # CPU, a tiny store, seconds: what the test runs
 
 Everything runs through the project's own code on a synthetic store of 8,000 galaxies: 224 px JPEGs rendered
-by galaxy_finetune.synthetic (harness.write_galaxies) and decoded once by the store writer (build_store), then
+by galaxy_finetune.data.synthetic (harness.write_galaxies) and decoded once by the store writer (build_store), then
 GalaxyDataModule over the memory map, Zoobot's classifier (model_io.build_classifier), Lightning Trainers,
 train.finetune, the predict stage's predict_splits and galaxy-classify. One runner per measurement, each
 run() returning a dict (as in throughput.py, whose pieces it reuses):
@@ -74,7 +74,7 @@ GIB = 2**30
 @dataclass
 class Check(Bench):
     """throughput's Bench plus what the check adds: the recipe, the budget and where the model goes."""
-    recipe: object = None  # galaxy_finetune.params.TrainParams of params.yaml, with this run's batch and size
+    recipe: object = None  # galaxy_finetune.core.params.TrainParams of params.yaml, with this run's batch and size
     predict_batch: int = 256
     deadline: float = float("inf")  # perf_counter time after which no runner starts
 
@@ -158,8 +158,8 @@ def project_steps(b: Check, workers: int, compiled: bool = False) -> dict:
     workers: images/s, the host's share between steps and the GPU's utilisation."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.params import AugmentParams
+    from galaxy_finetune.data.loading import GalaxyDataModule
+    from galaxy_finetune.core.params import AugmentParams
 
     args = b.args
     data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams(), workers)
@@ -176,10 +176,10 @@ def project_steps(b: Check, workers: int, compiled: bool = False) -> dict:
 def trained_model(b: Check) -> Path:
     """The epoch runner's fine-tuned model; when that runner did not run, the untrained classifier saved the
     same way (speed does not depend on the weights)."""
-    from galaxy_finetune.layout import MODEL_CONFIG
-    from galaxy_finetune.model_io import save_finetuned
-    from galaxy_finetune.params import AugmentParams
-    from galaxy_finetune.train import model_config
+    from galaxy_finetune.core.layout import MODEL_CONFIG
+    from galaxy_finetune.training.model_io import save_finetuned
+    from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.training.train import model_config
 
     if not (b.model_dir / MODEL_CONFIG).is_file():
         config = model_config(b.encoder_dir, {"image_size": b.args.size}, CLASSES, b.recipe, AugmentParams(),
@@ -200,7 +200,7 @@ class Train(Runner):
     name, compiled, needs_s = "train", False, 30
 
     def run(self) -> dict:
-        from galaxy_finetune.data import loader_workers
+        from galaxy_finetune.data.loading import loader_workers
 
         b, args = self.bench, self.bench.args
         bare = (BareStep(args.batch, args.size, b.device, True, args.compile_backend, args.arch) if self.compiled
@@ -240,8 +240,8 @@ class Epoch(Runner):
     name, needs_s = "epoch", 45
 
     def run(self) -> dict:
-        from galaxy_finetune.params import AugmentParams
-        from galaxy_finetune.train import FinetuneJob, finetune
+        from galaxy_finetune.core.params import AugmentParams
+        from galaxy_finetune.training.train import FinetuneJob, finetune
 
         b, args = self.bench, self.bench.args
         train = b.recipe.model_copy(update={"epochs": args.epochs, "patience": args.epochs + 1, "devices": 1,
@@ -268,7 +268,7 @@ class Predict(Runner):
     name, needs_s = "predict", 25
 
     def run(self) -> dict:
-        from galaxy_finetune.predict import predict_splits
+        from galaxy_finetune.inference.predict import predict_splits
 
         b = self.bench
         model_dir = trained_model(b)
@@ -293,7 +293,7 @@ class Classify(Runner):
     def run(self) -> dict:
         import pandas as pd
 
-        from galaxy_finetune.classify import main as classify
+        from galaxy_finetune.inference.classify import main as classify
 
         b, args = self.bench, self.bench.args
         model_dir = trained_model(b)
@@ -534,7 +534,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hard-limit-s", type=float, default=470.0,
                    help="the watchdog reports and exits at this many seconds from the start (default 470)")
     args = p.parse_args(argv)
-    from galaxy_finetune.params import load_params
+    from galaxy_finetune.core.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     small = args.dry_run
@@ -556,7 +556,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from galaxy_finetune.cli import quiet_logs
+    from galaxy_finetune.core.cli import quiet_logs
 
     args = parse_args(argv)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -5,7 +5,7 @@
 #   zoobot           the classifier (pure Python; its import of zoobot.shared.schemas needs galaxy-datasets)
 #   galaxy-datasets  imported by zoobot (pure Python; needs only pandas, requests and tqdm at import)
 #   pydantic (+ pydantic-core, annotated-types, typing-inspection, and typing-extensions >= 4.16 for it)
-#                    galaxy_finetune.params
+#                    galaxy_finetune.core.params
 # dvc, dvclive and astropy are not needed: the check never imports them (tests/test_gpu_check.py makes sure).
 # Versions are those of requirements.txt's install (the project's venv); the script warns if they differ.
 #

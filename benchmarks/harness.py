@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = list(GALAXY_MNIST_CLASSES)
@@ -113,7 +113,7 @@ def _render(job) -> None:
     """Render one galaxy at 64 px, upscale it (bicubic) to the source size and save it as a JPEG."""
     from PIL import Image
 
-    from galaxy_finetune.synthetic import render_galaxy
+    from galaxy_finetune.data.synthetic import render_galaxy
 
     label, seed, index, source_size, path = job
     img = Image.fromarray(render_galaxy(label, seed, index, 64))
@@ -157,7 +157,7 @@ def write_splits(folder: Path, catalog: pd.DataFrame, n_train: int, n_val: int) 
 
 def write_store(folder: Path, catalog: pd.DataFrame, size: int) -> Path:
     """The galaxies decoded once into folder/store (the store stage's images.npy), row i = catalog row i."""
-    from galaxy_finetune.store import build_store
+    from galaxy_finetune.data.store import build_store
 
     build_store(catalog.assign(src=catalog["file_loc"]), folder / "store", size)
     return folder / "store"
@@ -165,7 +165,7 @@ def write_store(folder: Path, catalog: pd.DataFrame, size: int) -> Path:
 
 def make_encoder_dir(folder: Path, arch: str = "convnext_nano") -> Path:
     """A seeded random encoder in folder/encoder, as fetch_data writes it."""
-    from galaxy_finetune.encoder import resolve_encoder
+    from galaxy_finetune.training.encoder import resolve_encoder
 
     encoder_dir = folder / "encoder"
     resolve_encoder("random", encoder_dir, arch, 42)

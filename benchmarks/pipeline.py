@@ -26,7 +26,7 @@ if not __package__:  # run as a script: import this checkout's packages, never a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import ROOT, load, provenance  # noqa: E402
-from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, TIMING  # noqa: E402
+from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, TIMING  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 SKIP_LINE = re.compile(r"Stage '([^']+)' didn't change, skipping")

@@ -4,7 +4,7 @@ For each catalog (../shared/real-galaxies: GZ2 spiral vs non-spiral with its giv
 vs not; and a synthetic catalog), each encoder (the shared ImageNet EfficientNet-Lite0, and a random init of
 the same architecture) and each label budget (N labelled training galaxies per class, nested subsets of one
 shuffled train split; val and test the same throughout), it runs:
-- probe: a logistic regression on the frozen encoder's pooled features (galaxy_finetune.probe), the baseline;
+- probe: a logistic regression on the frozen encoder's pooled features (galaxy_finetune.training.probe), the baseline;
 - lpft: the default recipe (train.*), through the project's own finetune();
 - writeup: the write-up's recipe (writeup.*: lr 1e-5, 30 epochs, random head);
 - scratch: the from-scratch recipe (scratch.*), for the random init;
@@ -44,10 +44,10 @@ def bootstrap_ci(correct: np.ndarray, samples: int = 1000, seed: int = 0) -> tup
 
 def prepare(workdir: Path, catalog: str, encoder: str, input_size: int):
     """fetch_data, store and split for one catalog, through the library; returns (params, paths)."""
-    from galaxy_finetune.fetch import fetch_data
-    from galaxy_finetune.params import Params
-    from galaxy_finetune.split import read_catalog, split_catalog, write_splits
-    from galaxy_finetune.store import build_store
+    from galaxy_finetune.data.fetch import fetch_data
+    from galaxy_finetune.core.params import Params
+    from galaxy_finetune.data.split import read_catalog, split_catalog, write_splits
+    from galaxy_finetune.data.store import build_store
 
     if catalog == "synthetic":
         data = {"source": "synthetic", "synthetic_n_per_class": 300, "synthetic_image_size": 64,
@@ -75,9 +75,9 @@ def nested_subset(train: pd.DataFrame, per_class: int | None, seed: int = 0) -> 
 
 
 def test_accuracy_of_model(model_dir: Path, store: Path, test: pd.DataFrame) -> np.ndarray:
-    from galaxy_finetune.augment import eval_view
-    from galaxy_finetune.model_io import load_finetuned
-    from galaxy_finetune.store import open_images
+    from galaxy_finetune.data.augment import eval_view
+    from galaxy_finetune.training.model_io import load_finetuned
+    from galaxy_finetune.data.store import open_images
 
     model, config = load_finetuned(model_dir)
     images = open_images(store)
@@ -92,10 +92,10 @@ def test_accuracy_of_model(model_dir: Path, store: Path, test: pd.DataFrame) -> 
 
 
 def features(encoder_dir: Path, store: Path, frame: pd.DataFrame, size: int, normalisation) -> np.ndarray:
-    from galaxy_finetune.augment import eval_view
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.probe import pooled_features
-    from galaxy_finetune.store import open_images
+    from galaxy_finetune.data.augment import eval_view
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.probe import pooled_features
+    from galaxy_finetune.data.store import open_images
 
     images, rows = open_images(store), frame["row"].to_numpy()
     batches = (torch.from_numpy(np.ascontiguousarray(images[rows[i:i + 128]])).permute(0, 3, 1, 2)
@@ -127,12 +127,12 @@ def main() -> None:
         return
     import yaml
 
-    from galaxy_finetune.cli import quiet_logs
-    from galaxy_finetune.data import read_split
-    from galaxy_finetune.encoder import encoder_record
-    from galaxy_finetune.params import TrainParams
-    from galaxy_finetune.probe import fit_linear_probe
-    from galaxy_finetune.train import FinetuneJob, finetune
+    from galaxy_finetune.core.cli import quiet_logs
+    from galaxy_finetune.data.loading import read_split
+    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.core.params import TrainParams
+    from galaxy_finetune.training.probe import fit_linear_probe
+    from galaxy_finetune.training.train import FinetuneJob, finetune
 
     quiet_logs()
     done = set()

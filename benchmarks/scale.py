@@ -53,7 +53,7 @@ def _draw(job) -> None:
     folder, start, stop = job
     from PIL import Image
 
-    from galaxy_finetune.synthetic import render_galaxy
+    from galaxy_finetune.data.synthetic import render_galaxy
 
     noise = np.random.default_rng(start).normal(0, 4, (2 * SIZE, 2 * SIZE, 3)).astype(np.float32)
     base = {}
@@ -152,10 +152,10 @@ def train_probe(repo: Path, steps: int) -> None:
     from-scratch recipe over the repo's store and splits, as finetune_gpu runs them; prints images/s."""
     import lightning as L
 
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.model_io import build_classifier
-    from galaxy_finetune.params import load_params
+    from galaxy_finetune.data.loading import GalaxyDataModule
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.core.params import load_params
 
     params = load_params(repo / "params.yaml")
     _, train = params.recipe(False)
@@ -197,7 +197,7 @@ def bounded_size(n: int, catalog: Path, work: Path, model_dir: Path, steps: int,
     row.update(train_peak_gb=probe["peak_gb"], train_steps=steps,
                **json.loads(probe["output"].strip().splitlines()[-1]))
     out_csv = work / f"b{n}" / "classified.csv"
-    classify = measured([sys.executable, "-m", "galaxy_finetune.classify", str(model_dir), str(catalog), "-o",
+    classify = measured([sys.executable, "-m", "galaxy_finetune.inference.classify", str(model_dir), str(catalog), "-o",
                          str(out_csv), "--accelerator", "cpu"], work / f"b{n}", env, limit_s=classify_s)
     if out_csv.is_file():  # finished within the limit: the parts are merged into the output
         done = len(pd.read_csv(out_csv, usecols=["id_str"]))
@@ -241,7 +241,7 @@ def measure_size(n: int, catalog: Path, work: Path, keep: bool) -> dict:
     row["noop_repro_s"] = statistics.median(noop)
     row["noop_repro_all_s"] = [round(t, 2) for t in noop]
     out_csv = work / str(n) / "classified.csv"
-    classify = measured([sys.executable, "-m", "galaxy_finetune.classify", str(repo / "models/finetuned"),
+    classify = measured([sys.executable, "-m", "galaxy_finetune.inference.classify", str(repo / "models/finetuned"),
                          str(catalog), "-o", str(out_csv), "--accelerator", "cpu"], work / str(n), env)
     assert len(pd.read_csv(out_csv, usecols=["id_str"])) == n
     row.update(classify_peak_gb=classify["peak_gb"], classify_images_per_s=n / classify["wall_s"])
@@ -263,12 +263,12 @@ def baselines(repo: Path, steps: int) -> dict:
     import lightning as L
     import torch
 
-    from galaxy_finetune.augment import eval_view
-    from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies, read_split
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.model_io import build_classifier, load_finetuned
-    from galaxy_finetune.params import AugmentParams, load_params
-    from galaxy_finetune.store import open_images
+    from galaxy_finetune.data.augment import eval_view
+    from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies, read_split
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.model_io import build_classifier, load_finetuned
+    from galaxy_finetune.core.params import AugmentParams, load_params
+    from galaxy_finetune.data.store import open_images
 
     params = load_params(repo / "params.yaml")
     _, train = params.recipe(False)

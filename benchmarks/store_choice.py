@@ -45,7 +45,7 @@ def rate(n: int, seconds: float) -> float:
 
 
 def memmap_store(files: list[str], out: Path) -> dict:
-    from galaxy_finetune.store import build_store, open_images
+    from galaxy_finetune.data.store import build_store, open_images
 
     start = time.perf_counter()
     build_store(pd.DataFrame({"id_str": [Path(f).stem for f in files], "src": files}), out, 256, threads=2)

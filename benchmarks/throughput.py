@@ -14,9 +14,9 @@ skews less):
              fast accelerator (the project's, and the reference's unless `reference` is skipped).
 - train:     bare: timm convnext_nano(num_classes=4), forward + backward + AdamW step on float tensors already
              in memory (on the device, channels_last and bf16 autocast on GPU). The ceiling.
-             project: galaxy_finetune.data.GalaxyDataModule (JPEGs decoded once into a uint8 tensor,
+             project: galaxy_finetune.data.loading.GalaxyDataModule (JPEGs decoded once into a uint8 tensor,
              whole-batch indexing, train_view on the device in on_after_batch_transfer) feeding Zoobot's
-             FinetuneableZoobotClassifier (galaxy_finetune.model_io.build_classifier) through a Lightning
+             FinetuneableZoobotClassifier (galaxy_finetune.training.model_io.build_classifier) through a Lightning
              Trainer, with the project's precision/channels_last choices and its dvclive logger.
              The headline ratio divides by the bare loop run alone, just before and just after the project
              run. On CPU a bare step also runs between every two project steps (in a callback, outside the
@@ -27,10 +27,10 @@ skews less):
 - reference: galaxy-datasets' CatalogDataModule with its default transforms (per-image PIL decode,
              RandomAffine, Resize, flips, 5x RandomErasing in its default 4 DataLoader workers) feeding the
              same classifier through the same Trainer: the reference run's path.
-- predict:   galaxy_finetune.predict.predict_frames (the predict stage's path) vs a bare no_grad forward.
-- full:      a GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself (default on GPU only).
+- predict:   galaxy_finetune.inference.predict.predict_frames (the predict stage's path) vs a bare no_grad forward.
+- full:      a GalaxyMNIST-sized run through galaxy_finetune.training.train.finetune itself (default on GPU only).
 
-Images: synthetic galaxies (galaxy_finetune.synthetic, 64 px) upscaled to --source-size and written as
+Images: synthetic galaxies (galaxy_finetune.data.synthetic, 64 px) upscaled to --source-size and written as
 JPEGs to a temp folder, so every path decodes the same files.
 """
 from __future__ import annotations
@@ -149,9 +149,9 @@ def project_classifier(encoder_dir: Path, device: torch.device | None = None, co
                        lr: float = 1e-5, backend: str = "inductor"):
     """The project's classifier as the training paths use it: channels_last on GPU, optionally compiled
     (`backend`: torch.compile's; "eager" only traces, for a quick CPU check of the compiled path)."""
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.model_io import build_classifier
-    from galaxy_finetune.params import TrainParams
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.core.params import TrainParams
 
     model = build_classifier(build_encoder(encoder_dir), len(CLASSES), TrainParams(lr=lr))
     if device is not None and device.type == "cuda":
@@ -328,9 +328,9 @@ class DataPath(Runner):
         return out
 
     def project(self, epochs: int) -> dict:
-        from galaxy_finetune.augment import train_view
-        from galaxy_finetune.data import GalaxyDataModule
-        from galaxy_finetune.params import AugmentParams
+        from galaxy_finetune.data.augment import train_view
+        from galaxy_finetune.data.loading import GalaxyDataModule
+        from galaxy_finetune.core.params import AugmentParams
 
         b, args, aug = self.bench, self.bench.args, AugmentParams()
         data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, aug)
@@ -413,8 +413,8 @@ class TrainStep(Runner):
         """Per-step seconds of the project's Trainer run (and of the interleaved bare steps, on CPU)."""
         from dvclive.lightning import DVCLiveLogger
 
-        from galaxy_finetune.data import GalaxyDataModule
-        from galaxy_finetune.params import AugmentParams
+        from galaxy_finetune.data.loading import GalaxyDataModule
+        from galaxy_finetune.core.params import AugmentParams
 
         b, args = self.bench, self.bench.args
         data = GalaxyDataModule(b.store_dir, b.split_dir, args.size, args.batch, AugmentParams())
@@ -452,8 +452,8 @@ class Predict(Runner):
     name = "predict"
 
     def run(self) -> dict:
-        from galaxy_finetune.data import StoreGalaxies
-        from galaxy_finetune.predict import predict_to_csv
+        from galaxy_finetune.data.loading import StoreGalaxies
+        from galaxy_finetune.inference.predict import predict_to_csv
 
         b, args = self.bench, self.bench.args
         model = project_classifier(b.encoder_dir).eval()
@@ -475,12 +475,12 @@ class Predict(Runner):
 
 
 class FullRun(Runner):
-    """A GalaxyMNIST-sized run through galaxy_finetune.train.finetune itself: epochs with validation."""
+    """A GalaxyMNIST-sized run through galaxy_finetune.training.train.finetune itself: epochs with validation."""
     name = "full"
 
     def run(self) -> dict:
-        from galaxy_finetune.params import AugmentParams, TrainParams
-        from galaxy_finetune.train import FinetuneJob, finetune
+        from galaxy_finetune.core.params import AugmentParams, TrainParams
+        from galaxy_finetune.training.train import FinetuneJob, finetune
 
         b, args = self.bench, self.bench.args
         n = args.full_images

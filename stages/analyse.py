@@ -2,8 +2,8 @@
 import time
 from pathlib import Path
 
-from galaxy_finetune.analyse import Inputs, Outputs, analyse
-from galaxy_finetune.cli import run_stage
+from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse
+from galaxy_finetune.core.cli import run_stage
 
 
 def add_arguments(parser):

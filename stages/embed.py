@@ -1,8 +1,8 @@
 """Stage embed: fine-tuned encoder features of every train/val/test galaxy + their PCA -> data/embeddings/."""
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.embed import embed_splits
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.inference.embed import embed_splits
 
 
 def add_arguments(parser):

@@ -1,8 +1,8 @@
 """Stage fetch_data: the galaxies' catalog -> data/raw/, the pretrained encoder -> models/encoder/ (only what changed)."""
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.fetch import fetch_data
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.data.fetch import fetch_data
 
 
 def add_arguments(parser):

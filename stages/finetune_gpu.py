@@ -1,12 +1,12 @@
 """Stage finetune_gpu: fine-tune Zoobot on the train split (GPU when present) -> models/finetuned/.
 
 The recipe follows the encoder and train.recipe: pretrained weights train with train.* (lpft: head first on
-frozen features, then end to end) or writeup.*, a random init with scratch.* (galaxy_finetune.recipe).
+frozen features, then end to end) or writeup.*, a random init with scratch.* (galaxy_finetune.training.recipe).
 """
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.train import FinetuneJob, run_finetune
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.training.train import FinetuneJob, run_finetune
 
 
 def add_arguments(parser):

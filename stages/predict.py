@@ -1,9 +1,9 @@
 """Stage predict: best model on the test and val splits -> data/predictions/{test,val}.csv + timing.json."""
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.files import read_table
-from galaxy_finetune.predict import predict_splits
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.core.files import read_table
+from galaxy_finetune.inference.predict import predict_splits
 
 
 def add_arguments(parser):

@@ -1,10 +1,10 @@
 """Stage split: data/raw/catalog.csv -> stratified data/splits/{train,val,test}.csv (each row's store index)."""
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.files import read_json
-from galaxy_finetune.layout import SOURCE
-from galaxy_finetune.split import read_catalog, split_catalog, summary, write_splits
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.core.files import read_json
+from galaxy_finetune.core.layout import SOURCE
+from galaxy_finetune.data.split import read_catalog, split_catalog, summary, write_splits
 
 
 def add_arguments(parser):

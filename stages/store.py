@@ -1,10 +1,10 @@
 """Stage store: decode every galaxy of data/raw/catalog.csv once -> data/store/images.npy (+ store.json)."""
 from pathlib import Path
 
-from galaxy_finetune.cli import run_stage
-from galaxy_finetune.files import read_table
-from galaxy_finetune.layout import CATALOG
-from galaxy_finetune.store import build_store, stored_size
+from galaxy_finetune.core.cli import run_stage
+from galaxy_finetune.core.files import read_table
+from galaxy_finetune.core.layout import CATALOG
+from galaxy_finetune.data.store import build_store, stored_size
 
 
 def add_arguments(parser):

@@ -1,9 +1,9 @@
-"""galaxy_finetune.accelerator: one answer to 'which device' for the Trainer and for code that runs without one."""
+"""galaxy_finetune.core.accelerator: one answer to 'which device' for the Trainer and for code that runs without one."""
 import pytest
 import torch
 
-from galaxy_finetune.accelerator import resolve_accelerator, torch_device
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.core.accelerator import resolve_accelerator, torch_device
+from galaxy_finetune.core.errors import PipelineError
 
 
 def test_torch_device_follows_the_trainers_accelerator():

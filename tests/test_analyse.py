@@ -1,4 +1,4 @@
-"""galaxy_finetune.analyse and stages/analyse.py on small hand-made inputs (no training, no dvc)."""
+"""galaxy_finetune.analysis.analyse and stages/analyse.py on small hand-made inputs (no training, no dvc)."""
 import json
 import re
 import subprocess
@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune.analyse import Inputs, Outputs, analyse, read_curves, run_identity
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.embeddings import write_embeddings
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.figures import FIGURES
-from galaxy_finetune.params import AnalyseParams
+from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse, read_curves, run_identity
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.inference.embeddings import write_embeddings
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.analysis.figures import FIGURES
+from galaxy_finetune.core.params import AnalyseParams
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = list(GALAXY_MNIST_CLASSES)
@@ -224,8 +224,8 @@ def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, which, d
 
 
 def test_validation_and_residuals_happen_once(tmp_path, monkeypatch):
-    import galaxy_finetune.analyse as module
-    import galaxy_finetune.metrics as metrics
+    import galaxy_finetune.analysis.analyse as module
+    import galaxy_finetune.analysis.metrics as metrics
 
     calls = {"check": 0, "residuals": 0}
     check, residuals = metrics.check_predictions, module.residuals

@@ -1,7 +1,7 @@
 import torch
 
-from galaxy_finetune.augment import eval_view, random_affine, train_view
-from galaxy_finetune.params import AugmentParams
+from galaxy_finetune.data.augment import eval_view, random_affine, train_view
+from galaxy_finetune.core.params import AugmentParams
 
 NONE = AugmentParams(rotation_deg=0, translate=0, scale_min=1, scale_max=1, shear_deg=0, flip=False)
 

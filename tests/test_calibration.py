@@ -1,12 +1,12 @@
-"""galaxy_finetune.calibration: temperature scaling, accuracy against coverage, purity thresholds."""
+"""galaxy_finetune.analysis.calibration: temperature scaling, accuracy against coverage, purity thresholds."""
 import numpy as np
 import pytest
 from scipy.special import softmax
 
-from galaxy_finetune.calibration import (accuracy_coverage, fit_temperature, negative_log_likelihood,
+from galaxy_finetune.analysis.calibration import (accuracy_coverage, fit_temperature, negative_log_likelihood,
                                          purity_threshold, purity_thresholds, scale, selection_quality,
                                          temperature_scaling)
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 
 CLASSES = list(GALAXY_MNIST_CLASSES)
 

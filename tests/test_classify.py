@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune import predict as predict_module
-from galaxy_finetune.classify import galaxies_from, main
-from galaxy_finetune.layout import CATALOG
-from galaxy_finetune.params import AugmentParams, Params
-from galaxy_finetune.predict import predict_splits
-from galaxy_finetune.sources import user_catalog
-from galaxy_finetune.train import FinetuneJob, finetune
+from galaxy_finetune.inference import predict as predict_module
+from galaxy_finetune.inference.classify import galaxies_from, main
+from galaxy_finetune.core.layout import CATALOG
+from galaxy_finetune.core.params import AugmentParams, Params
+from galaxy_finetune.inference.predict import predict_splits
+from galaxy_finetune.data.sources import user_catalog
+from galaxy_finetune.training.train import FinetuneJob, finetune
 from tests.tiny import prepare
 
 

@@ -1,4 +1,4 @@
-"""The stage shell (galaxy_finetune.cli): quiet logs; each real warning once, on one line; one-line errors for the
+"""The stage shell (galaxy_finetune.core.cli): quiet logs; each real warning once, on one line; one-line errors for the
 stages and the commands alike."""
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune import similar
-from galaxy_finetune.embeddings import write_embeddings
-from galaxy_finetune.layout import STORE_IMAGES
+from galaxy_finetune.inference import similar
+from galaxy_finetune.inference.embeddings import write_embeddings
+from galaxy_finetune.core.layout import STORE_IMAGES
 from tests.pipeline_repo import checkout_env
 
 # a one-epoch Lightning fit that draws every kind of noise: Lightning's adverts (litlogger, litmodels),
@@ -17,7 +17,7 @@ from tests.pipeline_repo import checkout_env
 FIT = """
 import sys, warnings
 import torch, lightning as L
-from galaxy_finetune.cli import quiet_logs
+from galaxy_finetune.core.cli import quiet_logs
 if sys.argv[1] == "quiet":
     quiet_logs()
 

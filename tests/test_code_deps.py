@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-from galaxy_finetune.code_deps import package_modules
+from galaxy_finetune.core.code_deps import package_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,21 +32,21 @@ def test_every_stage_lists_exactly_the_modules_it_imports():
 
 def test_import_closure_sees_lazy_and_package_level_imports(tmp_path):
     script = tmp_path / "script.py"
-    script.write_text("from galaxy_finetune import sources\n\ndef later():\n    import galaxy_finetune.metrics\n")
+    script.write_text("from galaxy_finetune.data import sources\n\ndef later():\n    import galaxy_finetune.analysis.metrics\n")
     names = {p.name for p in package_modules(script)}
     assert {"sources.py", "metrics.py", "synthetic.py"} <= names  # synthetic: a lazy import inside sources
     assert "train.py" not in names
 
 
 def test_predict_and_classify_do_not_import_the_trainer():
-    package = ROOT / "galaxy_finetune"
+    package = ROOT / "galaxy_finetune" / "inference"
     for module in ("predict.py", "classify.py"):
         assert "train.py" not in {p.name for p in package_modules(package / module)}, module
 
 
 def test_the_checkpoint_fingerprint_covers_the_finetune_stages_code():
-    from galaxy_finetune.train import training_code
+    from galaxy_finetune.training.train import training_code
 
     imported, _ = stage_code_deps()["finetune_gpu"]
     # everything the stage imports shapes training, apart from the stage shell (argument parsing, logs)
-    assert {str(p.relative_to(ROOT)) for p in training_code()} == imported - {"galaxy_finetune/cli.py"}
+    assert {str(p.relative_to(ROOT)) for p in training_code()} == imported - {"galaxy_finetune/core/cli.py"}

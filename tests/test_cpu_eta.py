@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from galaxy_finetune.train import CpuEta
+from galaxy_finetune.training.train import CpuEta
 
 # when each step ended: step 0 pays 10 s of start-up, steps 1-5 are still warming up (3 s), then 1 s a step
 TRAIN_ENDS = [10, 13, 16, 19, 22, 25] + list(range(26, 40))

@@ -1,10 +1,10 @@
 """The fast data path trains on what a simple reference implementation would: speed must not change the data.
 
-Fast path: galaxy_finetune.store (every image decoded once into a memory-mapped images.npy),
-galaxy_finetune.data (split rows read from the store, whole-batch indexing) and galaxy_finetune.augment
+Fast path: galaxy_finetune.data.store (every image decoded once into a memory-mapped images.npy),
+galaxy_finetune.data.loading (split rows read from the store, whole-batch indexing) and galaxy_finetune.data.augment
 (one grid_sample per batch on the device). Reference: PIL decode of each source file per image, the
 default collate, and torchvision v2 transforms per image, as galaxy-datasets' default/minimal views do
-(RandomAffine, Resize, flips; RandomErasing is left out on purpose, see galaxy_finetune/augment.py).
+(RandomAffine, Resize, flips; RandomErasing is left out on purpose, see galaxy_finetune/data/augment.py).
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 
-from galaxy_finetune.augment import eval_view, train_view
-from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies, loader_workers
-from galaxy_finetune.params import AugmentParams
-from galaxy_finetune.store import build_store, stored_size
-from galaxy_finetune.synthetic import render_galaxy
+from galaxy_finetune.data.augment import eval_view, train_view
+from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies, loader_workers
+from galaxy_finetune.core.params import AugmentParams
+from galaxy_finetune.data.store import build_store, stored_size
+from galaxy_finetune.data.synthetic import render_galaxy
 
 BILINEAR = InterpolationMode.BILINEAR
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from galaxy_finetune.layout import MODEL_CONFIG
-from galaxy_finetune.params import Params
-from galaxy_finetune.split import read_catalog
+from galaxy_finetune.core.layout import MODEL_CONFIG
+from galaxy_finetune.core.params import Params
+from galaxy_finetune.data.split import read_catalog
 from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
@@ -64,7 +64,7 @@ def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
     folder.mkdir()
     for src in read_catalog(inputs / "data/raw")["src"][:13]:  # odd: the ranks get 7 and 6
         (folder / Path(src).name).write_bytes(Path(src).read_bytes())
-    cmd = [sys.executable, "-m", "galaxy_finetune.classify", str(inputs / "run1/models/finetuned"), str(folder),
+    cmd = [sys.executable, "-m", "galaxy_finetune.inference.classify", str(inputs / "run1/models/finetuned"), str(folder),
            "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu", "--devices", "2", "--batch-size", "3"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env=checkout_env())

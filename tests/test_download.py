@@ -1,4 +1,4 @@
-"""galaxy_finetune.download against a local HTTP server: md5 checks, retries, safe extraction."""
+"""galaxy_finetune.data.download against a local HTTP server: md5 checks, retries, safe extraction."""
 from __future__ import annotations
 
 import gzip
@@ -14,9 +14,9 @@ import urllib.error
 
 import pytest
 
-from galaxy_finetune import download as dl
-from galaxy_finetune.download import ChecksumError, Unreachable, check_md5, download, extract_tar, gunzip, md5sum
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.data import download as dl
+from galaxy_finetune.data.download import ChecksumError, Unreachable, check_md5, download, extract_tar, gunzip, md5sum
+from galaxy_finetune.core.errors import PipelineError
 
 PAYLOAD = bytes(range(256)) * 400 + b"galaxy payload"  # ~100 kB, not a multiple of any chunk size
 

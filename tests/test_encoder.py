@@ -4,10 +4,10 @@ import pytest
 import timm
 import torch
 
-from galaxy_finetune import encoder as enc
-from galaxy_finetune.download import Unreachable
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.layout import ENCODER_RECORD, ENCODER_WEIGHTS
+from galaxy_finetune.training import encoder as enc
+from galaxy_finetune.data.download import Unreachable
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.layout import ENCODER_RECORD, ENCODER_WEIGHTS
 
 ARCH = "convnext_atto"  # the smallest ConvNeXt: same code path as convnext_nano, a quarter of the size
 
@@ -95,8 +95,8 @@ def test_pickled_weights_are_never_loaded(tmp_path):
 
 
 def test_input_normalisation_comes_from_the_timm_config_except_for_zoobot():
-    from galaxy_finetune.encoder import input_normalisation
-    from galaxy_finetune.errors import PipelineError
+    from galaxy_finetune.training.encoder import input_normalisation
+    from galaxy_finetune.core.errors import PipelineError
 
     imagenet = {"pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
     assert input_normalisation(imagenet, "timm/some-model") == {"mean": [0.485, 0.456, 0.406],

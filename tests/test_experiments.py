@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from galaxy_finetune.layout import CATALOG, MODEL_WEIGHTS
+from galaxy_finetune.core.layout import CATALOG, MODEL_WEIGHTS
 from tests.pipeline_repo import make_repo, repro_and_commit, run
 
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune.calibration import negative_log_likelihood
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.embeddings import read_embeddings
-from galaxy_finetune.neighbours import CosineIndex
-from galaxy_finetune.similar import SimilaritySearch, embed_image
+from galaxy_finetune.analysis.calibration import negative_log_likelihood
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.inference.embeddings import read_embeddings
+from galaxy_finetune.inference.neighbours import CosineIndex
+from galaxy_finetune.inference.similar import SimilaritySearch, embed_image
 from tests.pipeline_repo import run
 
 CLASSES = list(GALAXY_MNIST_CLASSES)
@@ -78,7 +78,7 @@ def test_galaxy_similar_by_id_and_by_image(repo, tmp_path):
     repo, env = repo
     emb = read_embeddings(repo / "data/embeddings")
     query = emb.galaxies["id_str"].iloc[0]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", query, "-k", "5", "-o",
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", query, "-k", "5", "-o",
                            str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -90,12 +90,12 @@ def test_galaxy_similar_by_id_and_by_image(repo, tmp_path):
     with Image.open(tmp_path / "s.png") as sheet:
         assert sheet.size[0] > 600 and "most like" in sheet.info["Title"]
     image = read_csv(repo / "data/raw/catalog.csv").set_index("id_str").loc[query, "src"]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", str(image), "-k", "3", "-o",
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", str(image), "-k", "3", "-o",
                            str(tmp_path / "i.csv"), "--sheet", str(tmp_path / "i.png"), "--accelerator", "cpu"],
                           cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert read_csv(tmp_path / "i.csv")["id_str"].iloc[0] == query  # the file's own galaxy comes first
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", "no-such-galaxy"], cwd=repo, env=env,
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", "no-such-galaxy"], cwd=repo, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith("error: no-such-galaxy: neither a galaxy id")
 

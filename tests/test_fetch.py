@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.fetch import fetch_data
-from galaxy_finetune.files import read_json
-from galaxy_finetune.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
-from galaxy_finetune.params import Params
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.data.fetch import fetch_data
+from galaxy_finetune.core.files import read_json
+from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
+from galaxy_finetune.core.params import Params
 
 
 @pytest.fixture(autouse=True)

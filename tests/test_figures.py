@@ -1,12 +1,12 @@
-"""galaxy_finetune.figures: every PNG is written, non-empty, and carries the run label and provenance."""
+"""galaxy_finetune.analysis.figures: every PNG is written, non-empty, and carries the run label and provenance."""
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune import figures
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.metrics import reliability
+from galaxy_finetune.analysis import figures
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.analysis.metrics import reliability
 
 CLASSES = list(GALAXY_MNIST_CLASSES)
 LABEL = "synthetic stand-in, 2000 galaxies | no pretraining: random convnext_nano"

@@ -6,8 +6,8 @@ import os
 import pandas as pd
 import pytest
 
-from galaxy_finetune import files
-from galaxy_finetune.cli import run_stage
+from galaxy_finetune.core import files
+from galaxy_finetune.core.cli import run_stage
 
 
 def _leftovers(folder):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune.learning import Baseline, LearningCurve, RunContext, learning_warning
+from galaxy_finetune.training.learning import Baseline, LearningCurve, RunContext, learning_warning
 
 BALANCED4 = Baseline.from_labels([0, 1, 2, 3] * 10, 4)
 SCRATCH_LOW_LR = RunContext(pretrained=False, recipe="scratch", lr=1e-5, n_train=320)
@@ -72,8 +72,8 @@ COLOURS = [(200, 40, 40), (40, 40, 200)]  # class 0 red, class 1 blue
 def _tiny_inputs(root, shuffled: bool):
     """32 train / 12 val 32-px images of 2 classes. Shuffled: every image appears once with each label, so
     nothing in the pixels tells the labels apart (and val accuracy is exactly the majority rate)."""
-    from galaxy_finetune.encoder import resolve_encoder
-    from galaxy_finetune.store import build_store
+    from galaxy_finetune.training.encoder import resolve_encoder
+    from galaxy_finetune.data.store import build_store
 
     rng = np.random.default_rng(0)
     (root / "images").mkdir(parents=True)
@@ -98,8 +98,8 @@ def _tiny_inputs(root, shuffled: bool):
 
 @pytest.mark.parametrize("shuffled", [True, False], ids=["shuffled-labels", "learnable"])
 def test_real_training_says_whether_it_learned(tmp_path, monkeypatch, shuffled):
-    from galaxy_finetune.params import AugmentParams, TrainParams
-    from galaxy_finetune.train import FinetuneJob, finetune
+    from galaxy_finetune.core.params import AugmentParams, TrainParams
+    from galaxy_finetune.training.train import FinetuneJob, finetune
 
     monkeypatch.chdir(tmp_path)
     root = _tiny_inputs(tmp_path, shuffled)
@@ -119,12 +119,12 @@ def test_real_training_says_whether_it_learned(tmp_path, monkeypatch, shuffled):
     else:
         assert max(curve.val_acc) >= 0.9, curve.val_acc
         assert run["learning_warning"] is None
-    from galaxy_finetune.files import read_json
+    from galaxy_finetune.core.files import read_json
     assert read_json(root / "model/model.json")["run"]["learning_warning"] == run["learning_warning"]
 
 
 def test_a_random_init_with_few_real_labels_is_told_before_training_with_the_numbers():
-    from galaxy_finetune.learning import SCRATCH_FEW_PER_CLASS, scratch_warning
+    from galaxy_finetune.training.learning import SCRATCH_FEW_PER_CLASS, scratch_warning
 
     said = scratch_warning(1260, 2, synthetic=False)
     assert said.startswith("training a random init from scratch on 1260 labelled galaxies (630 per class, under "

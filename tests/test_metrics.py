@@ -1,13 +1,13 @@
-"""galaxy_finetune.metrics against small cases computed by hand."""
+"""galaxy_finetune.analysis.metrics against small cases computed by hand."""
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune.calibration import temperature_scaling
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.metrics import (PROB_FLOOR, bootstrap_ci, check_predictions, compute_metrics, confusion_array,
+from galaxy_finetune.analysis.calibration import temperature_scaling
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.analysis.metrics import (PROB_FLOOR, bootstrap_ci, check_predictions, compute_metrics, confusion_array,
                                      validated_probabilities,
                                      expected_calibration_error, most_confident, reliability, residual_bin,
                                      residuals, top_confusions)

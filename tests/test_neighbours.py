@@ -1,9 +1,9 @@
-"""galaxy_finetune.neighbours: exact cosine search and the anomaly score."""
+"""galaxy_finetune.inference.neighbours: exact cosine search and the anomaly score."""
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from galaxy_finetune.neighbours import CosineIndex, anomaly_scores
+from galaxy_finetune.inference.neighbours import CosineIndex, anomaly_scores
 
 
 def test_search_matches_sklearn_brute_force_cosine():

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from galaxy_finetune.images import decode_image
-from galaxy_finetune.params import Params
+from galaxy_finetune.data.images import decode_image
+from galaxy_finetune.core.params import Params
 from tests.pipeline_repo import make_repo, repro_and_commit
 
 CLASSES = ["round", "elongated"]
@@ -137,7 +137,7 @@ def test_ids_are_carried_as_written_through_every_table(fits_repo):
 @pytest.mark.parametrize("query", ["NA", "null", "0042"])
 def test_galaxy_similar_finds_a_galaxy_by_an_id_a_reader_could_misread(fits_repo, tmp_path, query):
     repo, env = fits_repo[:2]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.similar", query, "-k", "3", "-o",
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", query, "-k", "3", "-o",
                            str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
+from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
                                     STORE_IMAGES)
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from galaxy_finetune.figures import FIGURES
+from galaxy_finetune.analysis.figures import FIGURES
 from tests.pipeline_repo import ROOT, run
 
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from galaxy_finetune.params import AugmentParams, Params
-from galaxy_finetune.probe import fit_linear_probe, stratified_sample
+from galaxy_finetune.core.params import AugmentParams, Params
+from galaxy_finetune.training.probe import fit_linear_probe, stratified_sample
 from tests.tiny import prepare
 
 STILL = AugmentParams(rotation_deg=0, translate=0, shear_deg=0, flip=False)
@@ -65,15 +65,15 @@ def learnable(tmp_path_factory):
 
 
 def _job(paths, name):
-    from galaxy_finetune.train import FinetuneJob
+    from galaxy_finetune.training.train import FinetuneJob
 
     out = paths.root / name
     return FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, out / "model", None, out / "ckpt")
 
 
 def _val_loss_of_export(paths, model_dir) -> float:
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.model_io import load_finetuned
+    from galaxy_finetune.data.loading import GalaxyDataModule
+    from galaxy_finetune.training.model_io import load_finetuned
 
     model, config = load_finetuned(model_dir)
     data = GalaxyDataModule(paths.store, paths.splits, config["input_size"], 64, STILL, 0, config["normalisation"])
@@ -84,11 +84,11 @@ def _val_loss_of_export(paths, model_dir) -> float:
 
 def test_the_head_starts_where_the_probe_ends(learnable):
     """Loaded into Zoobot's head, the probe's weights give the model the probe's own val loss."""
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.model_io import build_classifier
-    from galaxy_finetune.probe import load_into_head
-    from galaxy_finetune.train import linear_probe
+    from galaxy_finetune.data.loading import GalaxyDataModule
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.training.probe import load_into_head
+    from galaxy_finetune.training.train import linear_probe
 
     train = Params().train.model_copy(update={"input_size": 32})
     data = GalaxyDataModule(learnable.store, learnable.splits, 32, 8, STILL, normalisation=NORMALISATION)
@@ -104,7 +104,7 @@ def test_the_head_starts_where_the_probe_ends(learnable):
 
 
 def test_lpft_learns_where_the_writeup_recipe_does_not_and_never_exports_worse_than_its_probe(learnable):
-    from galaxy_finetune.train import finetune
+    from galaxy_finetune.training.train import finetune
 
     manifest = {"classes": ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"], "run_label": "t"}
     params = Params.model_validate({"train": {"input_size": 32, "batch_size": 8, "steps": 20, "patience": 50, "accelerator": "cpu"},
@@ -130,13 +130,13 @@ def test_lpft_learns_where_the_writeup_recipe_does_not_and_never_exports_worse_t
 
 def test_the_encoders_mean_and_std_reach_training_and_inference_alike(learnable):
     """fetch records the config's normalisation; training's views, model.json and the predict stage all use it."""
-    from galaxy_finetune.augment import eval_view
-    from galaxy_finetune.encoder import encoder_record
-    from galaxy_finetune.files import read_json
-    from galaxy_finetune.model_io import load_finetuned
-    from galaxy_finetune.predict import predict_splits
-    from galaxy_finetune.store import galaxy_pixels
-    from galaxy_finetune.train import finetune
+    from galaxy_finetune.data.augment import eval_view
+    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.core.files import read_json
+    from galaxy_finetune.training.model_io import load_finetuned
+    from galaxy_finetune.inference.predict import predict_splits
+    from galaxy_finetune.data.store import galaxy_pixels
+    from galaxy_finetune.training.train import finetune
 
     assert encoder_record(learnable.encoder)["normalisation"] == NORMALISATION
     manifest = {"classes": ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"], "run_label": "t"}
@@ -163,7 +163,7 @@ def test_frozen_batchnorm_keeps_the_pretrained_statistics_through_training_mode(
     probe's head was fitted on are the features it is trained on; the rest of the model still trains."""
     import timm
 
-    from galaxy_finetune.model_io import build_classifier
+    from galaxy_finetune.training.model_io import build_classifier
 
     train = Params().train.model_copy(update={"batchnorm": "frozen" if frozen else "train"})
     model = build_classifier(timm.create_model("resnet10t", num_classes=0), 2, train)
@@ -180,10 +180,10 @@ def test_frozen_batchnorm_holds_inside_a_lightning_fit(learnable, monkeypatch):
     """Lightning never calls train() itself: the classifier must, or frozen BatchNorm would train after all."""
     import lightning as L
 
-    from galaxy_finetune.classifier import GalaxyClassifier
-    from galaxy_finetune.data import GalaxyDataModule
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.model_io import build_classifier
+    from galaxy_finetune.training.classifier import GalaxyClassifier
+    from galaxy_finetune.data.loading import GalaxyDataModule
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.training.model_io import build_classifier
 
     seen = []
     step = GalaxyClassifier.training_step

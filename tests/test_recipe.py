@@ -1,8 +1,8 @@
 """The recipe follows the encoder and train.recipe: the console line, metrics/recipe.json, the stage's one call."""
 import pytest
 
-from galaxy_finetune.params import Params
-from galaxy_finetune.recipe import is_pretrained, recipe_line, recipe_record
+from galaxy_finetune.core.params import Params
+from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
 
 RANDOM = {"source": "random", "arch": "convnext_nano", "seed": 42, "sha256": None}
 HUB = {"source": "hf_hub:mwalmsley/zoobot-encoder-convnext_nano", "arch": "convnext_nano", "sha256": "ab"}
@@ -30,8 +30,8 @@ def test_three_recipes_by_encoder_and_switch():
 
 
 def test_a_recipe_group_refuses_unknown_keys():
-    from galaxy_finetune.errors import PipelineError
-    from galaxy_finetune.params import load_params
+    from galaxy_finetune.core.errors import PipelineError
+    from galaxy_finetune.core.params import load_params
 
     with pytest.raises(PipelineError, match="writeup.lrr: unknown key"):
         import tempfile
@@ -64,8 +64,8 @@ def test_the_stage_picks_the_recipe_from_the_encoder_record(tmp_path, monkeypatc
     """finetune_gpu reads models/encoder/encoder.json, trains with that recipe, writes metrics/recipe.json."""
     import argparse
 
-    from galaxy_finetune import train as training
-    from galaxy_finetune.files import read_json, write_json
+    from galaxy_finetune.training import train as training
+    from galaxy_finetune.core.files import read_json, write_json
     from stages import finetune_gpu as stage
 
     write_json(tmp_path / "raw/manifest.json", {"classes": ["a", "b"], "run_label": "test | test"})

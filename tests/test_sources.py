@@ -1,4 +1,4 @@
-"""galaxy_finetune.sources on small files in the official formats, served from 127.0.0.1.
+"""galaxy_finetune.data.sources on small files in the official formats, served from 127.0.0.1.
 
 A source hands over a catalog whose `src` column is the absolute path of each galaxy's image file;
 canonical_catalog() turns it into catalog.csv's frame. Nothing is copied into data/raw/ and nothing is
@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune import sources
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.download import ChecksumError, Unreachable
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import write_csv
-from galaxy_finetune.sources import CATALOG_COLUMNS, RawData, Resource
-from galaxy_finetune.split import read_catalog
-from galaxy_finetune.store import build_store, open_images
+from galaxy_finetune.data import sources
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.data.download import ChecksumError, Unreachable
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import write_csv
+from galaxy_finetune.data.sources import CATALOG_COLUMNS, RawData, Resource
+from galaxy_finetune.data.split import read_catalog
+from galaxy_finetune.data.store import build_store, open_images
 
 N_CLASSES = len(GALAXY_MNIST_CLASSES)
 
@@ -766,7 +766,7 @@ def test_source_fingerprint_sees_rows_files_and_record(tmp_path):
 # --- (e) synthetic() ---------------------------------------------------------------------------------------
 
 def test_synthetic_is_balanced_unique_deterministic_and_drawn_once(tmp_path):
-    from galaxy_finetune.synthetic import make_synthetic
+    from galaxy_finetune.data.synthetic import make_synthetic
 
     cache = tmp_path / "cache"
     raw = sources.synthetic(n_per_class=3, image_size=16, seed=7, cache_dir=cache)

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.split import split_catalog
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.data.split import split_catalog
 
 
 def _catalog(n_per_class=50, canonical=False):

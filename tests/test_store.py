@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from galaxy_finetune.data import GalaxyDataModule, StoreGalaxies
-from galaxy_finetune.encoder import build_encoder
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.images import decode_image
-from galaxy_finetune.layout import CATALOG
-from galaxy_finetune.model_io import build_classifier
-from galaxy_finetune.params import AugmentParams, Params, TrainParams
-from galaxy_finetune.store import build_store, galaxy_pixels, open_images, read_record, stored_size
-from galaxy_finetune.synthetic import render_galaxy
+from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies
+from galaxy_finetune.training.encoder import build_encoder
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.data.images import decode_image
+from galaxy_finetune.core.layout import CATALOG
+from galaxy_finetune.training.model_io import build_classifier
+from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
+from galaxy_finetune.data.store import build_store, galaxy_pixels, open_images, read_record, stored_size
+from galaxy_finetune.data.synthetic import render_galaxy
 from tests.tiny import prepare
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from galaxy_finetune.synthetic import make_synthetic, render_galaxy
+from galaxy_finetune.data.synthetic import make_synthetic, render_galaxy
 
 
 def _elongation(image: np.ndarray) -> float:

@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
-from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
+from galaxy_finetune.core.accelerator import resolve_accelerator
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
                                     MODEL_CONFIG, MODEL_WEIGHTS, STORE_RECORD)
-from galaxy_finetune.params import Params
-from galaxy_finetune.train import resume_checkpoint
+from galaxy_finetune.core.params import Params
+from galaxy_finetune.training.train import resume_checkpoint
 from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
@@ -27,7 +27,7 @@ TINY = {"data": {"source": "synthetic", "synthetic_n_per_class": 10, "synthetic_
 
 
 def job(root: Path, checkpoints: Path):
-    from galaxy_finetune.train import FinetuneJob
+    from galaxy_finetune.training.train import FinetuneJob
 
     return FinetuneJob(root / "data/raw", root / "data/store", root / "data/splits", root / "models/encoder",
                        root / "models/finetuned", root / "live", checkpoints)
@@ -118,8 +118,8 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     """A pickle smuggled in as the checkpoint to resume from is never executed."""
     import pickle
 
-    from galaxy_finetune.params import AugmentParams
-    from galaxy_finetune.train import fingerprint
+    from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.training.train import fingerprint
 
     train = Params.model_validate(TINY).recipe(False)[1].model_copy(update={"epochs": 1})
     augment = AugmentParams()
@@ -136,7 +136,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
             return (os.system, (f"touch {marker}",))
 
     (ckpt / CHECKPOINT_LAST).write_bytes(pickle.dumps({"state_dict": Evil()}))
-    from galaxy_finetune.train import finetune
+    from galaxy_finetune.training.train import finetune
 
     with pytest.raises(PipelineError, match="refused to load"):
         finetune(train, augment, "scratch", {"classes": classes, "run_label": "test run"}, job(inputs, ckpt))
@@ -148,9 +148,9 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     """training_mode: head_only is the linear-probe baseline: Zoobot's classifier freezes the encoder."""
     from safetensors.torch import load_file
 
-    from galaxy_finetune.encoder import build_encoder
-    from galaxy_finetune.params import AugmentParams
-    from galaxy_finetune.train import finetune
+    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.training.train import finetune
 
     train = Params.model_validate(TINY).recipe(False)[1].model_copy(
         update={"epochs": 1, "training_mode": "head_only", "accelerator": "cpu"})

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from galaxy_finetune.fetch import fetch_data
-from galaxy_finetune.params import Params
-from galaxy_finetune.split import read_catalog, split_catalog, write_splits
-from galaxy_finetune.store import build_store, stored_size
+from galaxy_finetune.data.fetch import fetch_data
+from galaxy_finetune.core.params import Params
+from galaxy_finetune.data.split import read_catalog, split_catalog, write_splits
+from galaxy_finetune.data.store import build_store, stored_size
 
 
 RANDOM_INIT_RECIPE = "scratch"  # the params block training reads when the encoder is a random init

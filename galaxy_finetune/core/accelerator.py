@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.core.errors import PipelineError
 
 
 def resolve_accelerator(accelerator: str, precision: str) -> tuple[str, str]:

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_finetune.accelerator import torch_device
-from galaxy_finetune.embeddings import SPLITS, write_embeddings
-from galaxy_finetune.data import read_split
-from galaxy_finetune.model_io import eval_transform, load_finetuned
-from galaxy_finetune.store import galaxy_pixels
+from galaxy_finetune.core.accelerator import torch_device
+from galaxy_finetune.inference.embeddings import SPLITS, write_embeddings
+from galaxy_finetune.data.loading import read_split
+from galaxy_finetune.training.model_io import eval_transform, load_finetuned
+from galaxy_finetune.data.store import galaxy_pixels
 
 
 @torch.inference_mode()

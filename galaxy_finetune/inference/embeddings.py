@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_table, write_json
-from galaxy_finetune.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_table, write_json
+from galaxy_finetune.core.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
                                     EMBED_RECORD)
 
 SPLITS = ("train", "val", "test")

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.cli import run_command
-from galaxy_finetune.embeddings import Embeddings, read_embeddings
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import write_csv
-from galaxy_finetune.neighbours import CosineIndex
+from galaxy_finetune.core.cli import run_command
+from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import write_csv
+from galaxy_finetune.inference.neighbours import CosineIndex
 
 
 class SimilaritySearch:
@@ -58,10 +58,10 @@ class SimilaritySearch:
 def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator: str = "auto") -> tuple[np.ndarray,
                                                                                                          np.ndarray]:
     """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
-    from galaxy_finetune.accelerator import torch_device
-    from galaxy_finetune.embed import encoder_features, load_finetuned
-    from galaxy_finetune.images import decode_image
-    from galaxy_finetune.model_io import eval_transform, fits_view
+    from galaxy_finetune.core.accelerator import torch_device
+    from galaxy_finetune.inference.embed import encoder_features, load_finetuned
+    from galaxy_finetune.data.images import decode_image
+    from galaxy_finetune.training.model_io import eval_transform, fits_view
 
     model, config = load_finetuned(model_dir)
     # decoded as the store decoded the training galaxies (its size and FITS view), then the eval view
@@ -74,8 +74,8 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
 def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.DataFrame, store_dir: Path,
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
-    from galaxy_finetune import figures
-    from galaxy_finetune.store import galaxy_pixels
+    from galaxy_finetune.analysis import figures
+    from galaxy_finetune.data.store import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
@@ -94,7 +94,7 @@ def find_similar(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         neighbours = search.like_galaxy(args.query, args.k)
         seconds = time.perf_counter() - start
-        from galaxy_finetune.store import galaxy_pixels
+        from galaxy_finetune.data.store import galaxy_pixels
 
         query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
         query_pixels = galaxy_pixels(args.store, [query_row])[0]

@@ -11,10 +11,10 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from galaxy_finetune.download import Unreachable
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import read_json, write_json
-from galaxy_finetune.layout import ENCODER_RECORD, ENCODER_WEIGHTS
+from galaxy_finetune.data.download import Unreachable
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import read_json, write_json
+from galaxy_finetune.core.layout import ENCODER_RECORD, ENCODER_WEIGHTS
 
 
 def sha256sum(path: str | Path) -> str:

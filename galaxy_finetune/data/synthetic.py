@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 
 
 def _sersic(r: np.ndarray, r_eff: float, n: float) -> np.ndarray:

@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.download import check_md5, download, extract_tar, gunzip, md5sum
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.data.download import check_md5, download, extract_tar, gunzip, md5sum
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")  # any case
@@ -220,11 +220,10 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
 
 
 def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path) -> RawData:
-    """The built-in synthetic galaxies (see galaxy_finetune.synthetic), drawn once as PNGs into `cache_dir`,
+    """The built-in synthetic galaxies (see galaxy_finetune.data.synthetic), drawn once as PNGs into `cache_dir`,
     keyed by the parameters and the generator's own source."""
-    from galaxy_finetune import synthetic as generator
-
-    record = {"generator": "galaxy_finetune.synthetic", "n_per_class": n_per_class, "image_size": image_size,
+    from galaxy_finetune.data import synthetic as generator
+    record = {"generator": "galaxy_finetune.data.synthetic", "n_per_class": n_per_class, "image_size": image_size,
               "seed": seed}
     ids = [f"synthetic_{i:06d}" for i in range(n_per_class * len(GALAXY_MNIST_CLASSES))]
     code = hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:12]

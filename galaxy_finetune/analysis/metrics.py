@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.special import log_softmax
 from sklearn import metrics as skm
 
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.core.errors import PipelineError
 
 SUM_TOLERANCE = 1e-3  # the CSV stores 6 decimals per probability; a real mismatch is far larger
 BASE_COLUMNS = ("id_str", "true_label", "pred_label")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_table
-from galaxy_finetune.layout import CATALOG
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_table
+from galaxy_finetune.core.layout import CATALOG
 
 
 def read_catalog(raw_dir: Path) -> pd.DataFrame:

@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune import figures
-from galaxy_finetune.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
-from galaxy_finetune.embeddings import Embeddings, read_embeddings
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, read_table, write_json, write_text
-from galaxy_finetune.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
-from galaxy_finetune.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
+from galaxy_finetune.analysis import figures
+from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
+from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_json, read_table, write_json, write_text
+from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
+from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
                                      residuals, validated_probabilities)
-from galaxy_finetune.mistakes_page import mistakes_html, thumbnail_png
-from galaxy_finetune.neighbours import anomaly_scores
-from galaxy_finetune.params import AnalyseParams
-from galaxy_finetune.store import galaxy_pixels
+from galaxy_finetune.analysis.mistakes_page import mistakes_html, thumbnail_png
+from galaxy_finetune.inference.neighbours import anomaly_scores
+from galaxy_finetune.core.params import AnalyseParams
+from galaxy_finetune.data.store import galaxy_pixels
 
 COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
 # how the report names train.training_mode: never "full", which would read as "the real, full run"

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from galaxy_finetune.params import AugmentParams
+from galaxy_finetune.core.params import AugmentParams
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from galaxy_finetune.augment import eval_view
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json
-from galaxy_finetune.images import FitsView
-from galaxy_finetune.layout import MODEL_CONFIG, MODEL_WEIGHTS
-from galaxy_finetune.params import TrainParams
+from galaxy_finetune.data.augment import eval_view
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_json, write_json
+from galaxy_finetune.data.images import FitsView
+from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
+from galaxy_finetune.core.params import TrainParams
 
 WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
 
@@ -26,7 +26,7 @@ WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
 def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams, schedule_steps: int = 0):
     """Zoobot's classifier around `encoder` (zoobot 2.9 API); with `schedule_steps` and train.schedule cosine,
     its lr warms up over 5% of the steps, then decays along a cosine (classifier.GalaxyClassifier)."""
-    from galaxy_finetune.classifier import GalaxyClassifier
+    from galaxy_finetune.training.classifier import GalaxyClassifier
 
     steps = schedule_steps if train.schedule == "cosine" else 0
     return GalaxyClassifier(

@@ -13,7 +13,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn import metrics as skm
 
-from galaxy_finetune.metrics import PROB_FLOOR, negative_log_likelihood, probability_scores
+from galaxy_finetune.analysis.metrics import PROB_FLOOR, negative_log_likelihood, probability_scores
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 PURITY_TARGETS = (0.95, 0.99)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from galaxy_finetune.errors import PipelineError
+from galaxy_finetune.core.errors import PipelineError
 
 FITS_MAGIC = b"SIMPLE  ="  # every FITS file starts with this card
 GZIP_MAGIC = b"\x1f\x8b"

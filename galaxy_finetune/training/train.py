@@ -2,7 +2,7 @@
 
 finetune() chooses the accelerator, builds the data and the classifier, resumes a killed run when its
 inputs are unchanged, fits through the Trainer that build_trainer() makes, and exports the best
-checkpoint with export_best() into the model files (galaxy_finetune.model_io).
+checkpoint with export_best() into the model files (galaxy_finetune.training.model_io).
 """
 from __future__ import annotations
 
@@ -25,21 +25,21 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from galaxy_finetune.accelerator import device_name, resolve_accelerator
-from galaxy_finetune.code_deps import package_modules
-from galaxy_finetune.data import GalaxyDataModule, loader_workers
-from galaxy_finetune.encoder import build_encoder, encoder_record
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import hash_files, read_json, write_json
-from galaxy_finetune.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
+from galaxy_finetune.core.accelerator import device_name, resolve_accelerator
+from galaxy_finetune.core.code_deps import package_modules
+from galaxy_finetune.data.loading import GalaxyDataModule, loader_workers
+from galaxy_finetune.training.encoder import build_encoder, encoder_record
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import hash_files, read_json, write_json
+from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
                                     CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
-from galaxy_finetune.learning import VAL_LOSS, Baseline, LearningCurve, RunContext, scratch_warning
-from galaxy_finetune.model_io import build_classifier, save_finetuned
-from galaxy_finetune.params import AugmentParams, Params, TrainParams
-from galaxy_finetune.probe import (PROBE_MAX_TRAIN, LinearProbe, fit_linear_probe, load_into_head,
+from galaxy_finetune.training.learning import VAL_LOSS, Baseline, LearningCurve, RunContext, scratch_warning
+from galaxy_finetune.training.model_io import build_classifier, save_finetuned
+from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
+from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, fit_linear_probe, load_into_head,
                                    pooled_features, stratified_sample)
-from galaxy_finetune.recipe import is_pretrained, recipe_line, recipe_record
-from galaxy_finetune.store import read_record
+from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
+from galaxy_finetune.data.store import read_record
 
 MONITOR = VAL_LOSS  # logged by Zoobot's classifier every validation
 STEP_VALIDATIONS = 20  # validations along a step budget (early stopping counts them)

@@ -8,8 +8,8 @@ import sys
 import warnings
 from typing import Callable, TypeVar
 
-from galaxy_finetune.errors import PipelineError, one_line
-from galaxy_finetune.params import Params, load_params
+from galaxy_finetune.core.errors import PipelineError, one_line
+from galaxy_finetune.core.params import Params, load_params
 
 # Lightning's INFO lines that advertise its cloud products (litlogger, litmodels), and its hardware census
 # (which the stages' own lines say better: "on NVIDIA H100", "no GPU found: training on CPU")

@@ -13,8 +13,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, write_text
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, write_text
 
 
 OFFLINE_ENV = "GALAXY_FINETUNE_OFFLINE"  # set to 1 on machines without network: no download is attempted

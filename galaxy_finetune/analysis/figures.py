@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from galaxy_finetune.files import atomic_path  # noqa: E402
+from galaxy_finetune.core.files import atomic_path  # noqa: E402
 
 CORRECT, WRONG = "#2b8a3e", "#c92a2a"
 FOOTER_GREY = "0.35"

@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.data import StoreGalaxies, make_loader, read_split
-from galaxy_finetune.files import atomic_path, write_json
-from galaxy_finetune.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.model_io import eval_transform, load_finetuned
+from galaxy_finetune.core.accelerator import resolve_accelerator
+from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
+from galaxy_finetune.core.files import atomic_path, write_json
+from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
+from galaxy_finetune.training.model_io import eval_transform, load_finetuned
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 

@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import atomic_path, read_json, write_json
-from galaxy_finetune.images import FitsView, decode_image
-from galaxy_finetune.layout import STORE_IMAGES, STORE_RECORD
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_json, write_json
+from galaxy_finetune.data.images import FitsView, decode_image
+from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD
 
 CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images
 

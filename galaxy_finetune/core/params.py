@@ -7,9 +7,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from galaxy_finetune.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.images import FitsView
+from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.data.images import FitsView
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from galaxy_finetune.accelerator import resolve_accelerator
-from galaxy_finetune.cli import run_command
-from galaxy_finetune.data import ImageFiles, loader_workers
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.model_io import fits_view, load_finetuned
-from galaxy_finetune.predict import predict_to_csv
-from galaxy_finetune.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
+from galaxy_finetune.core.accelerator import resolve_accelerator
+from galaxy_finetune.core.cli import run_command
+from galaxy_finetune.data.loading import ImageFiles, loader_workers
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.training.model_io import fits_view, load_finetuned
+from galaxy_finetune.inference.predict import predict_to_csv
+from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
 
 
 def galaxies_from(source: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ The recipe follows the encoder and train.recipe (Params.recipe):
 """
 from __future__ import annotations
 
-from galaxy_finetune.params import RECIPE_KEYS, TrainParams
+from galaxy_finetune.core.params import RECIPE_KEYS, TrainParams
 
 KINDS = {"train": "fine-tuning (lpft)", "writeup": "write-up", "scratch": "from-scratch"}
 

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_finetune.augment import eval_view, train_view
-from galaxy_finetune.errors import PipelineError
-from galaxy_finetune.files import read_table
-from galaxy_finetune.images import FitsView, decode_image
-from galaxy_finetune.params import AugmentParams
-from galaxy_finetune.store import open_images, read_rows
+from galaxy_finetune.data.augment import eval_view, train_view
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import read_table
+from galaxy_finetune.data.images import FitsView, decode_image
+from galaxy_finetune.core.params import AugmentParams
+from galaxy_finetune.data.store import open_images, read_rows
 
 
 def read_split(split_dir: Path, name: str) -> pd.DataFrame:

@@ -127,6 +127,7 @@ def main() -> None:
         return
     import yaml
 
+    from galaxy_finetune.core.classes import read_classes
     from galaxy_finetune.core.cli import quiet_logs
     from galaxy_finetune.data.loading import read_split
     from galaxy_finetune.training.encoder import encoder_record
@@ -150,7 +151,7 @@ def main() -> None:
                     (enc / "encoder.json").write_text(json.dumps({**record, "normalisation": None}))
                 normalisation = encoder_record(enc).get("normalisation")
                 full, val, test = (read_split(splits, n) for n in ("train", "val", "test"))
-                n_classes = len(manifest["classes"])
+                n_classes = len(read_classes(raw))
                 feats = {n: features(enc, store, f, size, normalisation) for n, f in
                          (("train", full), ("val", val), ("test", test))} if "probe" in args.recipes else {}
                 for size_name in args.sizes:

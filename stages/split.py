@@ -2,8 +2,7 @@
 from pathlib import Path
 
 from galaxy_finetune.core.cli import run_stage
-from galaxy_finetune.core.files import read_json
-from galaxy_finetune.core.layout import SOURCE
+from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.data.split import read_catalog, split_catalog, summary, write_splits
 
 
@@ -17,7 +16,7 @@ def main(args, params):
     p = params.split
     splits = split_catalog(catalog, p.val_fraction, p.test_fraction, p.seed)
     write_splits(splits, args.splits_out)
-    print(summary(splits, read_json(args.raw_dir / SOURCE)["classes"]))
+    print(summary(splits, read_classes(args.raw_dir)))
 
 
 if __name__ == "__main__":

@@ -54,8 +54,9 @@ def make_inputs(root: Path, n: int = 80, seed: int = 0, real_run: bool = False) 
     (raw / "manifest.json").write_text(json.dumps({
         "run_label": f"{'GalaxyMNIST' if real_run else 'synthetic stand-in'}, {4 * n} galaxies | {description}",
         "substitutions": [] if real_run else ["data: offline; using synthetic galaxies instead"],
-        "source": source, "data_fingerprint": "ab" * 32, "n_images": 4 * n, "classes": CLASSES,
+        "source": source, "data_fingerprint": "ab" * 32, "n_images": 4 * n,
         "data": {"substituted": not real_run}, "encoder": {"pretrained": real_run}}))
+    (raw / "source.json").write_text(json.dumps({"source": source, "classes": CLASSES}))
     (model / "model.json").write_text(json.dumps({
         "arch": "convnext_nano", "classes": CLASSES, "input_size": 64, "training_mode": "full",
         "encoder": {"source": "random", "arch": "convnext_nano", "sha256": None},
@@ -272,3 +273,11 @@ def test_2000_galaxies_write_every_output(tmp_path):
     result = analyse(inputs, AnalyseParams(), out)
     assert result["n"] == len(pd.read_csv(inputs.predictions)) == 2000
     assert all(Path(p).exists() for p in vars(out).values())
+
+
+def test_a_model_trained_on_other_classes_is_refused(tmp_path):
+    """The classes come from data/raw/source.json; a model whose model.json names others is one line."""
+    inputs = make_inputs(tmp_path, n=8)
+    (inputs.raw_dir / "source.json").write_text(json.dumps({"classes": CLASSES[::-1]}))
+    with pytest.raises(PipelineError, match=r"model.json: the model was trained on classes .*rerun dvc repro"):
+        analyse(inputs, AnalyseParams(), outputs(tmp_path))

@@ -146,3 +146,26 @@ def test_ids_that_look_like_paths_never_become_file_names(tmp_path):
     assert all(p.is_relative_to(tmp_path / "raw") or p.is_relative_to(tmp_path / "encoder")
                or p.is_relative_to(tmp_path / "cache") for p in created), created
     assert not outside.exists()
+
+
+def test_data_classes_pick_and_order_a_built_in_datasets_classes(tmp_path):
+    """data.classes is the one list of classes: a subset of GalaxyMNIST's (here its offline stand-in's), in the
+    user's order, labels 0..k-1 follow it, and every later stage reads it from source.json."""
+    from galaxy_finetune.core.classes import read_classes
+
+    params = Params.model_validate({"data": {"synthetic_n_per_class": 3, "synthetic_image_size": 32,
+                                             "classes": ["edge_on_disk", "smooth_round"]}})
+    manifest = _fetch(params, tmp_path)
+    assert read_classes(tmp_path / "raw") == ["edge_on_disk", "smooth_round"]
+    assert manifest["counts_per_class"] == {"edge_on_disk": 3, "smooth_round": 3} and "classes" not in manifest
+    catalog = pd.read_csv(tmp_path / "raw" / CATALOG)
+    assert len(catalog) == 6
+    assert (catalog["label_name"] == catalog["label"].map({0: "edge_on_disk", 1: "smooth_round"})).all()
+
+
+def test_a_class_the_dataset_lacks_is_one_line(tmp_path):
+    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 2,
+                                             "synthetic_image_size": 32, "classes": ["smooth_round", "barred"]}})
+    with pytest.raises(PipelineError, match=r"data.classes: \['barred'\] not among synthetic galaxies's classes"):
+        _fetch(params, tmp_path)
+    assert not (tmp_path / "raw").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
                                     STORE_IMAGES)
 from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
@@ -44,7 +45,7 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert (path / "metrics/training/metrics.json").is_file()
     assert list((path / "metrics/training/plots/metrics").rglob("*.tsv"))
     predictions = pd.read_csv(path / "data/predictions/test.csv")
-    classes = manifest["classes"]
+    classes = read_classes(path / "data/raw")
     assert list(predictions.columns) == (["id_str", "true_label", "pred_label"] + [f"p_{c}" for c in classes]
                                          + ["p_true", "confidence", "row"])
     assert (catalog["id_str"][predictions["row"]].to_numpy() == predictions["id_str"].to_numpy()).all()

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.params import AugmentParams, Params
 from galaxy_finetune.training.probe import fit_linear_probe, stratified_sample
 from tests.tiny import prepare
@@ -106,7 +107,7 @@ def test_the_head_starts_where_the_probe_ends(learnable):
 def test_lpft_learns_where_the_writeup_recipe_does_not_and_never_exports_worse_than_its_probe(learnable):
     from galaxy_finetune.training.train import finetune
 
-    manifest = {"classes": ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"], "run_label": "t"}
+    manifest = {"run_label": "t"}
     params = Params.model_validate({"train": {"input_size": 32, "batch_size": 8, "steps": 20, "patience": 50, "accelerator": "cpu"},
                                     "writeup": {"input_size": 32, "batch_size": 8, "epochs": 8}})
     name, lpft = params.recipe(True)
@@ -139,7 +140,7 @@ def test_the_encoders_mean_and_std_reach_training_and_inference_alike(learnable)
     from galaxy_finetune.training.train import finetune
 
     assert encoder_record(learnable.encoder)["normalisation"] == NORMALISATION
-    manifest = {"classes": ["smooth_round", "smooth_cigar", "edge_on_disk", "unbarred_spiral"], "run_label": "t"}
+    manifest = {"run_label": "t"}
     train = Params().train.model_copy(update={"input_size": 32, "batch_size": 8, "steps": 2, "accelerator": "cpu"})
     job = _job(learnable, "normalised")
     finetune(train, STILL, "train", manifest, job)
@@ -152,7 +153,7 @@ def test_the_encoders_mean_and_std_reach_training_and_inference_alike(learnable)
     with torch.no_grad():
         normalised = torch.softmax(model(eval_view(pixels, 32, config["eval_zoom"], NORMALISATION)), 1).numpy()
         plain = torch.softmax(model(eval_view(pixels, 32, config["eval_zoom"])), 1).numpy()
-    predicted = table[[f"p_{c}" for c in manifest["classes"]]].to_numpy()
+    predicted = table[[f"p_{c}" for c in read_classes(learnable.raw)]].to_numpy()
     np.testing.assert_allclose(predicted, normalised, atol=1e-4)
     assert np.abs(predicted - plain).max() > 1e-3  # and the normalisation is not a no-op here
 

@@ -68,7 +68,7 @@ def test_the_stage_picks_the_recipe_from_the_encoder_record(tmp_path, monkeypatc
     from galaxy_finetune.core.files import read_json, write_json
     from stages import finetune_gpu as stage
 
-    write_json(tmp_path / "raw/manifest.json", {"classes": ["a", "b"], "run_label": "test | test"})
+    write_json(tmp_path / "raw/manifest.json", {"run_label": "test | test"})
     write_json(tmp_path / "encoder/encoder.json", encoder)
     params = Params.model_validate({"train": {"epochs": 7, "recipe": recipe}, "writeup": {"epochs": 5},
                                     "scratch": {"epochs": 3}})
@@ -91,7 +91,7 @@ def test_the_stage_picks_the_recipe_from_the_encoder_record(tmp_path, monkeypatc
     assert seen["recipe"] == name == {"random": "scratch", "lpft": "train", "writeup": "writeup"}[
         "random" if encoder is RANDOM else recipe]
     assert seen["train"] == used and seen["train"].epochs == {"scratch": 3, "train": 7, "writeup": 5}[name]
-    assert seen["manifest"]["classes"] == ["a", "b"] and seen["job"].model_out == tmp_path / "model"
+    assert seen["manifest"]["run_label"] == "test | test" and seen["job"].model_out == tmp_path / "model"
     assert read_json(args.recipe) == recipe_record(name, used, encoder)
     out, err = capsys.readouterr()
     assert recipe_line(name, used, encoder) in out.splitlines()

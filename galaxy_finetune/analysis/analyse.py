@@ -19,6 +19,7 @@ import pandas as pd
 from galaxy_finetune.analysis import figures
 from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, read_table, write_json, write_text
 from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
@@ -298,10 +299,14 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     timing = read_input_json(inputs.timing, "predict") if inputs.timing else None
     try:
         prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
-        classes = list(config["classes"])
+        trained_on = list(config["classes"])
     except KeyError as exc:
         raise PipelineError(f"{inputs.raw_dir / MANIFEST} / {inputs.model_dir / MODEL_CONFIG}: missing key {exc}; "
                             f"rerun dvc repro") from None
+    classes = read_classes(inputs.raw_dir)
+    if trained_on != classes:
+        raise PipelineError(f"{inputs.model_dir / MODEL_CONFIG}: the model was trained on classes {trained_on}, "
+                            f"the data has {classes}; rerun dvc repro")
     table = read_predictions(inputs.predictions)
     probs = validated_probabilities(table, classes, name=str(inputs.predictions))
     if "row" not in table.columns:

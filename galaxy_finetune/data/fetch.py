@@ -36,13 +36,22 @@ def cache_dir() -> Path:
 
 def load_source(params: Params, cache: Path) -> sources.RawData:
     d, f = params.data, params.fetch
-    if d.source == "galaxy_mnist":
-        return sources.galaxy_mnist(cache / "galaxy_mnist", d.local_dir, f.timeout_s, f.retries)
-    if d.source == "galaxy_mnist_64":
-        return sources.galaxy_mnist_64(cache / "galaxy_mnist_64", d.local_dir, f.timeout_s, f.retries)
     if d.source == "catalog":
         return sources.user_catalog(d.catalog, d.classes)
-    return sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
+    if d.source == "galaxy_mnist":
+        raw = sources.galaxy_mnist(cache / "galaxy_mnist", d.local_dir, f.timeout_s, f.retries)
+    elif d.source == "galaxy_mnist_64":
+        raw = sources.galaxy_mnist_64(cache / "galaxy_mnist_64", d.local_dir, f.timeout_s, f.retries)
+    else:
+        return synthetic_galaxies(params, cache)
+    return sources.select_classes(raw, d.classes, DATA_NAMES[d.source])
+
+
+def synthetic_galaxies(params: Params, cache: Path) -> sources.RawData:
+    """The synthetic galaxies of the classes data.classes names (the source, or the offline stand-in)."""
+    d = params.data
+    raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
+    return sources.select_classes(raw, d.classes, DATA_NAMES["synthetic"])
 
 
 def arch_name(arch: str) -> str:
@@ -96,7 +105,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                             "data.local_dir, or set fetch.offline: quickstart")
     substitutions, data_substituted = [], data_missing is not None
     if data_substituted:
-        raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
+        raw = synthetic_galaxies(params, cache)
         substitutions.append(f"data: {data_missing}; using {len(raw.catalog)} synthetic galaxies instead")
     if encoder_missing:
         identity = encoder_identity("random", m.random_arch, m.seed)
@@ -134,7 +143,6 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         "substitutions": substitutions,
         "requested": {"source": d.source, "encoder": m.encoder},
         "source": source["source"],
-        "classes": source["classes"],
         "n_images": len(catalog),
         "counts_per_class": catalog["label_name"].value_counts().reindex(source["classes"]).astype(int).to_dict(),
         "counts_per_split": {k or "none": int(v) for k, v in catalog["split"].value_counts().items()},

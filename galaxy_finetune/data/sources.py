@@ -238,6 +238,23 @@ def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path) -> 
     return RawData(catalog, GALAXY_MNIST_CLASSES, record=record)
 
 
+def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
+    """A built-in dataset's galaxies of the classes `data.classes` names, labelled in that order.
+
+    data.classes may drop classes or reorder them; a name the dataset does not have is one line."""
+    unknown = [c for c in classes if c not in raw.classes]
+    if unknown:
+        raise PipelineError(f"data.classes: {unknown} not among {dataset}'s classes {list(raw.classes)}; "
+                            f"use those names (any subset, in any order)")
+    if list(classes) == list(raw.classes):
+        return raw
+    relabel = np.full(len(raw.classes), -1)
+    relabel[[raw.classes.index(c) for c in classes]] = np.arange(len(classes))
+    labels = relabel[raw.catalog["label"].to_numpy()]
+    catalog = raw.catalog.assign(label=labels)[labels >= 0].reset_index(drop=True)
+    return RawData(catalog, tuple(classes), record={**raw.record, "classes_of_source": list(raw.classes)})
+
+
 def validate(raw: RawData) -> None:
     """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
     cat, n = raw.catalog, len(raw.classes)

@@ -29,6 +29,7 @@ from galaxy_finetune.core.accelerator import device_name, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
 from galaxy_finetune.data.loading import GalaxyDataModule, loader_workers
 from galaxy_finetune.training.encoder import build_encoder, encoder_record
+from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
@@ -311,7 +312,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     are added to the Trainer's (benchmarks time epochs with one); job.live_dir None logs nothing.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
-    classes = manifest["classes"]
+    classes = read_classes(job.raw_dir)
     accelerator, precision = resolve_accelerator(train.accelerator, train.precision)
     if accelerator == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)

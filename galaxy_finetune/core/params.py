@@ -26,6 +26,11 @@ class DataParams(_Group):
     fits_bands: list[int] = Field(default_factory=lambda: [2, 1, 0])
     fits_stretch: float = Field(0.3, gt=0)
     fits_q: float = Field(3.0, gt=0)
+    # train.task regression: the catalog's continuous target columns; votes: optional, the schema gives them
+    label_cols: list[str] = Field(default_factory=list)
+    # train.task votes: a Zoobot schema's name (zoobot.shared.schemas, e.g. gz2_ortho_schema), or, for an own
+    # catalog, question -> its answer count columns; auto: the schema of the galaxy-datasets dataset named by source
+    schema: str | dict[str, list[str]] = "auto"
 
     @model_validator(mode="after")
     def _check(self):
@@ -68,6 +73,7 @@ class SplitParams(_Group):
 
 
 class TrainParams(_Group):
+    task: Literal["classification", "regression", "votes"] = "classification"  # see core/task.py
     recipe: Literal["lpft", "writeup"] = "lpft"  # for a pretrained encoder: lpft (train.*) | writeup (writeup.*)
     training_mode: Literal["full", "head_only"] = "full"
     lr: float = Field(1e-4, gt=0)

@@ -20,6 +20,7 @@ from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.training.encoder import encoder_identity, resolve_encoder
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
+from galaxy_finetune.core.task import Task
 from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
 from galaxy_finetune.core.params import Params
 
@@ -112,8 +113,9 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         substitutions.append(f"{encoder_missing}; using a random {arch_name(m.random_arch)} (no pretraining) instead")
 
     catalog = sources.canonical_catalog(raw)
+    task = Task("classification", tuple(raw.classes))
     source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
-              "record": raw.record}
+              "task": task.record(), "record": raw.record}
     source["fingerprint"] = sources.source_fingerprint(catalog, source)
     previous_source = _read_if_there(raw_out / SOURCE)
     previous_encoder = _read_if_there(encoder_out / ENCODER_RECORD)

@@ -1,6 +1,7 @@
 """params.yaml, validated in one place: every problem is reported at once, before any work starts."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,10 @@ from galaxy_finetune.data.images import FitsView
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# data.schema is the name users write (as Zoobot calls it); it shadows pydantic's deprecated BaseModel.schema()
+warnings.filterwarnings("ignore", message='Field name "schema" in "DataParams" shadows', category=UserWarning)
 
 
 class DataParams(_Group):

@@ -127,3 +127,29 @@ def pipeline_two_runs(tmp_path_factory):
     set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
     repro_and_commit(repo, env, "second run: one epoch")
     return repo, env
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """One tiny trained model shared (read-only) by the classify, predict, embed, similar and model_io tests:
+    a random ConvNeXt-Atto fine-tuned for one epoch on 24 synthetic 32 px galaxies, with the data it saw
+    (fetch_data, store and split outputs) and `sources`, the image files the store was decoded from."""
+    import pandas as pd
+
+    from galaxy_finetune.core.layout import CATALOG
+    from galaxy_finetune.core.params import AugmentParams, Params
+    from galaxy_finetune.training.train import FinetuneJob, finetune
+    from tests.tiny import prepare
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    params = Params.model_validate({
+        "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
+        "model": {"encoder": "random", "random_arch": "convnext_atto"},
+        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "steps": 0, "accelerator": "cpu"}})
+    paths = prepare(root, params)
+    finetune(params.train, AugmentParams(), "train", paths.manifest,
+             FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, root / "model", root / "live",
+                         root / "ckpt"))
+    paths.model = root / "model"
+    paths.sources = pd.read_csv(paths.raw / CATALOG)["src"].tolist()
+    return paths

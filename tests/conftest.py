@@ -115,15 +115,25 @@ def dead_url_base():
 
 
 @pytest.fixture(scope="session")
-def pipeline_two_runs(tmp_path_factory):
-    """A tiny project repo after two `dvc repro` commits (2 epochs, then 1 epoch and analyse.seed 1).
+def pipeline_run(tmp_path_factory):
+    """The tiny project repo after one `dvc repro`, committed: (repo, env, what dvc printed).
 
-    One pipeline run pair serves every end-to-end module that only reads its results.
+    The one full run of the DAG that the end-to-end modules share: read it, or change a copy (`copy_repo`).
     """
-    from tests.pipeline_repo import make_repo, repro_and_commit, set_params
+    from tests.pipeline_repo import make_repo, repro_and_commit
 
     repo, env = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    repro_and_commit(repo, env, "first run")
+    return repo, env, repro_and_commit(repo, env, "first run")
+
+
+@pytest.fixture(scope="session")
+def pipeline_two_runs(pipeline_run, tmp_path_factory):
+    """A copy of `pipeline_run` after a second `dvc repro` commit (1 epoch and analyse.seed 1): two revisions
+    for the metrics/plots diff and the explore tests, which only read it."""
+    from tests.pipeline_repo import copy_repo, repro_and_commit, set_params
+
+    repo, env, _ = pipeline_run
+    repo = copy_repo(repo, tmp_path_factory.mktemp("two-runs") / "repo")
     set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
     repro_and_commit(repo, env, "second run: one epoch")
     return repo, env

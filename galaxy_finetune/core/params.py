@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from galaxy_finetune.core.classes import (DATASET_CLASSES, LIBRARY_INTERNAL, SOURCES, VOTE_SCHEMAS,
-                                          internal_dataset)
+from galaxy_finetune.core.classes import (DATASET_CLASSES, GALAXY_MNIST_CLASSES, LIBRARY_INTERNAL, SOURCES,
+                                          VOTE_SCHEMAS, internal_dataset)
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.data.images import FitsView
 
@@ -27,6 +27,7 @@ class DataParams(_Group):
     catalog: str = ""
     # classification: the classes, label i = classes[i]; for a built-in dataset a subset of its classes in any
     # order, [] (the default) for all of them in the dataset's order; for an own catalog its class names
+    # (default: GalaxyMNIST's four)
     classes: list[str] = Field(default_factory=list)
     synthetic_n_per_class: int = Field(500, gt=0)
     synthetic_image_size: int = Field(64, ge=16)
@@ -43,19 +44,26 @@ class DataParams(_Group):
     @model_validator(mode="before")
     @classmethod
     def _own_classes(cls, data):
-        """classes [] or left out: a built-in dataset's own classes (so picking demo_rings needs no class list)."""
+        """classes [] or left out: a built-in dataset's own classes (so picking demo_rings needs no class list);
+        an own catalog's are GalaxyMNIST's, as they always were."""
         if isinstance(data, dict) and not data.get("classes"):
-            own = DATASET_CLASSES.get(data.get("source", "galaxy_mnist"))
+            source = data.get("source", "galaxy_mnist")
+            own = GALAXY_MNIST_CLASSES if source == "catalog" else DATASET_CLASSES.get(source)
             if isinstance(own, tuple):
                 data = {**data, "classes": list(own)}
         return data
 
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source in LIBRARY_INTERNAL:
+            raise ValueError(internal_dataset(source))
+        if source not in SOURCES:
+            raise ValueError(f"{source!r} is not a source; use one of {', '.join(SOURCES)}")
+        return source
+
     @model_validator(mode="after")
     def _check(self):
-        if self.source in LIBRARY_INTERNAL:
-            raise ValueError(internal_dataset(self.source))
-        if self.source not in SOURCES:
-            raise ValueError(f"{self.source!r} is not a source; use one of {', '.join(SOURCES)}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes has duplicates: {self.classes}")
         if len(self.classes) == 1:
@@ -228,15 +236,15 @@ class Params(_Group):
         if task == "classification" and d.source in VOTE_SCHEMAS:
             raise ValueError(f"data.source {d.source} gives vote counts, not classes: use train.task votes (or "
                              f"regression with data.label_cols)")
-        if task == "classification" and not d.classes:
-            raise ValueError("data.classes: name the catalog's classes (label i is classes[i])")
         if task == "regression" and not d.label_cols:
             raise ValueError("train.task regression: set data.label_cols to the target columns")
+        if task == "votes" and d.source in DATASET_CLASSES and d.source != "synthetic":
+            raise ValueError(f"data.source {d.source} has classes, not votes: use train.task classification")
         if task == "votes" and d.schema == "auto" and d.source not in VOTE_SCHEMAS:
             raise ValueError(f"data.schema auto: {d.source} has no Zoobot schema (only {', '.join(VOTE_SCHEMAS)} do); "
                              f"name one (e.g. gz2_ortho_schema) or give question: [answer count columns]")
-        if task == "votes" and d.source in DATASET_CLASSES and d.source != "synthetic":
-            raise ValueError(f"data.source {d.source} has classes, not votes: use train.task classification")
+        if task != "classification" and d.source == "galaxy_mnist_64":
+            raise ValueError("data.source galaxy_mnist_64 has classes only: use train.task classification")
         return self
 
     def recipe(self, pretrained: bool) -> tuple[str, TrainParams]:
@@ -271,9 +279,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            where = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
-            problems.append(f"{where}: {msg}")
+            problems.append(f"{where}: {msg}" if where else msg)  # a check across groups names its keys itself
         raise PipelineError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems)) from None

@@ -217,7 +217,7 @@ def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
     unknown = [c for c in classes if c not in raw.classes]
     if unknown:
         raise PipelineError(f"data.classes: {unknown} not among {dataset}'s classes {list(raw.classes)}; "
-                            f"use those names (any subset, in any order)")
+                            f"use those names (any subset, in any order), or [] for all of them")
     if list(classes) == list(raw.classes):
         return raw
     relabel = np.full(len(raw.classes), -1)
@@ -227,9 +227,11 @@ def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
     return RawData(catalog, tuple(classes), record={**raw.record, "classes_of_source": list(raw.classes)})
 
 
-def validate(raw: RawData) -> None:
-    """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
+def validate(raw: RawData, task: Task | None = None) -> None:
+    """Catalog checks every source shares: usable unique ids; for classification labels in range, every class
+    present (regression and votes sources check their targets as they read them)."""
     cat, n = raw.catalog, len(raw.classes)
+    classification = task is None or task.kind == "classification"
     ids = cat["id_str"].astype(str)
     empty = cat["id_str"].isna().to_numpy() | (ids.str.strip() == "").to_numpy()
     if empty.any():
@@ -242,10 +244,10 @@ def validate(raw: RawData) -> None:
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
-    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
+    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)] if classification else cat[:0]
     if len(bad):
         raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
-    counts = np.bincount(cat["label"], minlength=n)
+    counts = np.bincount(cat["label"], minlength=n) if classification else np.ones(n)
     empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
     if empty_classes:
         raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
@@ -255,13 +257,17 @@ def validate(raw: RawData) -> None:
                             f"leave empty")
 
 
-def canonical_catalog(raw: RawData) -> pd.DataFrame:
-    """The catalog.csv frame: id_str, label, label_name, split, src, validated."""
-    validate(raw)
+def canonical_catalog(raw: RawData, task: Task | None = None) -> pd.DataFrame:
+    """The catalog.csv frame: id_str, label, label_name, split, src, validated; for a regression or votes task
+    label -1 and label_name empty, then the task's target columns as the source names them."""
+    task = task or Task("classification", tuple(raw.classes))
+    validate(raw, task)
+    classification = task.kind == "classification"
     catalog = raw.catalog.assign(id_str=raw.catalog["id_str"].astype(str),
                                  src=[p if os.path.isabs(p) else os.path.abspath(p) for p in map(str, raw.catalog["src"])],
-                                 label_name=[raw.classes[i] for i in raw.catalog["label"]])
-    return catalog[CATALOG_COLUMNS].reset_index(drop=True)
+                                 label=raw.catalog["label"] if classification else -1,
+                                 label_name=[raw.classes[i] for i in raw.catalog["label"]] if classification else "")
+    return catalog[CATALOG_COLUMNS + ([] if classification else list(task.label_cols))].reset_index(drop=True)
 
 
 def source_fingerprint(catalog: pd.DataFrame, record: dict) -> str:

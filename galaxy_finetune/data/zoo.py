@@ -25,8 +25,13 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.core.classes import (DATASET_CLASSES, LIBRARY_INTERNAL, LIBRARY_PUBLIC, VOTE_SCHEMAS,
-                                          internal_dataset)
+from galaxy_finetune.core.classes import (
+    DATASET_CLASSES,
+    LIBRARY_INTERNAL,
+    LIBRARY_PUBLIC,
+    VOTE_SCHEMAS,
+    internal_dataset,
+)
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.task import Task
 from galaxy_finetune.data.download import extract_tar, known_md5
@@ -154,6 +159,11 @@ def _read_split(name: str, root: Path, train: bool, where: Path) -> tuple[pd.Dat
                         f"reads") from None
 
 
+def _plain(value):
+    """A numpy scalar as the Python number it holds, for messages (2.5, not np.float64(2.5))."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def targets(frame: pd.DataFrame, task: Task, where: str | Path) -> pd.DataFrame:
     """A regression or votes task's target columns of `frame`, checked, named as in the source.
 
@@ -178,7 +188,7 @@ def targets(frame: pd.DataFrame, task: Task, where: str | Path) -> pd.DataFrame:
             need = "a number in [0, 1]"
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise PipelineError(f"{where}: column {col!r}, row {row}: {frame[col].iloc[row]!r} is not {need} "
+            raise PipelineError(f"{where}: column {col!r}, row {row}: {_plain(frame[col].iloc[row])!r} is not {need} "
                                 f"({int(bad.sum())} such value(s))")
         out[col] = values.astype(np.int64) if task.kind == "votes" else values.astype(float)
     return pd.DataFrame(out, index=frame.index)
@@ -202,7 +212,8 @@ def read_official(name: str, root: Path, task: Task, origin: str | Path = "") ->
     real_images = os.path.realpath(images)
     parts = []
     for split, train in (("train", True), ("test", False)):
-        where = next(root.glob(f"*_{split}_catalog.parquet"), root / f"{name}_{split}_catalog.parquet")
+        link = next(root.glob(f"*_{split}_catalog.parquet"), root / f"{name}_{split}_catalog.parquet")
+        where = Path(os.path.realpath(link))  # messages name the file as the user has it (data.local_dir, cache)
         frame, label_cols = _read_split(name, root, train, where)
         src = [real_images + f[len(images):] if f.startswith(images) else f for f in frame["file_loc"].astype(str)]
         part = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
@@ -228,7 +239,7 @@ def _class_labels(frame: pd.DataFrame, column: str, classes: tuple[str, ...], wh
     bad = ~values.isin(range(len(classes)))
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise PipelineError(f"{where}: {column} {frame[column].iloc[row]!r} in row {row} is not a class "
+        raise PipelineError(f"{where}: {column} {_plain(frame[column].iloc[row])!r} in row {row} is not a class "
                             f"0..{len(classes) - 1} ({', '.join(classes)})")
     return values.astype(np.int64).to_numpy()
 

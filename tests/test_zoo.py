@@ -49,7 +49,7 @@ def fabricate(folder: Path, name: str, rows: dict[str, list[dict]], subfolder: b
     """`name`'s three official files in `folder` (catalogs named as the library lists them, a tar.gz of images/...),
     each row's image drawn; returns the library's resources with these files' md5s and a dead URL."""
     folder.mkdir(parents=True, exist_ok=True)
-    train, _, archive = zoo._split_files(name, zoo.library_resources(name))
+    train, test, archive = zoo._split_files(name, zoo.library_resources(name))
     build = folder / "_build"
     rng = np.random.default_rng(0)
     for split, resource in (("train", train), ("test", test)):

@@ -111,7 +111,8 @@ def synthetic_galaxies(params: Params, cache: Path, task: Task | None = None) ->
     shapes = raw.catalog["label"].to_numpy()
     if task.kind == "votes":
         targets = generator.synthetic_votes(shapes, task.questions, d.synthetic_seed)
-        what = f"synthetic vote counts over {schema_name(params) if isinstance(d.schema, str) else 'data.schema'}"
+        schema = schema_name(params)
+        what = f"synthetic vote counts over {schema if isinstance(schema, str) else 'the questions of data.schema'}"
     else:
         targets = generator.synthetic_fractions(shapes, task.label_cols, d.synthetic_seed)
         what = f"synthetic values in [0, 1] for {list(task.label_cols)}"

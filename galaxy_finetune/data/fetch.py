@@ -20,7 +20,7 @@ from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.training.encoder import encoder_identity, resolve_encoder
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
-from galaxy_finetune.core.task import Task
+from galaxy_finetune.core.task import Task, named_schema_questions
 from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
 from galaxy_finetune.core.params import Params
 
@@ -35,10 +35,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy-finetune"
 
 
+def run_task(params: Params) -> Task:
+    """The run's Task from params: classification of data.classes; regression of data.label_cols; votes over
+    data.schema (a Zoobot schema's name, or question -> [answer count columns])."""
+    d, kind = params.data, params.train.task
+    if kind == "classification":
+        return Task(kind, tuple(d.classes))
+    if kind == "regression":
+        if not d.label_cols:
+            raise PipelineError("train.task regression: set data.label_cols to the catalog's target columns")
+        return Task(kind, label_cols=tuple(d.label_cols))
+    if d.schema == "auto":
+        raise PipelineError("train.task votes: set data.schema to a Zoobot schema's name (e.g. gz2_ortho_schema) or "
+                            "to question: [answer count columns] for an own catalog")
+    questions = (named_schema_questions(d.schema) if isinstance(d.schema, str)
+                 else {q: tuple(a) for q, a in d.schema.items()})
+    return Task(kind, questions=questions)
+
+
 def load_source(params: Params, cache: Path) -> sources.RawData:
     d, f = params.data, params.fetch
     if d.source == "catalog":
-        return sources.user_catalog(d.catalog, d.classes)
+        return sources.user_catalog(d.catalog, d.classes, run_task(params))
     if d.source == "galaxy_mnist":
         raw = sources.galaxy_mnist(cache / "galaxy_mnist", d.local_dir, f.timeout_s, f.retries)
     elif d.source == "galaxy_mnist_64":
@@ -112,8 +130,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         identity = encoder_identity("random", m.random_arch, m.seed)
         substitutions.append(f"{encoder_missing}; using a random {arch_name(m.random_arch)} (no pretraining) instead")
 
-    catalog = sources.canonical_catalog(raw)
-    task = Task("classification", tuple(raw.classes))
+    task = run_task(params) if not data_substituted and d.source == "catalog" else Task("classification", tuple(raw.classes))
+    catalog = sources.canonical_catalog(raw, task)
     source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
               "task": task.record(), "record": raw.record}
     source["fingerprint"] = sources.source_fingerprint(catalog, source)
@@ -152,6 +170,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         "data": {**raw.record, "substituted": data_substituted, "description": description},
         "encoder": encoder,
     }
+    if task.kind != "classification":  # no classes: the task and each target's mean instead
+        manifest.update(task=task.kind, target_means={c: round(float(catalog[c].mean()), 6) for c in task.label_cols})
     with atomic_path(raw_out) as tmp:
         tmp.mkdir()
         write_csv(tmp / CATALOG, catalog)

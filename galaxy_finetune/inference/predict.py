@@ -27,7 +27,7 @@ from galaxy_finetune.core.accelerator import resolve_accelerator
 from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.core.files import atomic_path, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.core.task import Task
+from galaxy_finetune.core.task import Task, vote_fractions
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned, model_task
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
@@ -47,19 +47,6 @@ def target_header(task: Task, labelled: bool, extra: list[str]) -> list[str]:
     if task.kind == "votes":
         head += [f"{q}_concentration" for q in task.questions]
     return head + extra
-
-
-def vote_fractions(counts: np.ndarray, task: Task) -> np.ndarray:
-    """Volunteer fractions per answer: each count over its question's total (NaN where a question got no votes)."""
-    fractions = np.full(counts.shape, np.nan)
-    start = 0
-    for answers in task.questions.values():
-        block = counts[:, start:start + len(answers)]
-        total = block.sum(1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fractions[:, start:start + len(answers)] = np.where(total > 0, block / total, np.nan)
-        start += len(answers)
-    return fractions
 
 
 def votes_outputs(concentrations: np.ndarray, task: Task) -> tuple[np.ndarray, np.ndarray]:

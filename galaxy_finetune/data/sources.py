@@ -236,8 +236,12 @@ def _target_catalog(path: Path, task: Task) -> RawData:
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
     for col in task.label_cols:
-        values = pd.to_numeric(frame[col].replace("", np.nan) if frame[col].dtype == object else frame[col],
-                               errors="coerce")
+        raw = frame[col] if pd.api.types.is_numeric_dtype(frame[col]) else frame[col].replace("", np.nan)
+        values = pd.to_numeric(raw, errors="coerce")
+        text = values.isna() & raw.notna()
+        if text.any():
+            row = int(np.flatnonzero(text.to_numpy())[0])
+            raise PipelineError(f"{path}: column {col!r}, row {row}: {raw.iloc[row]!r} is not a number")
         if task.kind == "votes":
             values = values.fillna(0.0)  # a question nobody was asked
         catalog[col] = values.astype(float)

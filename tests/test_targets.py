@@ -145,3 +145,35 @@ def test_predict_columns_per_task():
     fractions = vote_fractions(np.array([[3, 1, 0, 0], [0, 0, 2, 2]]), VOTES)
     np.testing.assert_allclose(fractions[0], [0.75, 0.25, np.nan, np.nan])
     np.testing.assert_allclose(fractions[1], [np.nan, np.nan, 0.5, 0.5])
+
+
+# ---- it learns ----
+
+def test_vote_fractions_that_depend_on_shape_are_learned_better_than_the_train_mean(tmp_path):
+    """Regression of the volunteer fractions through the lpft path (ridge probe into the head, a few fine-tuning
+    steps, the better on val loss kept), then predict: test MAE below the constant train-mean prediction's."""
+    from galaxy_finetune.core.task import read_task
+    from galaxy_finetune.data.split import read_catalog, write_splits
+    from galaxy_finetune.inference.predict import predict_splits
+    from galaxy_finetune.training.train import FinetuneJob, run_finetune
+    from tiny import prepare
+
+    catalog = write_vote_catalog(tmp_path / "cat", n_per_class=12, size=32, seed=1)
+    params = Params.model_validate({
+        "data": {"source": "catalog", "catalog": str(catalog), "label_cols": FRACTIONS},
+        "model": {"encoder": "random", "random_arch": "convnext_atto"}, "train": {"task": "regression"},
+        "scratch": {"input_size": 32, "epochs": 1, "steps": 4, "batch_size": 8, "head_init": "linear_probe"}})
+    paths = prepare(tmp_path, params)
+    task = read_task(paths.raw)
+    write_splits(split_catalog(read_catalog(paths.raw), 0.25, 0.3, 0, task), paths.splits)
+    job = FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, tmp_path / "model", None, tmp_path / "ckpt")
+    run = run_finetune(params, job)
+    assert run["task"] == "regression" and run["linear_probe"]["val_rmse"] > 0
+    predict_splits(tmp_path / "model", paths.store, paths.splits, tmp_path / "pred", ["test"], 16, "cpu",
+                   tmp_path / "parts")
+    test = pd.read_csv(tmp_path / "pred/test.csv")
+    train = pd.read_csv(paths.splits / "train.csv")
+    truth = test[[f"true_{c}" for c in FRACTIONS]].to_numpy()
+    mae = np.abs(test[[f"pred_{c}" for c in FRACTIONS]].to_numpy() - truth).mean()
+    baseline = np.abs(train[FRACTIONS].mean().to_numpy() - truth).mean()
+    assert mae < 0.9 * baseline, (mae, baseline)  # measured: 0.346 vs 0.400 (a random encoder at 32 px)

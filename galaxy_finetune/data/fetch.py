@@ -41,6 +41,9 @@ def run_task(params: Params) -> Task:
     d, kind = params.data, params.train.task
     if kind == "classification":
         return Task(kind, tuple(d.classes))
+    if d.source != "catalog":
+        raise PipelineError(f"train.task {kind}: data.source {d.source!r} gives classes only; use data.source: "
+                            f"catalog with the target columns")
     if kind == "regression":
         if not d.label_cols:
             raise PipelineError("train.task regression: set data.label_cols to the catalog's target columns")
@@ -108,6 +111,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     return the manifest."""
     cache = cache or cache_dir()
     d, m = params.data, params.model
+    run_task(params)  # a task the params cannot give is one line before anything is fetched
     raw = data_missing = identity = encoder_missing = None
     try:
         raw = load_source(params, cache)
@@ -130,7 +134,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         identity = encoder_identity("random", m.random_arch, m.seed)
         substitutions.append(f"{encoder_missing}; using a random {arch_name(m.random_arch)} (no pretraining) instead")
 
-    task = run_task(params) if not data_substituted and d.source == "catalog" else Task("classification", tuple(raw.classes))
+    task = (Task("classification", tuple(raw.classes)) if params.train.task == "classification" or data_substituted
+            else run_task(params))
     catalog = sources.canonical_catalog(raw, task)
     source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
               "task": task.record(), "record": raw.record}

@@ -179,13 +179,6 @@ def test_vote_fractions_that_depend_on_shape_are_learned_better_than_the_train_m
     assert mae < 0.9 * baseline, (mae, baseline)  # measured: 0.346 vs 0.400 (a random encoder at 32 px)
 
 
-def test_a_task_without_targets_in_the_source_is_one_line(tmp_path):
-    from galaxy_finetune.data.fetch import fetch_data
-
-    params = Params.model_validate({"data": {"source": "synthetic"}, "model": {"encoder": "random"},
-                                    "train": {"task": "regression"}})
-    with pytest.raises(PipelineError, match="data.source 'synthetic' gives classes only"):
-        fetch_data(params, tmp_path / "raw", tmp_path / "enc", cache=tmp_path / "cache")
-    assert not (tmp_path / "raw").exists()
+def test_regression_without_label_cols_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match="set data.label_cols"):
         run_task(catalog_params(tmp_path / "c.csv", "regression"))

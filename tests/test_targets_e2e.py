@@ -88,3 +88,9 @@ def test_regression_run_writes_pred_columns_and_per_column_metrics(regression_re
         assert metrics["per_column"][c]["mae_ci95_low"] <= metrics["per_column"][c]["mae"]
     assert "val_rmse" in metrics and "regression" in output and "val RMSE" in output
     _common_outputs(repo)
+    # galaxy-similar works on a run without classes (label_name empty)
+    similar = repo.parent / "similar.csv"
+    run(["galaxy-similar", str(test["id_str"].iloc[0]), "-k", "3", "-o", str(similar), "--sheet",
+         str(repo.parent / "similar.png")], repo, env)
+    neighbours = pd.read_csv(similar, keep_default_na=False)
+    assert len(neighbours) >= 3 and (repo.parent / "similar.png").is_file()

@@ -61,7 +61,10 @@ def build_model(encoder: torch.nn.Module, task: Task, train: TrainParams, schedu
 def model_task(config: dict) -> Task:
     """The task a model.json's model was trained for: its `task` record, or classification of its classes
     (models written before tasks existed)."""
-    return Task.from_record(config.get("task"), config.get("classes", ()))
+    task = Task.from_record(config.get("task"), config.get("classes", ()))
+    if task.kind == "classification":  # model.json's classes are the classifier's, whatever the record says
+        return Task("classification", tuple(config.get("classes", task.classes)))
+    return task
 
 
 def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict) -> None:

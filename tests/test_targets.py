@@ -101,7 +101,7 @@ def test_tree_head_fractions_sum_to_one_per_question_and_the_loss_is_float32():
     batch = {"image": torch.rand(5, 3, 16, 16)}
     batch.update({key: torch.randint(0, 10, (5,)).float() for key in VOTES.schema_keys()})
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, y_pred, loss = model.run_step_through_model(batch)
+        _, _, loss = model.run_step_through_model(batch)
     assert loss.dtype == torch.float32 and loss.shape == (5, 2)
     concentrations = model.predict_step(batch, 0).detach().float().numpy()
     fractions, totals = votes_outputs(concentrations, VOTES)

@@ -47,7 +47,7 @@ def _common_outputs(repo):
 
 
 def test_votes_run_writes_fractions_concentrations_and_per_question_metrics(votes_repo):
-    repo, env, output = votes_repo
+    repo, env, _ = votes_repo
     catalog = pd.read_csv(repo / "data/raw/catalog.csv", keep_default_na=False)
     assert list(catalog.columns)[5:] == ANSWERS and (catalog["label"] == -1).all()
     model = json.loads((repo / "models/finetuned/model.json").read_text())

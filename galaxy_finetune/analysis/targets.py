@@ -102,7 +102,10 @@ def compute_target_metrics(truth, pred, baseline, task: Task, samples: int, seed
     by_group = {name: scores(truth[:, cols], pred[:, cols], baseline[cols], samples, seed)
                 for name, cols in groups(task).items()}
     scored = [s for s in by_group.values() if s["n"]]
-    mean = lambda key: float(np.mean([s[key] for s in scored])) if scored else None  # noqa: E731
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([s[key] for s in scored])) if scored else None
+
     result = {"task": task.kind, "n": int(len(truth)), "mae": mean("mae"), "rmse": mean("rmse"),
               "baseline_mae": mean("baseline_mae"), "baseline_rmse": mean("baseline_rmse"),
               "per_column" if task.kind == "regression" else "per_question": by_group}
@@ -212,7 +215,9 @@ def summary_markdown(result: dict, task: Task, prov: dict, plots_link: str, erro
                   + (f" Why: {reason}" if reason else ""), ""]
     if prov.get("learning_warning"):
         lines += [f"> **Warning**: {prov['learning_warning']}", ""]
-    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    def fmt(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.4f}"
+
     lines += ["| Headline | |", "| :--- | :--- |",
               f"| **MAE** (mean over {what}s) | **{fmt(result['mae'])}** vs {fmt(result['baseline_mae'])} for the "
               f"constant prediction (train mean); n = {result['n']} |",

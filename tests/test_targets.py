@@ -182,3 +182,35 @@ def test_vote_fractions_that_depend_on_shape_are_learned_better_than_the_train_m
 def test_regression_without_label_cols_is_one_line(tmp_path):
     with pytest.raises((PipelineError, ValueError), match="set data.label_cols"):
         run_task(catalog_params(tmp_path / "c.csv", "regression"))
+
+
+def test_the_votes_head_learns_vote_fractions_better_than_the_train_mean(tmp_path):
+    """The Dirichlet head from Zoobot's random init, 40 steps on a random encoder: the test MAE of its mean vote
+    fractions (over both questions, galaxies with votes) is below the constant train-mean prediction's."""
+    from galaxy_finetune.analysis.targets import compute_target_metrics
+    from galaxy_finetune.core.task import read_task
+    from galaxy_finetune.data.split import read_catalog, write_splits
+    from galaxy_finetune.inference.predict import predict_splits
+    from galaxy_finetune.training.train import FinetuneJob, run_finetune
+    from tiny import prepare
+
+    catalog = write_vote_catalog(tmp_path / "cat", n_per_class=12, size=32, seed=1)
+    params = Params.model_validate({
+        "data": {"source": "catalog", "catalog": str(catalog), "schema": SCHEMA},
+        "model": {"encoder": "random", "random_arch": "convnext_atto"}, "train": {"task": "votes"},
+        "scratch": {"input_size": 32, "epochs": 1, "steps": 40, "batch_size": 8, "patience": 20}})
+    paths = prepare(tmp_path, params)
+    task = read_task(paths.raw)
+    write_splits(split_catalog(read_catalog(paths.raw), 0.2, 0.3, 0, task), paths.splits)
+    job = FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, tmp_path / "model", None, tmp_path / "ckpt")
+    run = run_finetune(params, job)
+    assert run["task"] == "votes" and run["best_val_loss"] < run["first_val_loss"]
+    predict_splits(tmp_path / "model", paths.store, paths.splits, tmp_path / "pred", ["test"], 16, "cpu",
+                   tmp_path / "parts")
+    test = pd.read_csv(tmp_path / "pred/test.csv")
+    train = pd.read_csv(paths.splits / "train.csv")
+    baseline = np.nanmean(vote_fractions(train[list(task.label_cols)].to_numpy(), task), axis=0)
+    truth = test[[f"true_{c}" for c in task.label_cols]].to_numpy()
+    pred = test[[f"pred_{c}" for c in task.label_cols]].to_numpy()
+    result = compute_target_metrics(truth, pred, baseline, task, 50, 0)
+    assert result["mae"] < result["baseline_mae"], result  # measured: 0.296 vs 0.347

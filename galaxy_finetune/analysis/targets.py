@@ -118,7 +118,6 @@ def compute_target_metrics(truth, pred, baseline, task: Task, samples: int, seed
             agreement[q] = {"n_agreed": n, "accuracy": float(np.trace(counts) / n) if n else None,
                             "confusion": counts.tolist()}
         result["agreement"] = {"threshold": AGREEMENT, "per_question": agreement}
-    result["classification_only"] = CLASSIFICATION_ONLY
     return result
 
 

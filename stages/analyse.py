@@ -33,6 +33,12 @@ def main(args, params):
     out = Outputs(args.metrics, args.residuals, args.coverage, args.map, args.anomalies, args.plots, args.report,
                   args.errors_page)
     result = analyse(inputs, params.analyse, out)
+    if result.get("task", "classification") != "classification":
+        what = "per column" if result["task"] == "regression" else "per question"
+        print(f"analyse: {result['task']}: MAE {result['mae']:.4f} vs {result['baseline_mae']:.4f} for the train mean, "
+              f"RMSE {result['rmse']:.4f} vs {result['baseline_rmse']:.4f} (means {what}); "
+              f"{time.perf_counter() - start:.1f} s")
+        return
     top = list(result["top_confusions"].values())
     cal = result["calibration"]
     print(f"analyse: accuracy {result['accuracy']:.4f} [{result['accuracy_ci95_low']:.4f}, "

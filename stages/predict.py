@@ -17,8 +17,14 @@ def main(args, params):
     timing = predict_splits(args.model_dir, args.store_dir, args.splits_dir, args.predictions_out, ["test", "val"],
                             params.predict.batch_size, params.train.accelerator)
     test = read_table(args.predictions_out / "test.csv")
+    speed = f"{timing['test_images_per_s']} images/s on {timing['accelerator']}"
+    if "true_label" not in test.columns:  # regression or votes: true_<col> / pred_<col> columns
+        pairs = [(c, c.replace("pred_", "true_", 1)) for c in test.columns if c.startswith("pred_")]
+        mae = sum((test[p] - test[t]).abs().mean() for p, t in pairs) / len(pairs)
+        print(f"predict: test mean absolute error {mae:.4f} over {len(pairs)} columns on {len(test)} galaxies, {speed}")
+        return
     print(f"predict: test accuracy {(test['true_label'] == test['pred_label']).mean():.4f} on {len(test)} galaxies, "
-          f"{timing['test_images_per_s']} images/s on {timing['accelerator']}")
+          f"{speed}")
 
 
 if __name__ == "__main__":

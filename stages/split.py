@@ -3,6 +3,7 @@ from pathlib import Path
 
 from galaxy_finetune.core.cli import run_stage
 from galaxy_finetune.core.classes import read_classes
+from galaxy_finetune.core.task import read_task
 from galaxy_finetune.data.split import read_catalog, split_catalog, summary, write_splits
 
 
@@ -14,9 +15,10 @@ def add_arguments(parser):
 def main(args, params):
     catalog = read_catalog(args.raw_dir)
     p = params.split
-    splits = split_catalog(catalog, p.val_fraction, p.test_fraction, p.seed)
+    task = read_task(args.raw_dir)
+    splits = split_catalog(catalog, p.val_fraction, p.test_fraction, p.seed, task)
     write_splits(splits, args.splits_out)
-    print(summary(splits, read_classes(args.raw_dir)))
+    print(summary(splits, read_classes(args.raw_dir) if task.kind == "classification" else [], task))
 
 
 if __name__ == "__main__":

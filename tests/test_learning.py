@@ -93,6 +93,7 @@ def _tiny_inputs(root, shuffled: bool):
         pd.DataFrame(rows).to_csv(root / f"splits/{split}.csv", index=False)
     build_store(pd.DataFrame({"id_str": [f.stem for f in files], "src": files}), root / "store", 32)
     resolve_encoder("random", root / "encoder", "convnext_atto", 0, validate=False)
+    (root / "source.json").write_text('{"classes": ["red", "blue"]}')  # what fetch_data writes: the classes
     return root
 
 

@@ -20,6 +20,7 @@ from galaxy_finetune.analysis import figures
 from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.classes import read_classes
+from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, read_table, write_json, write_text
 from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
@@ -299,10 +300,21 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     timing = read_input_json(inputs.timing, "predict") if inputs.timing else None
     try:
         prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
-        trained_on = list(config["classes"])
+        trained_on = list(config.get("classes", []))
     except KeyError as exc:
         raise PipelineError(f"{inputs.raw_dir / MANIFEST} / {inputs.model_dir / MODEL_CONFIG}: missing key {exc}; "
                             f"rerun dvc repro") from None
+    task = read_task(inputs.raw_dir)
+    if task.kind != "classification":
+        from galaxy_finetune.analysis.targets import analyse_targets
+
+        trained_for = Task.from_record(config.get("task"), config.get("classes", ()))
+        if trained_for != task:
+            raise PipelineError(f"{inputs.model_dir / MODEL_CONFIG}: the model was trained for "
+                                f"{trained_for.kind} {list(trained_for.label_cols)}, the data is "
+                                f"{task.kind} {list(task.label_cols)}; rerun dvc repro")
+        reason = "; ".join(manifest.get("substitutions") or []) or manifest.get("reason")
+        return analyse_targets(inputs, params, out, config, prov, task, reason)
     classes = read_classes(inputs.raw_dir)
     if trained_on != classes:
         raise PipelineError(f"{inputs.model_dir / MODEL_CONFIG}: the model was trained on classes {trained_on}, "

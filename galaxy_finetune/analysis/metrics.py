@@ -235,3 +235,18 @@ def compute_metrics(table: pd.DataFrame, probs: np.ndarray, classes: list[str], 
 def confusion_array(metrics: dict, classes: list[str]) -> np.ndarray:
     """The confusion counts of a metrics dict as a (true, pred) array in class order."""
     return np.array([[metrics["confusion"][t][p] for p in classes] for t in classes], dtype=int)
+
+
+def bootstrap_mean_ci(per_galaxy: np.ndarray, samples: int, seed: int, level: float = 0.95,
+                      transform=None) -> tuple[float, float]:
+    """Percentile bootstrap (resampling galaxies, seeded, as bootstrap_ci) of the mean of a per-galaxy value,
+    `transform`ed after averaging (np.sqrt turns per-galaxy squared errors into an RMSE interval)."""
+    values = np.asarray(per_galaxy, dtype=float)
+    if not len(values):
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(1)
+    if transform is not None:
+        means = transform(means)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return float(np.percentile(means, lo)), float(np.percentile(means, hi))

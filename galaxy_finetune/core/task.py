@@ -91,3 +91,21 @@ def read_task(raw_dir: Path) -> Task:
         raise PipelineError(f"{path}: not found; run the fetch_data stage first (dvc repro fetch_data)")
     record = read_json(path)
     return Task.from_record(record.get("task"), record.get("classes", ()))
+
+
+def vote_fractions(counts, task: Task):
+    """Volunteer vote fractions of (N, answers) counts in the task's column order: each count over its question's
+    total, NaN where a question got no votes (predict's true_<answer> columns, analyse's baselines)."""
+    import numpy as np
+
+    counts = np.asarray(counts, dtype=float)
+    fractions = np.full(counts.shape, np.nan)
+    start = 0
+    for answers in task.questions.values():
+        block = counts[:, start:start + len(answers)]
+        total = block.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fractions[:, start:start + len(answers)] = np.where(total > 0, block / np.where(total > 0, total, 1),
+                                                                np.nan)
+        start += len(answers)
+    return fractions

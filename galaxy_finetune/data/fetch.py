@@ -75,7 +75,7 @@ def load_source(params: Params, cache: Path, task: Task | None = None) -> source
     d, f = params.data, params.fetch
     task = task or run_task(params)
     if d.source == "catalog":
-        return sources.user_catalog(d.catalog, d.classes)
+        return sources.user_catalog(d.catalog, d.classes, task)
     if d.source == "synthetic":
         return synthetic_galaxies(params, cache, task)
     if d.source == "galaxy_mnist_64":

@@ -39,13 +39,19 @@ def loader_workers(requested: int | str, accelerator: str) -> int:
 
 class StoreGalaxies(torch.utils.data.Dataset):
     """Rows of an (N, S, S, 3) uint8 image array: the store's memory map (opened lazily, per process), or
-    any array already in memory. Items are dicts with image (3, S, S) uint8, label and index."""
+    any array already in memory. Items are dicts with image (3, S, S) uint8, label and index.
 
-    def __init__(self, images: str | Path | np.ndarray, rows, labels=None):
+    With `targets` ((N, K) floats, a regression or votes task's columns): regression batches carry them as
+    `label` (B, K) float32; votes batches (`target_keys`: Zoobot's schema.label_cols, one per column) carry
+    one (B,) count tensor per key, as Zoobot's tree head reads them, and label stays the class (-1)."""
+
+    def __init__(self, images: str | Path | np.ndarray, rows, labels=None, targets=None, target_keys=()):
         self._path = None if isinstance(images, np.ndarray) else Path(images)
         self._images = images if isinstance(images, np.ndarray) else None
         self.rows = np.array(rows, dtype=np.int64)
         self.labels = torch.tensor(np.full(len(self.rows), -1) if labels is None else np.array(labels), dtype=torch.long)
+        self.targets = None if targets is None else torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        self.target_keys = list(target_keys)
 
     @property
     def images(self) -> np.ndarray:
@@ -68,8 +74,15 @@ class StoreGalaxies(torch.utils.data.Dataset):
     def __getitems__(self, indices):
         index = np.asarray(indices, dtype=np.int64)
         pixels = read_rows(self.images, self.rows[index], self._path or "images")  # one read of the batch's rows
-        return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
-                "label": self.labels[index], "index": torch.from_numpy(index)}
+        batch = {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
+                 "label": self.labels[index], "index": torch.from_numpy(index)}
+        if self.targets is not None:
+            targets = self.targets[index]
+            if self.target_keys:
+                batch.update({key: targets[:, i] for i, key in enumerate(self.target_keys)})
+            else:
+                batch["label"] = targets
+        return batch
 
 
 class ImageFiles(torch.utils.data.Dataset):
@@ -92,6 +105,17 @@ class ImageFiles(torch.utils.data.Dataset):
                 "index": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
 
 
+def galaxies_of(store_dir: str | Path, frame: pd.DataFrame, task=None) -> StoreGalaxies:
+    """The store rows of a split's frame, with what `task` learns from (core.task.Task; None: classification)."""
+    if task is None or task.kind == "classification":
+        return StoreGalaxies(store_dir, frame["row"], frame["label"])
+    missing = [c for c in task.label_cols if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"splits: no {task.kind} column(s) {missing}; rerun dvc repro (fetch_data and split)")
+    keys = task.schema_keys() if task.kind == "votes" else ()
+    return StoreGalaxies(store_dir, frame["row"], frame["label"], frame[list(task.label_cols)].to_numpy(float), keys)
+
+
 def _as_batch(batch):
     return batch  # __getitems__ already returns the whole batch
 
@@ -106,8 +130,9 @@ class GalaxyDataModule(L.LightningDataModule):
     """Training data: train/val rows of data/splits/ read from the store; views computed on the device."""
 
     def __init__(self, store_dir: str | Path, split_dir: str | Path, input_size: int, batch_size: int,
-                 augment: AugmentParams, workers: int = 0, normalisation: dict | None = None):
+                 augment: AugmentParams, workers: int = 0, normalisation: dict | None = None, task=None):
         super().__init__()
+        self.task = task  # core.task.Task: what the batches carry besides the images (None: classification)
         self.store_dir, self.split_dir = Path(store_dir), Path(split_dir)
         self.input_size, self.batch_size, self.augment, self.workers = input_size, batch_size, augment, workers
         self.normalisation = normalisation  # the encoder's mean/std (encoder.input_normalisation); None: [0, 1]
@@ -116,7 +141,7 @@ class GalaxyDataModule(L.LightningDataModule):
     def dataset(self, name: str) -> StoreGalaxies:
         if name not in self.datasets:
             frame = read_split(self.split_dir, name)
-            self.datasets[name] = StoreGalaxies(self.store_dir, frame["row"], frame["label"])
+            self.datasets[name] = galaxies_of(self.store_dir, frame, self.task)
         return self.datasets[name]
 
     def setup(self, stage: str) -> None:

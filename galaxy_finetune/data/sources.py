@@ -166,14 +166,18 @@ def catalog_ids(frame: pd.DataFrame, files: list[str]) -> list[str]:
     return frame["id_str"].astype(str).tolist() if "id_str" in frame.columns else [id_from_file(p) for p in files]
 
 
-def user_catalog(path: str | Path, classes: list[str]) -> RawData:
-    """Bring your own galaxies: a CSV/parquet with file_loc and label (class name or integer) columns.
+def user_catalog(path: str | Path, classes: list[str], task: Task | None = None) -> RawData:
+    """Bring your own galaxies: a CSV/parquet with file_loc and, for classification, a label (class name or
+    integer) column; for regression the `task.label_cols` columns (numbers), for votes every answer's count column.
 
     Optional columns: id_str (default: the file's name without its image suffix) and split (train/val/test, galaxy-datasets' layout;
     other columns are ignored). Relative file_loc
     paths are taken relative to the catalog's folder.
     """
     path = Path(path)
+    task = task or Task("classification", tuple(classes))
+    if task.kind != "classification":
+        return _target_catalog(path, task)
     frame, src = read_catalog_file(path, {"file_loc", "label"}, "data.catalog")
     labels = []
     for row, value in enumerate(frame["label"]):
@@ -189,6 +193,30 @@ def user_catalog(path: str | Path, classes: list[str]) -> RawData:
     # each file's existence is checked by the one stat source_fingerprint makes; decoding is the store's
     catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": labels, "split": split, "src": src})
     return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
+
+
+def _target_catalog(path: Path, task: Task) -> RawData:
+    """An own catalog for regression or votes: its target columns as floats beside id_str, split and src
+    (label -1: no class)."""
+    frame, src = read_catalog_file(path, {"file_loc"}, "data.catalog")
+    what = "data.label_cols" if task.kind == "regression" else "data.schema"
+    missing = [c for c in task.label_cols if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing {task.kind} column(s) {missing} named by {what}; the catalog has "
+                            f"{[c for c in frame.columns if c not in ('file_loc', 'id_str', 'split')]}")
+    split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
+    catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
+    for col in task.label_cols:
+        raw = frame[col] if pd.api.types.is_numeric_dtype(frame[col]) else frame[col].replace("", np.nan)
+        values = pd.to_numeric(raw, errors="coerce")
+        text = values.isna() & raw.notna()
+        if text.any():
+            row = int(np.flatnonzero(text.to_numpy())[0])
+            raise PipelineError(f"{path}: column {col!r}, row {row}: {raw.iloc[row]!r} is not a number")
+        if task.kind == "votes":
+            values = values.fillna(0.0)  # a question nobody was asked
+        catalog[col] = values.astype(float)
+    return RawData(catalog, (), record={"catalog": str(path), "catalog_md5": md5sum(path)})
 
 
 def synthetic(n_per_class: int, image_size: int, seed: int, cache_dir: Path) -> RawData:
@@ -228,10 +256,10 @@ def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
 
 
 def validate(raw: RawData, task: Task | None = None) -> None:
-    """Catalog checks every source shares: usable unique ids; for classification labels in range, every class
-    present (regression and votes sources check their targets as they read them)."""
+    """Catalog checks every source shares: usable unique ids; for classification labels in range and every
+    class present, for regression and votes every target a finite number (vote counts whole and >= 0)."""
     cat, n = raw.catalog, len(raw.classes)
-    classification = task is None or task.kind == "classification"
+    task = task or Task("classification", tuple(raw.classes))
     ids = cat["id_str"].astype(str)
     empty = cat["id_str"].isna().to_numpy() | (ids.str.strip() == "").to_numpy()
     if empty.any():
@@ -244,17 +272,38 @@ def validate(raw: RawData, task: Task | None = None) -> None:
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
-    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)] if classification else cat[:0]
-    if len(bad):
-        raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
-    counts = np.bincount(cat["label"], minlength=n) if classification else np.ones(n)
-    empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
-    if empty_classes:
-        raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
+    if task.kind == "classification":
+        bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
+        if len(bad):
+            raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
+        counts = np.bincount(cat["label"], minlength=n)
+        empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
+        if empty_classes:
+            raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
+    else:
+        validate_targets(cat, task)
     bad_split = set(cat["split"]) - {"train", "val", "test", ""}
     if bad_split:
         raise PipelineError(f"catalog: split values {sorted(bad_split)} not understood; use train, val, test or "
                             f"leave empty")
+
+
+def validate_targets(cat: pd.DataFrame, task: Task) -> None:
+    """One line naming the first target column with a missing or bad value (regression: a finite number;
+    votes: a whole count >= 0), its row and id."""
+    for col in task.label_cols:
+        if col not in cat.columns:
+            raise PipelineError(f"catalog: no column {col!r} ({task.kind} target)")
+        values = pd.to_numeric(cat[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        need = "a finite number"
+        if task.kind == "votes":
+            bad |= (values < 0) | (np.round(values) != values)
+            need = "a whole vote count >= 0"
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise PipelineError(f"catalog: column {col!r}, row {row} (id {cat['id_str'].iloc[row]!r}): "
+                                f"{cat[col].iloc[row]!r} is not {need}")
 
 
 def canonical_catalog(raw: RawData, task: Task | None = None) -> pd.DataFrame:

@@ -27,7 +27,8 @@ from galaxy_finetune.core.accelerator import resolve_accelerator
 from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.core.files import atomic_path, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.training.model_io import eval_transform, load_finetuned
+from galaxy_finetune.core.task import Task, vote_fractions
+from galaxy_finetune.training.model_io import eval_transform, load_finetuned, model_task
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
 
@@ -38,13 +39,41 @@ def predictions_header(classes: list[str], labelled: bool, extra: list[str]) -> 
             + (["p_true"] if labelled else []) + ["confidence"] + extra)
 
 
+def target_header(task: Task, labelled: bool, extra: list[str]) -> list[str]:
+    """regression: id_str, [true_<col>...], pred_<col>...; votes: id_str, [true_<answer>...] (volunteer fractions),
+    pred_<answer>... (the Dirichlet mean vote fractions), <question>_concentration... (how sure); then `extra`."""
+    cols = list(task.label_cols)
+    head = ["id_str"] + ([f"true_{c}" for c in cols] if labelled else []) + [f"pred_{c}" for c in cols]
+    if task.kind == "votes":
+        head += [f"{q}_concentration" for q in task.questions]
+    return head + extra
+
+
+def votes_outputs(concentrations: np.ndarray, task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted vote fraction per answer: the Dirichlet mean, Zoobot's expected_value_of_dirichlet_mixture;
+    concentration total per question: the larger, the surer) from the tree head's (N, answers) output."""
+    from zoobot.shared.stats import expected_value_of_dirichlet_mixture
+
+    schema = task.zoobot_schema()
+    fractions = expected_value_of_dirichlet_mixture(concentrations, schema)
+    totals = np.stack([concentrations[:, q.start_index:q.end_index + 1].sum(1) for q in schema.questions], axis=1)
+    return np.asarray(fractions), totals
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), "", np.char.mod("%.6f", np.nan_to_num(values)))
+
+
 class CsvPartWriter(BasePredictionWriter):
     """Appends each batch's predictions, prefixed by their input index, to this rank's part file."""
 
-    def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, classes: list[str], extra: list[str]):
+    def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, classes: list[str], extra: list[str],
+                 task: Task | None = None):
         super().__init__(write_interval="batch")
         self.parts_dir, self.galaxies, self.classes, self.extra = Path(parts_dir), galaxies, classes, extra
-        self.labelled = "label" in galaxies.columns
+        self.task = task or Task("classification", tuple(classes))
+        self.labelled = (all(c in galaxies.columns for c in self.task.label_cols) if self.task.kind != "classification"
+                         else "label" in galaxies.columns)
         self.file = None
 
     def on_predict_start(self, trainer, pl_module):
@@ -53,6 +82,8 @@ class CsvPartWriter(BasePredictionWriter):
         self.file = open(path, "a", newline="")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        if self.task.kind != "classification":
+            return self._write_targets(prediction, batch)
         probs = prediction.float().cpu().numpy()
         index = batch["index"].cpu().numpy()
         rows = self.galaxies.iloc[index]
@@ -64,6 +95,27 @@ class CsvPartWriter(BasePredictionWriter):
         if self.labelled:
             columns.append(np.char.mod("%.6f", probs[np.arange(len(probs)), rows["label"].to_numpy()]))
         columns.append(np.char.mod("%.6f", probs.max(1)))
+        columns += [rows[name].to_numpy() for name in self.extra]
+        lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
+        self.file.write(lines)
+        self.file.flush()
+
+    def _write_targets(self, prediction, batch) -> None:
+        out = prediction.float().cpu().numpy().reshape(len(batch["index"]), -1)
+        index = batch["index"].cpu().numpy()
+        rows = self.galaxies.iloc[index]
+        columns = [index, rows["id_str"].to_numpy()]
+        cols = list(self.task.label_cols)
+        if self.labelled:
+            truth = rows[cols].to_numpy(float)
+            truth = vote_fractions(truth, self.task) if self.task.kind == "votes" else truth
+            columns += [_fmt(truth[:, i]) for i in range(truth.shape[1])]
+        if self.task.kind == "votes":
+            fractions, totals = votes_outputs(out, self.task)
+            columns += [_fmt(fractions[:, i]) for i in range(fractions.shape[1])]
+            columns += [np.char.mod("%.4f", totals[:, i]) for i in range(totals.shape[1])]
+        else:
+            columns += [_fmt(out[:, i]) for i in range(out.shape[1])]
         columns += [rows[name].to_numpy() for name in self.extra]
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
         self.file.write(lines)
@@ -167,7 +219,8 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
         print(f"predict: resuming, {resumed} of {len(galaxies)} galaxies already predicted in {parts_dir}")
     device, precision = resolve_accelerator(accelerator, "auto")
     data = PredictionData(dataset, done, attempts + 1, eval_transform(config), batch_size, workers)
-    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra))
+    task = model_task(config)
+    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra), task)
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
                         callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)
     start = time.perf_counter()
@@ -175,7 +228,8 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
-    header = predictions_header(config["classes"], "label" in galaxies.columns, list(extra))
+    header = (predictions_header(config["classes"], writer.labelled, list(extra)) if task.kind == "classification"
+              else target_header(task, writer.labelled, list(extra)))
     merge_parts(parts_dir, out_path, header, len(galaxies))
     shutil.rmtree(parts_dir)
     return {"accelerator": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
@@ -191,7 +245,7 @@ def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: P
         tmp.mkdir()
         for name in splits:
             frame = read_split(split_dir, name)
-            dataset = StoreGalaxies(store_dir, frame["row"], frame["label"])
+            dataset = StoreGalaxies(store_dir, frame["row"], frame["label"])  # the images; targets come from frame
             result = predict_to_csv(model, config, model_dir, dataset, frame, tmp / f"{name}.csv",
                                     Path(parts_root) / name, batch_size, accelerator, extra=["row"])
             timing.update(accelerator=result["accelerator"], precision=result["precision"])

@@ -1,17 +1,24 @@
-"""Zoobot's classifier head with the learning-rate schedule of a step budget.
+"""Zoobot's three heads (classifier, regressor, decision tree) with the learning-rate schedule of a step budget.
 
-FinetuneableZoobotClassifier builds the AdamW optimiser with layer decay (zoobot 2.9); this subclass only adds,
-when `schedule_steps` is set, a per-step schedule on top: a linear warm-up over `warmup_steps`, then a cosine
-decay to zero at `schedule_steps` (the lpft recipe), and BatchNorm layers that keep their pretrained statistics
-(`frozen_batchnorm`). Its weights are those of Zoobot's classifier, so
-model.safetensors loads into either.
+Zoobot's Finetuneable* classes build the AdamW optimiser with layer decay (zoobot 2.9); `BudgetSchedule` only
+adds, when `schedule_steps` is set, a per-step schedule on top: a linear warm-up over `warmup_steps`, then a
+cosine decay to zero at `schedule_steps` (the lpft recipe), and BatchNorm layers that keep their pretrained
+statistics (`frozen_batchnorm`). Each head is Zoobot's class with that mixin in front, so its weights are
+Zoobot's and model.safetensors loads into either:
+
+- GalaxyClassifier (train.task classification): FinetuneableZoobotClassifier as it is.
+- GalaxyRegressor (regression): FinetuneableZoobotRegressor widened to one output per target column with
+  Zoobot's own LinearHead; predictions stay (B, K), also for one column or a batch of one.
+- GalaxyTree (votes): FinetuneableZoobotTree (Dirichlet concentrations per answer), its Dirichlet-multinomial
+  loss computed in float32 whatever the training precision.
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from zoobot.pytorch.training.finetune import FinetuneableZoobotClassifier
+from zoobot.pytorch.training.finetune import (FinetuneableZoobotClassifier, FinetuneableZoobotRegressor,
+                                              FinetuneableZoobotTree, LinearHead)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -22,7 +29,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class GalaxyClassifier(FinetuneableZoobotClassifier):
+class BudgetSchedule:
+    """Mixin in front of a Zoobot head: the step budget's lr schedule and frozen BatchNorm statistics."""
+
     def __init__(self, schedule_steps: int = 0, warmup_steps: int = 0, frozen_batchnorm: bool = False,
                  **zoobot_kwargs):
         super().__init__(**zoobot_kwargs)
@@ -54,3 +63,41 @@ class GalaxyClassifier(FinetuneableZoobotClassifier):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, self.warmup_steps, self.schedule_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
+
+
+class GalaxyClassifier(BudgetSchedule, FinetuneableZoobotClassifier):
+    """Zoobot's classifier (softmax over classes, cross-entropy)."""
+
+
+class GalaxyRegressor(BudgetSchedule, FinetuneableZoobotRegressor):
+    """Zoobot's regressor with one output per target column: Zoobot's LinearHead of width K (its own head is
+    single-output and squeezes), predictions (B, K) whatever K and the batch size; a sigmoid on the outputs
+    when `unit_interval` (every target in [0, 1], e.g. vote fractions)."""
+
+    def __init__(self, n_outputs: int = 1, **kwargs):
+        super().__init__(label_col="label", **kwargs)
+        self.head = LinearHead(input_dim=self.encoder_dim, output_dim=n_outputs,
+                               head_dropout_prob=self.head_dropout_prob,
+                               activation=torch.sigmoid if self.unit_interval else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)).reshape(len(x), -1)
+
+
+class GalaxyTree(BudgetSchedule, FinetuneableZoobotTree):
+    """Zoobot's decision-tree head: Dirichlet concentrations (B, answers) for the schema's questions; the
+    Dirichlet-multinomial loss is computed in float32 (lgamma of bf16 concentrations is too coarse). The schema
+    is left out of the checkpoints' hyperparameters: they hold plain data only, loaded with weights_only (the
+    schema is rebuilt from the task in model.json)."""
+
+    def __init__(self, schema, **kwargs):
+        super().__init__(schema=schema, **kwargs)
+        for hparams in (self._hparams, getattr(self, "_hparams_initial", {})):
+            hparams.pop("schema", None)
+
+    def run_step_through_model(self, batch):
+        x, y = self.batch_to_supervised_tuple(batch)
+        y_pred = self.forward(x)
+        with torch.autocast(device_type=y_pred.device.type, enabled=False):
+            loss = self.loss(y_pred.float(), {k: v.float() for k, v in y.items()})
+        return y, y_pred, loss

@@ -132,3 +132,52 @@ class LearningCurve(Callback):
     @property
     def warning(self) -> str | None:
         return learning_warning(self.val_acc, self.val_loss, self.baseline, self.margin, self.run)
+
+
+VAL_RMSE = "finetuning/val_rmse"  # logged by Zoobot's regressor
+
+
+class TargetCurve(Callback):
+    """The regression and votes tasks' LearningCurve: val loss (and RMSE for regression) after every validation.
+
+    Regression judges against `baseline_rmse`, the val RMSE of always predicting the train mean: a run whose best
+    val RMSE is not below it learned nothing. Votes has no such yardstick in the loss's units; a run whose val
+    loss never fell below its first validation's is said to have learned nothing."""
+
+    def __init__(self, kind: str, baseline_rmse: float | None = None):
+        self.kind, self.baseline_rmse = kind, baseline_rmse
+        self.val_loss: list[float] = []
+        self.val_rmse: list[float] = []
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        if VAL_LOSS in metrics:
+            self.val_loss.append(float(metrics[VAL_LOSS]))
+            if VAL_RMSE in metrics:
+                self.val_rmse.append(float(metrics[VAL_RMSE]))
+
+    def state_dict(self) -> dict:
+        return {"val_loss": list(self.val_loss), "val_rmse": list(self.val_rmse)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.val_loss, self.val_rmse = list(state["val_loss"]), list(state.get("val_rmse", []))
+
+    def rmse_at_best_loss(self) -> float | None:
+        if not self.val_rmse:
+            return None
+        return self.val_rmse[int(np.argmin(self.val_loss[:len(self.val_rmse)]))]
+
+    @property
+    def warning(self) -> str | None:
+        if self.kind == "regression" and self.val_rmse and self.baseline_rmse is not None:
+            if min(self.val_rmse) >= self.baseline_rmse:
+                return (f"this run learned nothing: best val RMSE {min(self.val_rmse):.4f} is not below "
+                        f"{self.baseline_rmse:.4f}, the RMSE of always predicting the train mean. Try: more steps, "
+                        f"pretrained weights (model.encoder), or check that the target columns match the images.")
+        if self.kind == "votes" and len(self.val_loss) > 1 and min(self.val_loss[1:]) >= self.val_loss[0]:
+            return (f"this run learned nothing: val loss never fell below its first validation's "
+                    f"({self.val_loss[0]:.4f}). Try: more steps, pretrained weights (model.encoder), or check that "
+                    f"the vote columns match the images.")
+        return None

@@ -1,7 +1,8 @@
 """The fine-tuned model's files: models/finetuned/{model.safetensors, model.json}. Only safetensors are loaded.
 
-model.safetensors holds the classifier's state dict; model.json what rebuilds the classifier around it
-(timm architecture, classes, training mode, dropout), how its inputs are made exactly as in training (the
+model.safetensors holds the model's state dict; model.json what rebuilds the model around it
+(timm architecture, `task` (core.task.Task.record(); absent in models from before tasks: classification of
+`classes`), classes, `unit_interval` (regression), training mode, dropout), how its inputs are made exactly as in training (the
 store's size and FITS view, the eval zoom, input size and the encoder's normalisation: fits_view() and
 eval_transform()), the encoder's record and the training run's record (`run`).
 """
@@ -19,6 +20,7 @@ from galaxy_finetune.core.files import atomic_path, read_json, write_json
 from galaxy_finetune.data.images import FitsView
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.core.params import TrainParams
+from galaxy_finetune.core.task import Task
 
 WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
 
@@ -35,6 +37,34 @@ def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainPar
         encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
         learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
         head_dropout_prob=train.dropout, seed=train.seed)
+
+
+def build_model(encoder: torch.nn.Module, task: Task, train: TrainParams, schedule_steps: int = 0,
+                unit_interval: bool = True):
+    """The head for `task` around `encoder`: Zoobot's classifier, regressor (one output per target column; a
+    sigmoid on the outputs when `unit_interval`) or decision tree (the task's schema), each with the step
+    budget's schedule (classifier.BudgetSchedule)."""
+    if task.kind == "classification":
+        return build_classifier(encoder, len(task.classes), train, schedule_steps)
+    from galaxy_finetune.training.classifier import GalaxyRegressor, GalaxyTree
+
+    steps = schedule_steps if train.schedule == "cosine" else 0
+    common = dict(schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
+                  frozen_batchnorm=train.batchnorm == "frozen", encoder=encoder, training_mode=train.training_mode,
+                  learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
+                  head_dropout_prob=train.dropout, seed=train.seed)
+    if task.kind == "regression":
+        return GalaxyRegressor(n_outputs=len(task.label_cols), loss="mse", unit_interval=unit_interval, **common)
+    return GalaxyTree(schema=task.zoobot_schema(), **common)
+
+
+def model_task(config: dict) -> Task:
+    """The task a model.json's model was trained for: its `task` record, or classification of its classes
+    (models written before tasks existed)."""
+    task = Task.from_record(config.get("task"), config.get("classes", ()))
+    if task.kind == "classification":  # model.json's classes are the classifier's, whatever the record says
+        return Task("classification", tuple(config.get("classes", task.classes)))
+    return task
 
 
 def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict) -> None:
@@ -57,7 +87,7 @@ def load_finetuned(model_dir: str | Path):
     config = read_config(model_dir)
     encoder = timm.create_model(config["arch"], pretrained=False, num_classes=0)
     train = TrainParams(training_mode=config["training_mode"], dropout=config["dropout"])
-    model = build_classifier(encoder, len(config["classes"]), train)
+    model = build_model(encoder, model_task(config), train, unit_interval=config.get("unit_interval", True))
     weights = model_dir / MODEL_WEIGHTS
     try:
         model.load_state_dict(load_file(weights))

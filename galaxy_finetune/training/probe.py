@@ -95,3 +95,52 @@ def load_into_head(linear: torch.nn.Linear, probe: LinearProbe) -> None:
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(probe.weight))
         linear.bias.copy_(torch.from_numpy(probe.bias))
+
+
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)  # L2 strengths tried; the one with the lowest val loss wins
+LOGIT_CLIP = 0.02  # unit-interval targets are clipped to [0.02, 0.98] before the logit the ridge fits
+
+
+@dataclass(frozen=True)
+class RidgeProbe:
+    """The regression task's linear probe: outputs = features @ weight.T + bias (then a sigmoid when the targets
+    lie in [0, 1], as the regressor's head does), fitted by ridge regression on the frozen encoder's features."""
+    weight: np.ndarray  # (n_outputs, n_features)
+    bias: np.ndarray  # (n_outputs,)
+    alpha: float
+    n_train: int
+    unit_interval: bool
+    val_rmse: float
+    val_loss: float  # mean squared error over galaxies and columns (what Zoobot's regressor logs as val loss)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        out = features @ self.weight.T + self.bias
+        return 1 / (1 + np.exp(-out)) if self.unit_interval else out
+
+    def record(self) -> dict:
+        return {"alpha": self.alpha, "n_train": self.n_train, "val_rmse": round(self.val_rmse, 4),
+                "val_loss": round(self.val_loss, 6)}
+
+
+def fit_ridge_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                    unit_interval: bool) -> RidgeProbe:
+    """Ridge regression of the (N, K) targets on raw pooled features (of their logits, clipped, when the targets
+    lie in [0, 1]), its strength picked by val mean squared error of the outputs the head would give."""
+    from sklearn.linear_model import Ridge
+
+    train_y, val_y = np.asarray(train_y, dtype=float), np.asarray(val_y, dtype=float)
+    fit_y = train_y
+    if unit_interval:
+        clipped = np.clip(train_y, LOGIT_CLIP, 1 - LOGIT_CLIP)
+        fit_y = np.log(clipped / (1 - clipped))
+    best = None
+    for alpha in RIDGE_ALPHAS:
+        fitted = Ridge(alpha=alpha).fit(train_x, fit_y)
+        weight = np.atleast_2d(fitted.coef_).astype(np.float32)
+        bias = np.atleast_1d(fitted.intercept_).astype(np.float32)
+        probe = RidgeProbe(weight, bias, alpha, len(train_y), unit_interval, 0.0, 0.0)
+        mse = float(np.mean((probe.predict(val_x) - val_y) ** 2))
+        probe = RidgeProbe(weight, bias, alpha, len(train_y), unit_interval, mse ** 0.5, mse)
+        if best is None or probe.val_loss < best.val_loss:
+            best = probe
+    return best

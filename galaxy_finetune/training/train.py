@@ -30,15 +30,17 @@ from galaxy_finetune.core.code_deps import package_modules
 from galaxy_finetune.data.loading import GalaxyDataModule, loader_workers
 from galaxy_finetune.training.encoder import build_encoder, encoder_record
 from galaxy_finetune.core.classes import read_classes
+from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
                                     CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
-from galaxy_finetune.training.learning import VAL_LOSS, Baseline, LearningCurve, RunContext, scratch_warning
-from galaxy_finetune.training.model_io import build_classifier, save_finetuned
+from galaxy_finetune.training.learning import (VAL_LOSS, Baseline, LearningCurve, RunContext, TargetCurve,
+                                               scratch_warning)
+from galaxy_finetune.training.model_io import build_model, save_finetuned
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
-from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, fit_linear_probe, load_into_head,
-                                   pooled_features, stratified_sample)
+from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, RidgeProbe, fit_linear_probe,
+                                            fit_ridge_probe, load_into_head, pooled_features, stratified_sample)
 from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
 from galaxy_finetune.data.store import read_record
 
@@ -134,7 +136,7 @@ class SamplesSeen(Callback):
         self._count = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._count += len(batch["label"])
+        self._count += len(batch["image"])
 
     def on_train_epoch_end(self, trainer, module):
         total = trainer.strategy.reduce(torch.tensor(float(self._count), device=module.device), reduce_op="sum")
@@ -255,13 +257,26 @@ def run_finetune(params: Params, job: FinetuneJob) -> dict:
         write_json(job.recipe_out, recipe_record(name, train, encoder))
     if run["learning_warning"]:
         print(f"warning: {run['learning_warning']}", file=sys.stderr)
+    print(final_line(run))
+    return run
+
+
+def final_line(run: dict) -> str:
+    """The stage's last line: steps, time, best val loss and, per task, what it compares with."""
     probe = run["linear_probe"]
     kept = (" (no better than the linear probe on val loss: the probe's head on the pretrained encoder is kept)"
             if run["kept"] == "linear_probe" else "")
-    print(f"finetune_gpu: {run['steps_run']} steps ({run['epochs_run']} epochs) in {run['wall_time_s']} s on "
-          f"{run['device']}, best val loss {run['best_val_loss']:.4f} at step {run['best_step']}, val accuracy "
-          f"{run['val_accuracy']:.1%} vs the linear probe's {probe['val_accuracy']:.1%}{kept}")
-    return run
+    head = (f"finetune_gpu: {run['steps_run']} steps ({run['epochs_run']} epochs) in {run['wall_time_s']} s on "
+            f"{run['device']}, best val loss {run['best_val_loss']:.4f} at step {run['best_step']}")
+    task = run.get("task", "classification")
+    if task == "classification":
+        return (f"{head}, val accuracy {run['val_accuracy']:.1%} vs the linear probe's "
+                f"{probe['val_accuracy']:.1%}{kept}")
+    if task == "regression":
+        rmse = "n/a" if run["val_rmse"] is None else f"{run['val_rmse']:.4f}"
+        return (f"{head} (regression), val RMSE {rmse} vs {run['baseline_val_rmse']:.4f} for the train mean and "
+                f"{probe['val_rmse']:.4f} for the linear (ridge) probe{kept}")
+    return f"{head} (votes: Dirichlet-multinomial loss, the first validation's {run['first_val_loss']:.4f})"
 
 
 def _rank_zero() -> bool:
@@ -283,8 +298,10 @@ def training_budget(train: TrainParams, n_train: int) -> dict:
     return {"max_epochs": train.epochs, "schedule_steps": train.epochs * per_epoch}
 
 
-def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, accelerator: str) -> LinearProbe:
-    """The probe of the frozen encoder: features of (at most PROBE_MAX_TRAIN) train and all val galaxies."""
+def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, accelerator: str,
+                 unit_interval: bool | None = None) -> LinearProbe | RidgeProbe:
+    """The probe of the frozen encoder: features of (at most PROBE_MAX_TRAIN) train and all val galaxies. A
+    logistic regression of the classes; for a regression task (`unit_interval` set) a ridge of the targets."""
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     encoder.to(device)
     train, val = data.dataset("train"), data.dataset("val")
@@ -295,8 +312,12 @@ def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, acc
                    for i in range(0, len(rows), data.batch_size))
         return pooled_features(encoder, batches, data.eval_view)
 
-    probe = fit_linear_probe(features(train, keep), train.labels.numpy()[keep], features(val, np.arange(len(val))),
-                             val.labels.numpy(), n_classes, seed)
+    if unit_interval is not None:
+        probe = fit_ridge_probe(features(train, keep), train.targets.numpy()[keep],
+                                features(val, np.arange(len(val))), val.targets.numpy(), unit_interval)
+    else:
+        probe = fit_linear_probe(features(train, keep), train.labels.numpy()[keep],
+                                 features(val, np.arange(len(val))), val.labels.numpy(), n_classes, seed)
     encoder.to("cpu")
     return probe
 
@@ -312,37 +333,58 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     are added to the Trainer's (benchmarks time epochs with one); job.live_dir None logs nothing.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
-    classes = read_classes(job.raw_dir)
+    task = read_task(job.raw_dir)
+    classes = read_classes(job.raw_dir) if task.kind == "classification" else []
     accelerator, precision = resolve_accelerator(train.accelerator, train.precision)
     if accelerator == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
     L.seed_everything(train.seed, workers=True, verbose=False)
     encoder_info = encoder_record(job.encoder_dir)
     data = GalaxyDataModule(job.store_dir, job.split_dir, train.input_size, train.batch_size, augment,
-                            loader_workers(workers, accelerator), encoder_info.get("normalisation"))
+                            loader_workers(workers, accelerator), encoder_info.get("normalisation"), task)
     n_train = len(data.dataset("train"))
     pretrained = encoder_info["source"] != "random"
-    if not pretrained and _rank_zero() and (few := scratch_warning(n_train, len(classes),
+    if task.kind == "classification" and not pretrained and _rank_zero() and (few := scratch_warning(n_train, len(classes),
                                                                    manifest.get("source") == "synthetic")):
         warnings.warn(few, stacklevel=1)
     budget = training_budget(train, n_train)
     encoder = build_encoder(job.encoder_dir)
-    probe = linear_probe(encoder, data, len(classes), train.seed, accelerator)
-    model = build_classifier(encoder, len(classes), train, budget.pop("schedule_steps"))
-    if train.head_init == "linear_probe":
+    unit_interval = None
+    if task.kind != "classification":
+        targets = np.concatenate([data.dataset(s).targets.numpy() for s in ("train", "val")])
+        unit_interval = bool(((targets >= 0) & (targets <= 1)).all()) if task.kind == "regression" else None
+    if task.kind == "votes":
+        probe = None
+        if train.head_init == "linear_probe" and _rank_zero():
+            print("finetune_gpu: votes: no linear probe for the Dirichlet head; its head starts from Zoobot's "
+                  "random init (head_init random)")
+    else:
+        probe = linear_probe(encoder, data, len(classes), train.seed, accelerator, unit_interval)
+    model = build_model(encoder, task, train, budget.pop("schedule_steps"),
+                        unit_interval=bool(unit_interval))
+    head_from_probe = train.head_init == "linear_probe" and probe is not None
+    if head_from_probe:
         load_into_head(model.head.linear, probe)
     probe_weights = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if train.head_init == "linear_probe" else None)
+                     if head_from_probe else None)
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    inputs_fingerprint = fingerprint(train, augment, classes, job.split_dir, job.store_dir / STORE_RECORD,
+    inputs_fingerprint = fingerprint(train, augment, classes if task.kind == "classification" else task.record(),
+                                     job.split_dir, job.store_dir / STORE_RECORD,
                                      job.encoder_dir)
     rank_zero = _rank_zero()
     ckpt_path = resume_checkpoint(job.checkpoint_dir, inputs_fingerprint, train.resume, rank_zero)
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
-    learning = LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(classes)),
-                             train.majority_margin, RunContext(pretrained, recipe, train.lr, n_train))
+    baseline_rmse = None
+    if task.kind == "classification":
+        learning = LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(classes)),
+                                 train.majority_margin, RunContext(pretrained, recipe, train.lr, n_train))
+    else:
+        if task.kind == "regression":  # always predicting the train mean
+            mean = data.dataset("train").targets.numpy().mean(0)
+            baseline_rmse = float(np.sqrt(np.mean((data.dataset("val").targets.numpy() - mean) ** 2)))
+        learning = TargetCurve(task.kind, baseline_rmse)
     trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
                             precision=precision, devices=train.devices, num_nodes=train.num_nodes,
                             strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[*callbacks, learning], **budget)
@@ -364,11 +406,11 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "epochs_run": trainer.current_epoch,
         "steps_run": trainer.global_step,
-        "linear_probe": probe.record(),
-        "val_curve": learning.state_dict(),  # val accuracy and loss at every validation
+        "linear_probe": probe.record() if probe is not None else None,
+        "val_curve": learning.state_dict(),  # val accuracy (val RMSE) and loss at every validation
         "kept": "linear_probe" if keep_probe else "fine_tuned",
         "best_val_loss": probe.val_loss if keep_probe else best_loss,
-        "val_accuracy": probe.val_accuracy if keep_probe else learning.accuracy_at_best_loss(),
+        **task_scores(task, probe, learning, keep_probe, baseline_rmse),
         "train_images": n_train,
         "samples_per_epoch": seen.per_epoch,
         "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
@@ -376,7 +418,8 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "augment": augment.model_dump(),
         "versions": versions(),
     }
-    config = model_config(job.encoder_dir, read_record(job.store_dir), classes, train, augment, run)
+    config = model_config(job.encoder_dir, read_record(job.store_dir), classes, train, augment, run, task,
+                          unit_interval)
     if keep_probe:
         model.load_state_dict(probe_weights)
         run.update(best_epoch=0, best_step=0)
@@ -388,8 +431,19 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     return run
 
 
+def task_scores(task: Task, probe, learning, keep_probe: bool, baseline_rmse: float | None) -> dict:
+    """The run record's task-specific scores: classification val_accuracy; regression val_rmse beside the train
+    mean's (baseline_val_rmse); votes the first validation's loss."""
+    if task.kind == "classification":
+        return {"val_accuracy": probe.val_accuracy if keep_probe else learning.accuracy_at_best_loss()}
+    if task.kind == "regression":
+        return {"task": task.kind, "val_rmse": probe.val_rmse if keep_probe else learning.rmse_at_best_loss(),
+                "baseline_val_rmse": baseline_rmse}
+    return {"task": task.kind, "first_val_loss": learning.val_loss[0] if learning.val_loss else float("nan")}
+
+
 def model_config(encoder_dir: Path, store: dict, classes: list[str], train: TrainParams, augment: AugmentParams,
-                 run: dict) -> dict:
+                 run: dict, task: Task | None = None, unit_interval: bool | None = None) -> dict:
     """What model.json records: how to rebuild the classifier and view its inputs exactly as training did (the
     store's decode: its size and FITS view; then the eval view: zoom, input size, the encoder's
     normalisation), and where it came from."""
@@ -397,7 +451,9 @@ def model_config(encoder_dir: Path, store: dict, classes: list[str], train: Trai
     return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
             "store_size": store["image_size"], "fits_view": store.get("fits_view"), "eval_zoom": augment.eval_zoom,
             "normalisation": encoder.get("normalisation"), "training_mode": train.training_mode,
-            "dropout": train.dropout, "encoder": encoder, "run": run}
+            "dropout": train.dropout, "encoder": encoder, "run": run,
+            "task": (task or Task("classification", tuple(classes))).record(),
+            **({"unit_interval": unit_interval} if unit_interval is not None else {})}
 
 
 def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict) -> int:

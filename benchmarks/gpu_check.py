@@ -200,7 +200,7 @@ class Train(Runner):
     name, compiled, needs_s = "train", False, 30
 
     def run(self) -> dict:
-        from galaxy_finetune.data.loading import loader_workers
+        from galaxy_finetune.core.accelerator import loader_workers
 
         b, args = self.bench, self.bench.args
         bare = (BareStep(args.batch, args.size, b.device, True, args.compile_backend, args.arch) if self.compiled

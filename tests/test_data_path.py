@@ -23,7 +23,8 @@ from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 
 from galaxy_finetune.data.augment import eval_view, train_view
-from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies, loader_workers
+from galaxy_finetune.core.accelerator import loader_workers
+from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies
 from galaxy_finetune.core.params import AugmentParams
 from galaxy_finetune.data.store import build_store, stored_size
 from galaxy_finetune.data.synthetic import render_galaxy

@@ -29,14 +29,6 @@ def read_split(split_dir: Path, name: str) -> pd.DataFrame:
     return read_table(path)
 
 
-def loader_workers(requested: int | str, accelerator: str) -> int:
-    """DataLoader workers: on a GPU, 4 keep it fed while the page cache warms; on CPU a batch is one
-    slice of the memory map, cheaper than shipping it between processes."""
-    if requested != "auto":
-        return int(requested)
-    return 4 if accelerator == "gpu" else 0
-
-
 class StoreGalaxies(torch.utils.data.Dataset):
     """Rows of an (N, S, S, 3) uint8 image array: the store's memory map (opened lazily, per process), or
     any array already in memory. Items are dicts with image (3, S, S) uint8, label and index.

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from galaxy_finetune.core.accelerator import resolve_accelerator
+from galaxy_finetune.core.accelerator import loader_workers, resolve_accelerator
 from galaxy_finetune.core.cli import run_command
-from galaxy_finetune.data.loading import ImageFiles, loader_workers
+from galaxy_finetune.data.loading import ImageFiles
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.training.model_io import fits_view, load_finetuned
 from galaxy_finetune.inference.predict import predict_to_csv

@@ -25,9 +25,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from galaxy_finetune.core.accelerator import device_name, resolve_accelerator
+from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
-from galaxy_finetune.data.loading import GalaxyDataModule, loader_workers
+from galaxy_finetune.data.loading import GalaxyDataModule
 from galaxy_finetune.training.encoder import build_encoder, encoder_record
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.task import Task, read_task
@@ -44,7 +44,6 @@ from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, RidgeP
 from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
 from galaxy_finetune.data.store import read_record
 
-MONITOR = VAL_LOSS  # logged by Zoobot's classifier every validation
 STEP_VALIDATIONS = 20  # validations along a step budget (early stopping counts them)
 
 
@@ -179,7 +178,7 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, resume: str, rank_
 
 def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epochs: int = -1, patience: int,
                   accelerator: str = "cpu", precision: str = "32", devices: int | str = 1, num_nodes: int = 1,
-                  strategy: str = "auto", resumed: bool = False, monitor: str = MONITOR, callbacks=(),
+                  strategy: str = "auto", resumed: bool = False, monitor: str = VAL_LOSS, callbacks=(),
                   **trainer_kwargs) -> L.Trainer:
     """The Trainer of a fine-tuning run (in the spirit of zoobot's get_trainer): keeps the best and the last
     checkpoint in `checkpoint_dir`, stops early on `monitor`, checkpoints a killed run, counts the samples

@@ -21,6 +21,7 @@ from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
 from galaxy_finetune.inference.neighbours import anomaly_scores
 
+SHIFT_K = 10            # neighbours averaged (as analyse.anomaly_k's default)
 MAX_REFERENCE = 20_000  # training galaxies the score compares with (bounds a batch's cost)
 FAR_QUANTILE = 0.99     # "far": farther from training than 99% of the validation galaxies
 WARN_SHARE = 0.5        # galaxy-classify warns when more than this share of a run is far
@@ -145,3 +146,24 @@ def warn_if_shifted(predictions_csv: Path, reference: ShiftReference, warn_share
     if line:
         warnings.warn(line, stacklevel=2)
     return summary
+
+
+def shift_scorer(embed_dir: str | Path, model_dir: str | Path) -> ShiftScorer:
+    """The scorer of the model in `model_dir` against the reference in `embed_dir`; a PipelineError when the
+    reference is missing or was computed with other weights (its features would not be this model's)."""
+    reference = ShiftReference.load(embed_dir)
+    if reference.model_sha256 != weights_sha256(model_dir):
+        raise PipelineError(f"{Path(embed_dir) / EMBED_SHIFT}: computed with other weights than "
+                            f"{Path(model_dir) / MODEL_WEIGHTS}; rerun the embed stage for this model")
+    return ShiftScorer(reference)
+
+
+def optional_scorer(embed_dir: str | Path | None, model_dir: str | Path) -> tuple[ShiftScorer | None, str | None]:
+    """(scorer, None), or (None, why not) when `embed_dir` holds no reference for this model (galaxy-classify then
+    writes its predictions without the shift columns)."""
+    if embed_dir is None:
+        return None, "no --embeddings given"
+    try:
+        return shift_scorer(embed_dir, model_dir), None
+    except PipelineError as exc:
+        return None, str(exc)

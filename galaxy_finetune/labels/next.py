@@ -62,7 +62,7 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
     probs, scores, features = score_galaxies(model, config, frame["file"], args.score, args.passes,
                                              args.batch_size, device)
     shift, why_not = optional_scorer(args.embeddings, args.model_dir)
-    space = features if shift is None else (features - shift.reference.pca_mean) @ shift.reference.pca_components.T
+    space = features if shift is None else shift.reference.project(features)
     chosen = pick(scores, args.k, space if args.diverse else None)
     classes = list(config["classes"])
     table = pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "id_str": frame["id_str"].to_numpy()[chosen],

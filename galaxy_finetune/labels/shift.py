@@ -1,7 +1,10 @@
 """Galaxies unlike the training set: a per-galaxy distance from training in the encoder's feature space.
 
-The score is the anomaly score of the analyse stage (inference/neighbours.anomaly_scores): a galaxy's mean cosine
-distance to its k nearest training galaxies, in the fine-tuned encoder's PCA features (data/embeddings). The embed
+The score is a galaxy's mean Euclidean distance to its k nearest training galaxies in the fine-tuned encoder's
+train-fitted PCA features (data/embeddings). Not the cosine distance of the analyse stage's anomaly score: cosine
+ignores how far from the training mean a galaxy lies, so a population displaced along a direction training already
+spans (brighter, inverted, another sky level) looked CLOSER to training than new draws of the training distribution
+(measured: tests/test_label_commands.py's setting, and benchmarks/label_budget.py on real galaxies). The embed
 stage writes the reference (data/embeddings/shift.npz): the PCA features of at most MAX_REFERENCE training
 galaxies (a seeded sample beyond), k, and the sorted scores of the validation galaxies against them, which
 calibrate the score: `val_share_farther` is the share of validation galaxies farther from training than this
@@ -19,13 +22,27 @@ import numpy as np
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
-from galaxy_finetune.inference.neighbours import anomaly_scores
 
 SHIFT_K = 10            # neighbours averaged (as analyse.anomaly_k's default)
 MAX_REFERENCE = 20_000  # training galaxies the score compares with (bounds a batch's cost)
 FAR_QUANTILE = 0.99     # "far": farther from training than 99% of the validation galaxies
 WARN_SHARE = 0.5        # galaxy-classify warns when more than this share of a run is far
 COLUMNS = ["train_distance", "val_share_farther"]
+
+
+def knn_distance(reference: np.ndarray, queries: np.ndarray, k: int, batch: int = 1024) -> np.ndarray:
+    """Mean Euclidean distance of each query row to its k nearest reference rows (exact; memory bounded by
+    batch x len(reference))."""
+    reference, queries = np.asarray(reference, np.float32), np.asarray(queries, np.float32)
+    k = min(k, len(reference))
+    ref_sq = (reference ** 2).sum(1)
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), batch):
+        q = queries[start:start + batch]
+        sq = np.maximum((q ** 2).sum(1)[:, None] + ref_sq[None] - 2.0 * q @ reference.T, 0.0)
+        nearest = np.partition(sq, k - 1, axis=1)[:, :k] if k < len(reference) else sq
+        out[start:start + batch] = np.sqrt(nearest).mean(1)
+    return out
 
 
 def weights_sha256(model_dir: str | Path) -> str:
@@ -53,7 +70,7 @@ class ShiftReference:
         if len(rows) > MAX_REFERENCE:
             rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_REFERENCE, replace=False))
         reference = np.asarray(train_pca, np.float32)[rows]
-        val_scores, _ = anomaly_scores(reference, np.asarray(val_pca, np.float32), k)
+        val_scores = knn_distance(reference, val_pca, k)
         return cls(np.asarray(pca_mean, np.float32), np.asarray(pca_components, np.float32), reference,
                    np.sort(val_scores).astype(np.float32), int(min(k, len(reference))), model_sha256)
 
@@ -77,9 +94,12 @@ class ShiftReference:
         return float(np.quantile(self.val_scores, FAR_QUANTILE)) if len(self.val_scores) else float("inf")
 
     def distances(self, features: np.ndarray) -> np.ndarray:
-        """Mean cosine distance of raw encoder features (B, D) to their k nearest reference galaxies."""
-        pca = (np.asarray(features, np.float32) - self.pca_mean) @ self.pca_components.T
-        return anomaly_scores(self.reference, pca, self.k)[0]
+        """Mean Euclidean distance of raw encoder features (B, D), PCA-projected, to their k nearest reference
+        galaxies."""
+        return knn_distance(self.reference, self.project(features), self.k)
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, np.float32) - self.pca_mean) @ self.pca_components.T
 
     def share_farther(self, distances: np.ndarray) -> np.ndarray:
         """Share of validation galaxies farther from training than each distance."""
@@ -118,7 +138,7 @@ class ShiftScorer:
 
 def shift_summary(share_farther: np.ndarray, distances: np.ndarray, reference: ShiftReference) -> dict:
     far = share_farther < 1.0 - FAR_QUANTILE
-    return {"galaxies": int(len(far)), "far": int(far.sum()), "far_share": float(far.mean()) if len(far) else 0.0,
+    return {"galaxies": int(len(far)), "k": reference.k, "far": int(far.sum()), "far_share": float(far.mean()) if len(far) else 0.0,
             "threshold": reference.threshold, "median_distance": float(np.median(distances)) if len(far) else None,
             "val_median_distance": float(np.median(reference.val_scores)) if len(reference.val_scores) else None}
 
@@ -128,7 +148,8 @@ def shift_warning(summary: dict, warn_share: float = WARN_SHARE) -> str | None:
     if not summary["galaxies"] or summary["far_share"] <= warn_share:
         return None
     return (f"{summary['far']:,} of {summary['galaxies']:,} galaxies ({summary['far_share']:.0%}) lie farther from the "
-            f"training set than {FAR_QUANTILE:.0%} of validation galaxies (encoder kNN cosine distance > "
+            f"training set than {FAR_QUANTILE:.0%} of validation galaxies (encoder-feature distance to the "
+            f"{summary['k']} nearest > "
             f"{summary['threshold']:.3f}; median {summary['median_distance']:.3f} vs {summary['val_median_distance']:.3f} "
             f"for validation): treat their predictions as extrapolation beyond what training saw")
 

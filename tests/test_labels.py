@@ -153,3 +153,48 @@ def test_a_shifted_distribution_warns_and_the_training_distribution_does_not():
     assert shift_summary(reference.share_farther(reference.distances(same)), reference.distances(same),
                          reference)["far_share"] < 0.1
     assert "lie farther from the training set than 99% of validation galaxies" in line
+
+
+def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tmp_path):
+    import json
+
+    from galaxy_finetune.analysis.analyse import analyse
+    from galaxy_finetune.core.params import AnalyseParams, LabelsParams
+    from galaxy_finetune.labels.budget import label_budget
+    from tests.test_analyse import CLASSES, make_inputs, outputs
+
+    inputs = make_inputs(tmp_path / "in", n=40)  # store rows: 80 train, 40 val, 40 test
+    n = 160
+    split = np.array(["train"] * 80 + ["val"] * 40 + ["test"] * 40)
+    rng = np.random.default_rng(4)
+    truth = np.arange(n) % 4
+    given = truth.copy()
+    given[5] = (truth[5] + 2) % 4  # one wrong label in train
+    features = rng.normal(0, 0.5, (n, 12)) + 3.0 * np.eye(12)[truth * 3]
+    galaxies = pd.DataFrame({"id_str": [f"x{i:03d}" for i in range(n)], "split": split, "label": given,
+                             "row": np.arange(n)})
+    params = LabelsParams(per_class=[3, 6, 12], seeds=2, al_start_per_class=2, al_batch=8, al_budget=40,
+                          mc_passes=4, pca_components=8)
+    summary = label_budget(galaxies, features, CLASSES, params, tmp_path / "lb", None, bootstrap_samples=50)
+    files = sorted(p.name for p in (tmp_path / "lb").iterdir())
+    assert files == sorted(["learning_curve.csv", "learning_curve_runs.csv", "active_learning.csv",
+                            "active_learning_mean.csv", "label_issues.csv", "near_duplicates.csv", "summary.json",
+                            "report.md"])
+    assert list(summary["curve"]) == ["3", "6", "12", "all"]
+    assert set(summary["active_learning"]) == {"random", "entropy", "margin", "bald"}
+    issues = pd.read_csv(tmp_path / "lb/label_issues.csv")
+    assert "x005" in issues["id_str"].head(3).tolist()
+
+    result = analyse(Inputs_with(inputs, tmp_path / "lb"), AnalyseParams(bootstrap_samples=20), outputs(tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out/metrics/metrics.json").read_text())
+    assert metrics["label_issues"]["n_flagged"] == len(issues) == result["label_issues"]["n_flagged"]
+    assert metrics["duplicates"]["near"] == summary["duplicates"]["near"]
+    page = (tmp_path / "out/reports/errors.html").read_text()
+    assert 'id="suspect-labels"' in page and 'href="#suspect-labels"' in page
+    assert 'data-id="x005"' in page
+
+
+def Inputs_with(inputs, label_budget_dir):
+    import dataclasses
+
+    return dataclasses.replace(inputs, label_budget=label_budget_dir)

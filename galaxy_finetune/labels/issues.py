@@ -99,3 +99,22 @@ def suspects_html(suspects: pd.DataFrame, thumbnails: dict[str, bytes], shown: i
                      f"{row.p_suggested:.3f}</td></tr></table></div>")
     parts.append("</div>")
     return parts
+
+
+def errors_page_section(label_budget_dir, store_dir, shown: int = 60) -> tuple[dict, tuple[str, str, list[str]]]:
+    """What the analyse stage takes from metrics/label_budget/: metrics.json's `label_issues` and `duplicates`,
+    and the errors page's section of labels that look wrong (thumbnails from the store)."""
+    from pathlib import Path
+
+    from galaxy_finetune.analysis.mistakes_page import thumbnail_png
+    from galaxy_finetune.core.files import read_json, read_table
+    from galaxy_finetune.data.store import galaxy_pixels
+
+    folder = Path(label_budget_dir)
+    summary = read_json(folder / "summary.json")
+    suspects = read_table(folder / "label_issues.csv")
+    head = suspects.head(shown)
+    pixels = galaxy_pixels(store_dir, head["row"].tolist()) if len(head) else []
+    thumbnails = {i: thumbnail_png(p) for i, p in zip(head["id_str"], pixels)}
+    return ({"label_issues": summary["label_issues"], "duplicates": summary["duplicates"]},
+            ("suspect-labels", f"labels that look wrong ({len(suspects)})", suspects_html(suspects, thumbnails, shown)))

@@ -115,15 +115,51 @@ def dead_url_base():
 
 
 @pytest.fixture(scope="session")
-def pipeline_two_runs(tmp_path_factory):
-    """A tiny project repo after two `dvc repro` commits (2 epochs, then 1 epoch and analyse.seed 1).
+def pipeline_run(tmp_path_factory):
+    """The tiny project repo after one `dvc repro`, committed: (repo, env, what dvc printed).
 
-    One pipeline run pair serves every end-to-end module that only reads its results.
+    The one full run of the DAG that the end-to-end modules share: read it, or change a copy (`copy_repo`).
     """
-    from tests.pipeline_repo import make_repo, repro_and_commit, set_params
+    from tests.pipeline_repo import make_repo, repro_and_commit
 
     repo, env = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    repro_and_commit(repo, env, "first run")
+    return repo, env, repro_and_commit(repo, env, "first run")
+
+
+@pytest.fixture(scope="session")
+def pipeline_two_runs(pipeline_run, tmp_path_factory):
+    """A copy of `pipeline_run` after a second `dvc repro` commit (1 epoch and analyse.seed 1): two revisions
+    for the metrics/plots diff and the explore tests, which only read it."""
+    from tests.pipeline_repo import copy_repo, repro_and_commit, set_params
+
+    repo, env, _ = pipeline_run
+    repo = copy_repo(repo, tmp_path_factory.mktemp("two-runs") / "repo")
     set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
     repro_and_commit(repo, env, "second run: one epoch")
     return repo, env
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """One tiny trained model shared (read-only) by the classify, predict, embed, similar and model_io tests:
+    a random ConvNeXt-Atto fine-tuned for one epoch on 24 synthetic 32 px galaxies, with the data it saw
+    (fetch_data, store and split outputs) and `sources`, the image files the store was decoded from."""
+    import pandas as pd
+
+    from galaxy_finetune.core.layout import CATALOG
+    from galaxy_finetune.core.params import AugmentParams, Params
+    from galaxy_finetune.training.train import FinetuneJob, finetune
+    from tests.tiny import prepare
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    params = Params.model_validate({
+        "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
+        "model": {"encoder": "random", "random_arch": "convnext_atto"},
+        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "steps": 0, "accelerator": "cpu"}})
+    paths = prepare(root, params)
+    finetune(params.train, AugmentParams(), "train", paths.manifest,
+             FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, root / "model", root / "live",
+                         root / "ckpt"))
+    paths.model = root / "model"
+    paths.sources = pd.read_csv(paths.raw / CATALOG)["src"].tolist()
+    return paths

@@ -79,6 +79,13 @@ def make_repo(dest: Path, updates: dict | None = None) -> tuple[Path, dict]:
     return dest, env
 
 
+def copy_repo(repo: Path, dest: Path) -> Path:
+    """A full copy of a finished tiny repo (git history, DVC cache and outputs) at `dest`, for a test that
+    changes it; the copy shares the original's download cache (its env), so its sources stay unchanged."""
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+
 def repro_and_commit(repo: Path, env: dict, message: str) -> str:
     """`dvc repro`, then commit everything; returns what dvc printed."""
     proc = run(["dvc", "repro"], repo, env)

@@ -7,27 +7,13 @@ import pytest
 
 from galaxy_finetune.inference import predict as predict_module
 from galaxy_finetune.inference.classify import galaxies_from, main
-from galaxy_finetune.core.layout import CATALOG
-from galaxy_finetune.core.params import AugmentParams, Params
 from galaxy_finetune.inference.predict import predict_splits
 from galaxy_finetune.data.sources import user_catalog
-from galaxy_finetune.training.train import FinetuneJob, finetune
-from tests.tiny import prepare
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("classify")
-    params = Params.model_validate({
-        "data": {"source": "synthetic", "synthetic_n_per_class": 6, "synthetic_image_size": 32},
-        "model": {"encoder": "random", "random_arch": "convnext_atto"},
-        "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "steps": 0, "accelerator": "cpu"}})
-    paths = prepare(root, params)
-    finetune(params.train, AugmentParams(), "train", paths.manifest,
-             FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, root / "model", root / "live", root / "ckpt"))
-    paths.model = root / "model"
-    paths.sources = pd.read_csv(paths.raw / CATALOG)["src"].tolist()
-    return paths
+def trained(tiny_model):
+    return tiny_model
 
 
 def _folder(paths, tmp_path, n=None):

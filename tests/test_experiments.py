@@ -7,14 +7,14 @@ import time
 import pytest
 
 from galaxy_finetune.core.layout import CATALOG, MODEL_WEIGHTS
-from tests.pipeline_repo import make_repo, repro_and_commit, run
+from tests.pipeline_repo import copy_repo, run
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo, env = make_repo(tmp_path_factory.mktemp("exp") / "repo")
-    repro_and_commit(repo, env, "baseline")
-    return repo, env
+def repo(pipeline_run, tmp_path_factory):
+    """A copy of the session's first run, as the baseline of the experiments."""
+    path, env, _ = pipeline_run
+    return copy_repo(path, tmp_path_factory.mktemp("exp") / "repo"), env
 
 
 def test_queued_sweep_runs_both_experiments(repo):

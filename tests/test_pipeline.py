@@ -9,7 +9,7 @@ import pytest
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
                                     STORE_IMAGES)
-from tests.pipeline_repo import make_repo, repro_and_commit, run, set_params
+from tests.pipeline_repo import copy_repo, run, set_params
 
 STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "embed", "analyse"]
 
@@ -19,9 +19,10 @@ def ran(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo, env = make_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    return repo, env, repro_and_commit(repo, env, "first run")
+def repo(pipeline_run, tmp_path_factory):
+    """A copy of the session's first run: these tests change params and rerun."""
+    path, env, output = pipeline_run
+    return copy_repo(path, tmp_path_factory.mktemp("e2e") / "repo"), env, output
 
 
 def test_first_run_runs_every_stage_and_writes_every_output(repo):

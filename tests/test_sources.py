@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from galaxy_finetune.data import sources
+from galaxy_finetune.data import sources, zoo
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.data.download import ChecksumError, Unreachable
 from galaxy_finetune.core.errors import PipelineError
@@ -97,7 +97,7 @@ def served_release(http_server):
 def test_resource_filename_drops_query():
     assert Resource("https://x.org/s/abc/galaxy_mnist_images.tar.gz?rlkey=q&dl=0", "m").filename == ARCHIVE
     assert Resource("https://x.org/s/abc/train_dataset.hdf5.gz", "m").filename == "train_dataset.hdf5.gz"
-    assert [r.filename for r in sources.GALAXY_MNIST] == [TRAIN_CAT, TEST_CAT, ARCHIVE]
+    assert [r.filename for r in zoo.library_resources("galaxy_mnist")] == [TRAIN_CAT, TEST_CAT, ARCHIVE]
     assert [r.filename for r in sources.GALAXY_MNIST_64] == ["train_dataset.hdf5.gz", "test_dataset.hdf5.gz"]
 
 
@@ -144,8 +144,12 @@ def test_galaxy_mnist_downloads_and_builds_catalog(served_release, tmp_path):
     assert (raw.catalog["split"] == "test").sum() == 2 * N_CLASSES
     assert sorted(server.hits) == sorted(f"/{n}" for n in (TRAIN_CAT, TEST_CAT, ARCHIVE))
     md5 = release["md5"]
-    # the cache holds the verified downloads and the unpacked images, nothing half-done
-    assert sorted(os.listdir(cache)) == sorted([TRAIN_CAT, TEST_CAT, ARCHIVE, f"images-{md5[ARCHIVE]}"])
+    # the cache holds the verified downloads, the unpacked images and the library's layout of links to them
+    root = raw.record["root"]
+    assert sorted(os.listdir(cache)) == sorted([TRAIN_CAT, TEST_CAT, ARCHIVE, f"images-{md5[ARCHIVE]}",
+                                                Path(root).name])
+    assert sorted(os.listdir(root)) == sorted([TRAIN_CAT, TEST_CAT, "images"])
+    assert all(os.path.islink(os.path.join(root, n)) for n in os.listdir(root))
     for row in raw.catalog.itertuples(index=False):
         assert Path(row.src).parent == cache / f"images-{md5[ARCHIVE]}" / "images"
     record = raw.record["resources"]
@@ -207,8 +211,10 @@ def test_galaxy_mnist_from_local_dir_needs_no_server(tmp_path, dead_url_base):
     check_galaxy_mnist_catalog(raw, release["expected"])
     assert [r["path"] for r in raw.record["resources"]] == [str(local / n) for n in (TRAIN_CAT, TEST_CAT, ARCHIVE)]
     assert tree(local) == local_before  # the user's folder is only read
-    # nothing copied or downloaded: the unpacked images, and the md5 memos of the three verified local files
-    assert sorted(os.listdir(cache)) == [".verified", f"images-{release['md5'][ARCHIVE]}"]
+    # nothing copied or downloaded: the unpacked images, the md5 memos of the three verified local files, and
+    # the library's layout as links to them
+    assert sorted(os.listdir(cache)) == [".verified", f"images-{release['md5'][ARCHIVE]}", Path(raw.record["root"]).name]
+    assert os.readlink(Path(raw.record["root"]) / TRAIN_CAT) == str(local / TRAIN_CAT)
     memos = list((cache / ".verified").iterdir())
     assert len(memos) == 3 and all(m.suffix == ".md5" and m.stat().st_size < 1000 for m in memos)
     catalog = sources.canonical_catalog(raw)
@@ -262,7 +268,7 @@ def test_galaxy_mnist_download_with_wrong_md5_is_refused(served_release, tmp_pat
         sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     assert ARCHIVE in str(info.value) and "0" * 32 in str(info.value)
     assert release["md5"][ARCHIVE] in str(info.value)
-    assert sorted(os.listdir(cache)) == sorted([TRAIN_CAT, TEST_CAT])  # no archive, no temporary
+    assert sorted(os.listdir(cache)) == sorted([TRAIN_CAT, TEST_CAT])  # no archive, no temporary, no layout
 
 
 def test_galaxy_mnist_server_down_and_no_local_copy_is_unreachable(tmp_path, dead_url_base):

@@ -1,13 +1,15 @@
 """params.yaml, validated in one place: every problem is reported at once, before any work starts."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+from galaxy_finetune.core.classes import (DATASET_CLASSES, GALAXY_MNIST_CLASSES, LIBRARY_INTERNAL, SOURCES,
+                                          VOTE_SCHEMAS, internal_dataset)
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.data.images import FitsView
 
@@ -15,11 +17,18 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# data.schema is the name users write (as Zoobot calls it); it shadows pydantic's deprecated BaseModel.schema()
+warnings.filterwarnings("ignore", message='Field name "schema" in "DataParams" shadows', category=UserWarning)
+
+
 class DataParams(_Group):
-    source: Literal["galaxy_mnist", "galaxy_mnist_64", "catalog", "synthetic"] = "galaxy_mnist"
+    source: str = "galaxy_mnist"  # core.classes.SOURCES: a galaxy-datasets name, galaxy_mnist_64, catalog, synthetic
     local_dir: str = ""
     catalog: str = ""
-    classes: list[str] = Field(default_factory=lambda: list(GALAXY_MNIST_CLASSES), min_length=2)
+    # classification: the classes, label i = classes[i]; for a built-in dataset a subset of its classes in any
+    # order, [] (the default) for all of them in the dataset's order; for an own catalog its class names
+    # (default: GalaxyMNIST's four)
+    classes: list[str] = Field(default_factory=list)
     synthetic_n_per_class: int = Field(500, gt=0)
     synthetic_image_size: int = Field(64, ge=16)
     synthetic_seed: int = 0
@@ -32,10 +41,33 @@ class DataParams(_Group):
     # catalog, question -> its answer count columns; auto: the schema of the galaxy-datasets dataset named by source
     schema: str | dict[str, list[str]] = "auto"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_classes(cls, data):
+        """classes [] or left out: a built-in dataset's own classes (so picking demo_rings needs no class list);
+        an own catalog's are GalaxyMNIST's, as they always were."""
+        if isinstance(data, dict) and not data.get("classes"):
+            source = data.get("source", "galaxy_mnist")
+            own = GALAXY_MNIST_CLASSES if source == "catalog" else DATASET_CLASSES.get(source)
+            if isinstance(own, tuple):
+                data = {**data, "classes": list(own)}
+        return data
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        if source in LIBRARY_INTERNAL:
+            raise ValueError(internal_dataset(source))
+        if source not in SOURCES:
+            raise ValueError(f"{source!r} is not a source; use one of {', '.join(SOURCES)}")
+        return source
+
     @model_validator(mode="after")
     def _check(self):
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes has duplicates: {self.classes}")
+        if len(self.classes) == 1:
+            raise ValueError(f"classes {self.classes}: name at least 2 classes (or [] for a dataset's own)")
         if self.source == "catalog" and not self.catalog:
             raise ValueError("source 'catalog' needs data.catalog: the path of a CSV/parquet catalog")
         if sorted(self.fits_bands) != [0, 1, 2]:
@@ -217,6 +249,24 @@ class Params(_Group):
     analyse: AnalyseParams = AnalyseParams()
     labels: LabelsParams = LabelsParams()
 
+    @model_validator(mode="after")
+    def _task_fits_the_source(self):
+        """train.task against data.source: what each dataset can give, one line each."""
+        d, task = self.data, self.train.task
+        if task == "classification" and d.source in VOTE_SCHEMAS:
+            raise ValueError(f"data.source {d.source} gives vote counts, not classes: use train.task votes (or "
+                             f"regression with data.label_cols)")
+        if task == "regression" and not d.label_cols:
+            raise ValueError("train.task regression: set data.label_cols to the target columns")
+        if task == "votes" and d.source in DATASET_CLASSES and d.source != "synthetic":
+            raise ValueError(f"data.source {d.source} has classes, not votes: use train.task classification")
+        if task == "votes" and d.schema == "auto" and d.source not in VOTE_SCHEMAS:
+            raise ValueError(f"data.schema auto: {d.source} has no Zoobot schema (only {', '.join(VOTE_SCHEMAS)} do); "
+                             f"name one (e.g. gz2_ortho_schema) or give question: [answer count columns]")
+        if task != "classification" and d.source == "galaxy_mnist_64":
+            raise ValueError("data.source galaxy_mnist_64 has classes only: use train.task classification")
+        return self
+
     def recipe(self, pretrained: bool) -> tuple[str, TrainParams]:
         """(recipe name, training params) for an encoder with or without pretrained weights.
 
@@ -249,9 +299,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            where = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (typo?)"
-            problems.append(f"{where}: {msg}")
+            problems.append(f"{where}: {msg}" if where else msg)  # a check across groups names its keys itself
         raise PipelineError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems)) from None

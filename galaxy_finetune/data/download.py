@@ -45,6 +45,20 @@ def _memo(path: Path, memo_dir: Path | None) -> tuple[Path | None, str]:
     return Path(memo_dir) / f"{key}.md5", f"{resolved} {stat.st_size} {stat.st_mtime_ns}"
 
 
+def known_md5(path: Path, memo_dir: Path | None = None) -> str:
+    """`path`'s md5, remembered in `memo_dir` for its (path, size, mtime): a file nobody published an md5 for
+    (gz_hubble's images) is hashed once, not on every fetch."""
+    memo, stamp = _memo(path, memo_dir)
+    if memo is not None and memo.is_file():
+        md5, _, seen = memo.read_text().partition(" ")
+        if seen == stamp:
+            return md5
+    actual = md5sum(path)
+    if memo is not None:
+        write_text(memo, f"{actual} {stamp}")
+    return actual
+
+
 def check_md5(path: Path, expected: str, hint: str = "", memo_dir: Path | None = None) -> None:
     """Raise ChecksumError unless `path` has md5 `expected`. With `memo_dir`, a file already verified with
     the same size and mtime is not hashed again (the always-rerun fetch stays cheap); the memo lives
@@ -68,14 +82,17 @@ def _transient(exc: Exception) -> bool:
     return True
 
 
-def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries: int = 3,
+def download(url: str, dest: str | Path, md5: str | None, timeout: float = 60, retries: int = 3,
              backoff_s: float = 1.0) -> Path:
     """Fetch `url` to `dest` unless a file with the right md5 is already there.
 
     Streams to a temporary file that only becomes `dest` once its md5 matches; a truncated or corrupt
     download is deleted and reported. Transient network errors are retried with exponential backoff.
+    md5 None (nothing published to check against): any complete download is kept, unverified.
     """
     dest = Path(dest)
+    if dest.is_file() and md5 is None:
+        return dest  # only ever written whole (atomic_path), but unverifiable
     if dest.is_file():
         try:
             check_md5(dest, md5, memo_dir=dest.parent / ".verified")
@@ -92,7 +109,7 @@ def download(url: str, dest: str | Path, md5: str, timeout: float = 60, retries:
             with atomic_path(dest) as tmp:
                 with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
                     shutil.copyfileobj(response, out, 1 << 20)
-                actual = md5sum(tmp)
+                actual = md5sum(tmp) if md5 is not None else None
                 if actual != md5:
                     raise ChecksumError(f"{dest.name}: downloaded from {url} with md5 {actual} but expected "
                                         f"{md5} (truncated or corrupted; the partial file was removed); retry")

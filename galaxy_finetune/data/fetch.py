@@ -15,17 +15,18 @@ import sys
 import textwrap
 from pathlib import Path
 
-from galaxy_finetune.data import sources
+from galaxy_finetune.data import sources, zoo
 from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.training.encoder import encoder_identity, resolve_encoder
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
-from galaxy_finetune.core.task import Task
+from galaxy_finetune.core.task import Task, named_schema_questions
 from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
 from galaxy_finetune.core.params import Params
 
 DATA_NAMES = {"galaxy_mnist": "GalaxyMNIST", "galaxy_mnist_64": "GalaxyMNIST (64 px release)",
-              "catalog": "own catalog", "synthetic": "synthetic galaxies"}
+              "catalog": "own catalog", "synthetic": "synthetic galaxies",
+              **{name: f"galaxy-datasets {name}" for name in zoo.PUBLIC if name != "galaxy_mnist"}}
 
 
 def cache_dir() -> Path:
@@ -35,24 +36,88 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy-finetune"
 
 
-def load_source(params: Params, cache: Path) -> sources.RawData:
+def run_task(params: Params, raw: sources.RawData | None = None) -> Task:
+    """The run's Task (source.json "task"): train.task with what it learns from.
+
+    classification: the classes of `raw` (after data.classes picked them), else data.classes; regression:
+    data.label_cols; votes: the questions of data.schema, auto being the dataset's Zoobot schema (zoo.SCHEMAS),
+    a name one of zoobot.shared.schemas, a dict question -> [answer count columns] an own catalog's."""
+    d, kind = params.data, params.train.task
+    if kind == "classification":
+        return Task(kind, tuple(raw.classes) if raw is not None else tuple(d.classes))
+    if kind == "regression":
+        if not d.label_cols:
+            raise PipelineError("train.task regression: set data.label_cols to the target columns")
+        return Task(kind, label_cols=tuple(d.label_cols))
+    schema = schema_name(params)
+    if isinstance(schema, str):
+        questions = named_schema_questions(schema)
+    elif schema:
+        questions = {q: tuple(answers) for q, answers in schema.items()}
+    else:
+        raise PipelineError(f"data.schema auto: {d.source} has no Zoobot schema; name one (e.g. gz2_ortho_schema) "
+                            f"or give question: [answer count columns]")
+    task = Task(kind, questions=questions)
+    if d.label_cols and tuple(d.label_cols) != task.label_cols:
+        raise PipelineError("data.label_cols: leave it empty for train.task votes (data.schema names the answer "
+                            "count columns)")
+    return task
+
+
+def schema_name(params: Params) -> str | dict | None:
+    """data.schema with auto resolved: the vote dataset's Zoobot schema name (None when it has none)."""
+    d = params.data
+    return zoo.SCHEMAS.get(d.source) if d.schema == "auto" else d.schema
+
+
+def load_source(params: Params, cache: Path, task: Task | None = None) -> sources.RawData:
+    """data.source's galaxies: raises Unreachable when its files can be neither found nor downloaded."""
     d, f = params.data, params.fetch
+    task = task or run_task(params)
     if d.source == "catalog":
         return sources.user_catalog(d.catalog, d.classes)
-    if d.source == "galaxy_mnist":
-        raw = sources.galaxy_mnist(cache / "galaxy_mnist", d.local_dir, f.timeout_s, f.retries)
-    elif d.source == "galaxy_mnist_64":
+    if d.source == "synthetic":
+        return synthetic_galaxies(params, cache, task)
+    if d.source == "galaxy_mnist_64":
         raw = sources.galaxy_mnist_64(cache / "galaxy_mnist_64", d.local_dir, f.timeout_s, f.retries)
     else:
-        return synthetic_galaxies(params, cache)
+        raw = zoo.dataset(d.source, task, cache / d.source, d.local_dir, f.timeout_s, f.retries)
+    if task.kind != "classification":
+        return raw
     return sources.select_classes(raw, d.classes, DATA_NAMES[d.source])
 
 
-def synthetic_galaxies(params: Params, cache: Path) -> sources.RawData:
-    """The synthetic galaxies of the classes data.classes names (the source, or the offline stand-in)."""
+def synthetic_galaxies(params: Params, cache: Path, task: Task | None = None) -> sources.RawData:
+    """The synthetic galaxies for the run's task (the source, or the offline stand-in).
+
+    classification: the classes data.classes names; a dataset whose classes the synthetic galaxies lack (demo_rings,
+    tidal) gets as many of their shapes, named after its classes (the record says which shape stands for which).
+    regression / votes: each galaxy's targets drawn from its shape (synthetic.synthetic_fractions / synthetic_votes)."""
+    from galaxy_finetune.data import synthetic as generator
+
     d = params.data
+    task = task or run_task(params)
     raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
-    return sources.select_classes(raw, d.classes, DATA_NAMES["synthetic"])
+    name = DATA_NAMES["synthetic"]
+    if task.kind == "classification":
+        if d.source == "synthetic" or set(d.classes) <= set(raw.classes):
+            return sources.select_classes(raw, d.classes, name)
+        if len(d.classes) > len(raw.classes):
+            raise PipelineError(f"data.classes: the synthetic stand-in draws at most {len(raw.classes)} classes, "
+                                f"got {len(d.classes)}; put {d.source}'s files in data.local_dir")
+        shapes = dict(zip(d.classes, raw.classes))
+        catalog = raw.catalog[raw.catalog["label"] < len(d.classes)].reset_index(drop=True)
+        return sources.RawData(catalog, tuple(d.classes), record={**raw.record, "shapes": shapes})
+    shapes = raw.catalog["label"].to_numpy()
+    if task.kind == "votes":
+        targets = generator.synthetic_votes(shapes, task.questions, d.synthetic_seed)
+        schema = schema_name(params)
+        what = f"synthetic vote counts over {schema if isinstance(schema, str) else 'the questions of data.schema'}"
+    else:
+        targets = generator.synthetic_fractions(shapes, task.label_cols, d.synthetic_seed)
+        what = f"synthetic values in [0, 1] for {list(task.label_cols)}"
+    catalog = raw.catalog.assign(label=-1, **targets)
+    return sources.RawData(catalog, (), record={**raw.record, "targets": f"{what}, drawn from each galaxy's shape"})
 
 
 def arch_name(arch: str) -> str:
@@ -91,8 +156,9 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     cache = cache or cache_dir()
     d, m = params.data, params.model
     raw = data_missing = identity = encoder_missing = None
+    task = run_task(params)  # a bad schema name or label_cols is one line before anything is fetched
     try:
-        raw = load_source(params, cache)
+        raw = load_source(params, cache, task)
     except Unreachable as exc:
         data_missing = str(exc)
     spec = m.encoder
@@ -106,16 +172,19 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
                             "data.local_dir, or set fetch.offline: quickstart")
     substitutions, data_substituted = [], data_missing is not None
     if data_substituted:
-        raw = synthetic_galaxies(params, cache)
-        substitutions.append(f"data: {data_missing}; using {len(raw.catalog)} synthetic galaxies instead")
+        raw = synthetic_galaxies(params, cache, task)
+        targets = f" ({raw.record['targets']})" if "targets" in raw.record else ""
+        substitutions.append(f"data: {data_missing}; using {len(raw.catalog)} synthetic galaxies{targets} instead")
     if encoder_missing:
         identity = encoder_identity("random", m.random_arch, m.seed)
         substitutions.append(f"{encoder_missing}; using a random {arch_name(m.random_arch)} (no pretraining) instead")
 
-    catalog = sources.canonical_catalog(raw)
-    task = Task("classification", tuple(raw.classes))
+    task = run_task(params, raw)
+    catalog = sources.canonical_catalog(raw, task)
     source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
               "task": task.record(), "record": raw.record}
+    if task.kind == "votes" and isinstance(schema_name(params), str):
+        source["schema"] = schema_name(params)  # the Zoobot schema the questions are from
     source["fingerprint"] = sources.source_fingerprint(catalog, source)
     previous_source = _read_if_there(raw_out / SOURCE)
     previous_encoder = _read_if_there(encoder_out / ENCODER_RECORD)
@@ -152,6 +221,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         "data": {**raw.record, "substituted": data_substituted, "description": description},
         "encoder": encoder,
     }
+    if task.kind != "classification":  # no classes: the task and each target's mean instead
+        manifest.update(task=task.kind, target_means={c: round(float(catalog[c].mean()), 6) for c in task.label_cols})
     with atomic_path(raw_out) as tmp:
         tmp.mkdir()
         write_csv(tmp / CATALOG, catalog)

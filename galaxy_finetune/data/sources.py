@@ -19,9 +19,10 @@ import pandas as pd
 from PIL import Image
 
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.data.download import check_md5, download, extract_tar, gunzip, md5sum
+from galaxy_finetune.data.download import check_md5, download, gunzip, md5sum
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path
+from galaxy_finetune.core.task import Task
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")  # any case
@@ -30,22 +31,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz
 @dataclass(frozen=True)
 class Resource:
     url: str
-    md5: str
+    md5: str | None  # None: nothing published to check against (galaxy-datasets' gz_hubble images)
 
     @property
     def filename(self) -> str:
         return self.url.split("?")[0].rsplit("/", 1)[-1]
 
 
-# The galaxy-datasets release (as used by galaxy_datasets.galaxy_mnist): 224 px JPEGs, 8000 train / 2000 test.
-GALAXY_MNIST = (
-    Resource("https://dl.dropboxusercontent.com/s/6xlym0ney5q9aec14vvy1/galaxy_mnist_train_catalog.parquet"
-             "?rlkey=fc5knqscwk2h6r4z5d3156vzr&dl=0", "cd22b21d165802f4bc1adf997424aec2"),
-    Resource("https://dl.dropboxusercontent.com/s/9assxy247i1nq8wjy7o0a/galaxy_mnist_test_catalog.parquet"
-             "?rlkey=y1ns24xw0tcyntodi61rv14fu&dl=0", "c5cca8d8afb6fb0d59baeb310a35d594"),
-    Resource("https://dl.dropboxusercontent.com/s/lj89307kjx5plme9f66js/galaxy_mnist_images.tar.gz"
-             "?rlkey=gvlwx2rl3hqpo3gplb9zlqrz0", "1c6cb0447f2f7ed676c3363ee194ced9"),
-)
 # The original 64 px HDF5 release (github.com/mwalmsley/galaxy_mnist).
 GALAXY_MNIST_64 = (
     Resource("https://dl.dropboxusercontent.com/s/5a14de0o7slyif9/train_dataset.hdf5.gz",
@@ -67,6 +59,8 @@ def obtain(resource: Resource, cache_dir: Path, local_dir: str, timeout: float, 
     """A verified copy of `resource`: from `local_dir` if the user put it there, else the download cache."""
     if local_dir:
         local = Path(local_dir) / resource.filename
+        if local.is_file() and resource.md5 is None:
+            return local  # unverifiable: galaxy_finetune.data.zoo records its md5 as unverified
         if local.is_file():
             check_md5(local, resource.md5, hint=f"replace it with the official file or remove it from {local_dir}",
                       memo_dir=cache_dir / ".verified")
@@ -79,35 +73,13 @@ def _resource_record(resources, paths) -> list[dict]:
 
 
 def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retries: int = 3,
-                 resources: tuple[Resource, ...] = GALAXY_MNIST) -> RawData:
-    """The galaxy-datasets GalaxyMNIST release: two parquet catalogs and a tar.gz of JPEGs."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = [obtain(r, cache_dir, local_dir, timeout, retries) for r in resources]
-    train_loc, test_loc, archive = paths
-    unpacked = cache_dir / f"images-{resources[2].md5}"
-    if not unpacked.is_dir():
-        extract_tar(archive, unpacked)
-    frames = []
-    for loc, split in ((train_loc, "train"), (test_loc, "test")):
-        try:
-            frame = pd.read_parquet(loc)
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise PipelineError(f"{loc}: not a readable parquet catalog ({exc})") from None
-        missing = {"id_str", "label", "filename"} - set(frame.columns)
-        if missing:
-            raise PipelineError(f"{loc}: missing column(s) {sorted(missing)}")
-        frame = frame[["id_str", "label", "filename"]].assign(split=split)
-        frames.append(frame)
-    catalog = pd.concat(frames, ignore_index=True)
-    # the archive unpacks to images/<filename>; tolerate archives without that top folder
-    image_root = unpacked / "images" if (unpacked / "images").is_dir() else unpacked
-    catalog["src"] = [str(image_root / name) for name in catalog["filename"]]
-    absent = [p for p in catalog["src"] if not Path(p).is_file()]
-    if absent:
-        raise PipelineError(f"{archive}: {len(absent)} image(s) named in the catalogs are missing, e.g. "
-                            f"{Path(absent[0]).name}; delete {unpacked} and the archive, then retry")
-    return RawData(catalog.drop(columns="filename"), GALAXY_MNIST_CLASSES,
-                   record={"resources": _resource_record(resources, paths)})
+                 resources: tuple[Resource, ...] | None = None) -> RawData:
+    """The galaxy-datasets GalaxyMNIST release (224 px JPEGs, 8000 train / 2000 test), through
+    galaxy_finetune.data.zoo: the library's own file list (or `resources`) and reader."""
+    from galaxy_finetune.data import zoo
+
+    return zoo.dataset("galaxy_mnist", Task("classification", GALAXY_MNIST_CLASSES), cache_dir, local_dir, timeout,
+                       retries, resources)
 
 
 def read_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +217,7 @@ def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
     unknown = [c for c in classes if c not in raw.classes]
     if unknown:
         raise PipelineError(f"data.classes: {unknown} not among {dataset}'s classes {list(raw.classes)}; "
-                            f"use those names (any subset, in any order)")
+                            f"use those names (any subset, in any order), or [] for all of them")
     if list(classes) == list(raw.classes):
         return raw
     relabel = np.full(len(raw.classes), -1)
@@ -255,9 +227,11 @@ def select_classes(raw: RawData, classes: list[str], dataset: str) -> RawData:
     return RawData(catalog, tuple(classes), record={**raw.record, "classes_of_source": list(raw.classes)})
 
 
-def validate(raw: RawData) -> None:
-    """Catalog checks every source shares: usable unique ids, labels in range, every class present."""
+def validate(raw: RawData, task: Task | None = None) -> None:
+    """Catalog checks every source shares: usable unique ids; for classification labels in range, every class
+    present (regression and votes sources check their targets as they read them)."""
     cat, n = raw.catalog, len(raw.classes)
+    classification = task is None or task.kind == "classification"
     ids = cat["id_str"].astype(str)
     empty = cat["id_str"].isna().to_numpy() | (ids.str.strip() == "").to_numpy()
     if empty.any():
@@ -270,10 +244,10 @@ def validate(raw: RawData) -> None:
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
-    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
+    bad = cat[(cat["label"] < 0) | (cat["label"] >= n)] if classification else cat[:0]
     if len(bad):
         raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
-    counts = np.bincount(cat["label"], minlength=n)
+    counts = np.bincount(cat["label"], minlength=n) if classification else np.ones(n)
     empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
     if empty_classes:
         raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
@@ -283,13 +257,17 @@ def validate(raw: RawData) -> None:
                             f"leave empty")
 
 
-def canonical_catalog(raw: RawData) -> pd.DataFrame:
-    """The catalog.csv frame: id_str, label, label_name, split, src, validated."""
-    validate(raw)
+def canonical_catalog(raw: RawData, task: Task | None = None) -> pd.DataFrame:
+    """The catalog.csv frame: id_str, label, label_name, split, src, validated; for a regression or votes task
+    label -1 and label_name empty, then the task's target columns as the source names them."""
+    task = task or Task("classification", tuple(raw.classes))
+    validate(raw, task)
+    classification = task.kind == "classification"
     catalog = raw.catalog.assign(id_str=raw.catalog["id_str"].astype(str),
                                  src=[p if os.path.isabs(p) else os.path.abspath(p) for p in map(str, raw.catalog["src"])],
-                                 label_name=[raw.classes[i] for i in raw.catalog["label"]])
-    return catalog[CATALOG_COLUMNS].reset_index(drop=True)
+                                 label=raw.catalog["label"] if classification else -1,
+                                 label_name=[raw.classes[i] for i in raw.catalog["label"]] if classification else "")
+    return catalog[CATALOG_COLUMNS + ([] if classification else list(task.label_cols))].reset_index(drop=True)
 
 
 def source_fingerprint(catalog: pd.DataFrame, record: dict) -> str:

@@ -8,6 +8,8 @@ Each class is drawn from a light profile that mimics what Galaxy Zoo volunteers 
 - unbarred_spiral: face-on exponential disk with 2-3 logarithmic arms
 
 All with random position angle, size, brightness and colour, then a Gaussian PSF and sky noise.
+For train.task regression and votes, `synthetic_fractions` and `synthetic_votes` give each galaxy targets drawn
+from its shape class (seeded), so those runs work offline too.
 The axis-ratio ranges of smooth_cigar and edge_on_disk touch, so those two overlap a little, as they
 do in the real data. Every image is seeded by (seed, index), so any subset is reproducible on its own.
 """
@@ -96,3 +98,37 @@ def make_synthetic(n_per_class: int, seed: int, size: int = 64,
     labels = np.tile(np.arange(n_classes, dtype=np.int64), n_per_class)
     images = np.stack([render_galaxy(int(label), seed, i, size) for i, label in enumerate(labels)])
     return images, labels
+
+
+def synthetic_votes(shapes: np.ndarray, questions: dict[str, tuple[str, ...]], seed: int) -> dict[str, np.ndarray]:
+    """Volunteer vote counts (int64) for each answer column, drawn from each galaxy's shape class.
+
+    Per question, every shape class has its own answer mix (seeded by (seed, question)); each galaxy scatters
+    around its class's mix and gets up to 40 votes, all of them on the first question and a random share on the
+    later ones (down the tree), some none at all, as in Galaxy Zoo."""
+    shapes = np.asarray(shapes, dtype=np.int64)
+    n_shapes = max(int(shapes.max(initial=0)) + 1, len(GALAXY_MNIST_CLASSES))
+    out = {}
+    for q, answers in enumerate(questions.values()):
+        rng = np.random.default_rng([seed, 1, q])
+        mix = rng.dirichlet(np.full(len(answers), 0.7), size=n_shapes)
+        alpha = 20.0 * mix[shapes] + 0.1
+        probs = rng.gamma(alpha)
+        probs /= probs.sum(axis=1, keepdims=True)
+        reach = np.ones(len(shapes)) if q == 0 else rng.uniform(-0.3, 1.0, size=len(shapes)).clip(0, 1)
+        counts = rng.multinomial(np.round(40 * reach).astype(np.int64), probs)
+        out.update({answer: counts[:, a].astype(np.int64) for a, answer in enumerate(answers)})
+    return out
+
+
+def synthetic_fractions(shapes: np.ndarray, label_cols: tuple[str, ...], seed: int) -> dict[str, np.ndarray]:
+    """A value in [0, 1] for each target column (a stand-in vote fraction), drawn from each galaxy's shape class:
+    per column every class has its own mean (seeded by (seed, column)), each galaxy scatters around it."""
+    shapes = np.asarray(shapes, dtype=np.int64)
+    n_shapes = max(int(shapes.max(initial=0)) + 1, len(GALAXY_MNIST_CLASSES))
+    out = {}
+    for c, col in enumerate(label_cols):
+        rng = np.random.default_rng([seed, 2, c])
+        means = rng.uniform(0.1, 0.9, size=n_shapes)
+        out[col] = np.clip(means[shapes] + rng.normal(0.0, 0.08, size=len(shapes)), 0.0, 1.0)
+    return out

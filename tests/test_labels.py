@@ -198,3 +198,16 @@ def Inputs_with(inputs, label_budget_dir):
     import dataclasses
 
     return dataclasses.replace(inputs, label_budget=label_budget_dir)
+
+
+def test_split_train_per_class_keeps_val_and_test_and_nests_the_train_budgets():
+    from galaxy_finetune.data.split import split_catalog
+    from tests.test_split import _catalog
+
+    full = split_catalog(_catalog(), 0.1, 0.2, seed=0)
+    small = split_catalog(_catalog(), 0.1, 0.2, seed=0, train_per_class=5)
+    larger = split_catalog(_catalog(), 0.1, 0.2, seed=0, train_per_class=12)
+    for name in ("val", "test"):
+        assert small[name]["id_str"].tolist() == full[name]["id_str"].tolist()
+    assert small["train"]["label"].value_counts().tolist() == [5] * 4
+    assert set(small["train"]["id_str"]) < set(larger["train"]["id_str"]) < set(full["train"]["id_str"])

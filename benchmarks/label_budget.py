@@ -190,7 +190,10 @@ def main() -> None:
                 "copies_min_cosine": {k: round(float((unit_rows(v) * orig).sum(1).min()), 4)
                                       for k, v in copies.items() if k != "original"},
                 "copies_median_cosine": {k: round(float(np.median((unit_rows(v) * orig).sum(1))), 4)
-                                         for k, v in copies.items() if k != "original"}}
+                                         for k, v in copies.items() if k != "original"},
+                "copies_share_at_or_above": {t: {k: round(float(np.mean((unit_rows(v) * orig).sum(1) >= float(t))), 3)
+                                                 for k, v in copies.items() if k != "original"}
+                                             for t in ("0.95", "0.97", "0.98", "0.99", "0.995")}}
 
         with timed(clock, "shift: GZ2 test and 470 GZ DECaLS rings"):
             rings = pd.read_csv(SHARED / "gz_decals_rings" / "catalog.csv")
@@ -203,6 +206,20 @@ def main() -> None:
                 for s in range(0, len(ring_pixels), 64):
                     images = torch.from_numpy(ring_pixels[s:s + 64]).permute(0, 3, 1, 2)
                     ring_features.append(encoder(eval_view(images, size, 1.2, config["normalisation"])).numpy())
+            # GZ2 test galaxies seen another way: zoomed out x2 (smaller in the frame), and under noise (sigma 25)
+            test_pixels = np.stack([decode_image(f, size) for f in catalog["src"].to_numpy()[
+                galaxies["row"].to_numpy()[te][:300]]]).astype(float)
+            small = np.full_like(test_pixels, np.median(test_pixels[:, :4, :4]))
+            half = size // 2
+            small[:, half // 2:half // 2 + half, half // 2:half // 2 + half] = test_pixels[:, ::2, ::2]
+            noisy = np.clip(test_pixels + np.random.default_rng(2).normal(0, 25, test_pixels.shape), 0, 255)
+            altered = {}
+            with torch.inference_mode():
+                for name, pixels in (("gz2_test_zoomed_out_x2", small), ("gz2_test_noise_25", noisy)):
+                    images = torch.from_numpy(pixels.astype(np.uint8)).permute(0, 3, 1, 2)
+                    altered[name] = np.concatenate([encoder(eval_view(images[s:s + 64], size, 1.2,
+                                                                      config["normalisation"])).numpy()
+                                                    for s in range(0, len(images), 64)])
             from galaxy_finetune.inference.embeddings import fit_pca
             pca = fit_pca(features[tr], 40)
             proj = lambda f: pca.transform(np.asarray(f, np.float32))  # noqa: E731
@@ -214,7 +231,8 @@ def main() -> None:
                 vs = np.sort(score(val))
                 far = lambda q: float(np.mean(1 - np.searchsorted(vs, score(q), side="right") / len(vs)  # noqa: E731
                                               < 1 - FAR_QUANTILE))
-                shift[name] = {"val": far(val), "gz2_test": round(far(test), 4), "decals_rings": round(far(ring), 4)}
+                shift[name] = {"val": far(val), "gz2_test": round(far(test), 4), "decals_rings": round(far(ring), 4),
+                               **{k: round(far(proj(v)), 4) for k, v in altered.items()}}
             result["shift_far_share"] = shift
         result["load_end"] = load()
     finally:

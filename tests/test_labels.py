@@ -131,7 +131,11 @@ def test_active_learning_simulation_reports_a_saving_per_strategy():
     assert rounds.groupby(["strategy", "seed"])["n_labels"].max().eq(46).all()
     assert rounds.groupby(["strategy", "seed"])["n_labels"].min().eq(6).all()
     saving = label_saving(rounds).set_index("strategy")
-    assert saving.loc["random", "label_saving"] == pytest.approx(0.0, abs=1e-9) or saving.loc["random", "label_saving"] > 0
+    assert saving.loc["random", "label_saving"] == pytest.approx(0.0, abs=1e-9)
+    curves = pd.DataFrame({"strategy": ["random"] * 3 + ["entropy"] * 3, "seed": 0, "n_labels": [10, 20, 30] * 2,
+                           "accuracy": [0.6, 0.7, 0.8, 0.7, 0.8, 0.85]})
+    known = label_saving(curves).set_index("strategy")
+    assert known.loc["entropy", "labels_to_match_random"] == 20 and known.loc["entropy", "label_saving"] == pytest.approx(1 / 3, abs=1e-3)
 
 
 def _population(rng, centres, n):
@@ -211,3 +215,18 @@ def test_split_train_per_class_keeps_val_and_test_and_nests_the_train_budgets():
         assert small[name]["id_str"].tolist() == full[name]["id_str"].tolist()
     assert small["train"]["label"].value_counts().tolist() == [5] * 4
     assert set(small["train"]["id_str"]) < set(larger["train"]["id_str"]) < set(full["train"]["id_str"])
+
+
+def test_near_identical_features_are_paired_and_named_in_one_line():
+    from galaxy_finetune.labels.duplicates import near_pairs, near_warning
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(0, 1, (50, 32))
+    features[40] = features[3] * 1.05 + rng.normal(0, 0.01, 32)  # a re-encoded copy of galaxy 3
+    pairs = near_pairs(features, 0.99)
+    assert pairs[["i", "j"]].values.tolist() == [[3, 40]]
+    frame = pd.DataFrame({"id_a": ["g3"], "split_a": ["train"], "id_b": ["g40"], "split_b": ["test"],
+                          "similarity": pairs["similarity"]})
+    line = near_warning(frame, 0.99, "near_duplicates.csv")
+    assert "'g3' (train) and 'g40' (test)" in line and "1 across splits" in line and "\n" not in line
+    assert near_warning(frame.iloc[:0], 0.99, "x") is None

@@ -5,7 +5,7 @@ encoder features, as the linear probe) is refitted on the labelled galaxies, sco
 `batch` more pool galaxies get their labels: the highest-scoring ones under an acquisition score, or random ones.
 BALD's Monte-Carlo passes drop features with the head's dropout rate before the fitted weights (as Zoobot's head
 does). The label saving at equal accuracy: the labels a strategy needs to reach the accuracy random labelling has
-at the full budget, against that budget.
+at the full budget, against the labels random labelling itself needed to first reach it.
 """
 from __future__ import annotations
 
@@ -97,17 +97,20 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float | None:
 
 
 def label_saving(rounds: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy (seed-averaged curves): its final accuracy, the labels it needs to match random labelling's
-    accuracy at the full budget, and the saving 1 - those labels / the budget."""
+    """Per strategy (seed-averaged curves): its final accuracy, the labels it needs to first reach the accuracy
+    random labelling has at the full budget, and the saving at that equal accuracy: 1 - its labels / the labels
+    random labelling needed to first reach it (0 for random itself; None when a strategy never reaches it)."""
     mean = rounds.groupby(["strategy", "n_labels"], as_index=False)["accuracy"].mean()
     random = mean[mean["strategy"] == "random"]
     budget = float(random["n_labels"].max())
     target = float(random.loc[random["n_labels"].idxmax(), "accuracy"])
+    random_need = labels_to_reach(random, target)
     out = []
     for strategy, curve in mean.groupby("strategy", sort=False):
         need = labels_to_reach(curve, target)
         out.append({"strategy": strategy, "final_accuracy": round(float(curve["accuracy"].iloc[-1]), 4),
                     "random_accuracy_at_budget": round(target, 4), "budget": int(budget),
                     "labels_to_match_random": None if need is None else round(need, 1),
-                    "label_saving": None if need is None else round(1.0 - need / budget, 3)})
+                    "random_labels_to_match": round(random_need, 1),
+                    "label_saving": None if need is None else round(1.0 - need / random_need, 3)})
     return pd.DataFrame(out)

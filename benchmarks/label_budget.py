@@ -14,7 +14,8 @@ split, labels/*):
 5. duplicates: exact (pixel hashes) and the frozen-feature cosine of distinct pairs against copies (JPEG q75
    re-encode, brightness x1.1, a 2-px shift), which sets labels.near_duplicate_cosine;
 6. shift: the far share (farther from training than 99% of val) of GZ2 test galaxies and of the 470 GZ DECaLS ring
-   galaxies (another survey), for the Euclidean score the project uses and for the cosine anomaly score.
+   galaxies (another survey), and of GZ2 test galaxies zoomed out x2 or under noise, for the project's score
+   (raw-feature kNN cosine) and two others.
 
     python benchmarks/label_budget.py --out benchmarks/label_budget.json
 
@@ -77,6 +78,18 @@ def copies_features(srcs: list[str], size: int, encoder_dir, config) -> dict[str
             out[name] = encoder(eval_view(images, config["input_size"], config["eval_zoom"],
                                           config["normalisation"])).numpy()
     return out
+
+
+def probs_head_correct(model_dir, test_features, test_y) -> np.ndarray:
+    """Whether the saved model's head (dropout off) gets each test galaxy right, from its frozen features."""
+    import torch
+
+    from galaxy_finetune.training.model_io import load_finetuned
+
+    model, _ = load_finetuned(model_dir)
+    with torch.inference_mode():
+        logits = model.head(torch.from_numpy(np.asarray(test_features, np.float32)))
+    return logits.argmax(1).numpy() == test_y
 
 
 def main() -> None:
@@ -221,19 +234,52 @@ def main() -> None:
                                                                       config["normalisation"])).numpy()
                                                     for s in range(0, len(images), 64)])
             from galaxy_finetune.inference.embeddings import fit_pca
+            from galaxy_finetune.labels.shift import ShiftReference
             pca = fit_pca(features[tr], 40)
             proj = lambda f: pca.transform(np.asarray(f, np.float32))  # noqa: E731
-            ref, val, test, ring = proj(features[tr]), proj(features[va]), proj(features[te]), proj(
-                np.concatenate(ring_features))
+            queries = {"val": features[va], "gz2_test": features[te], "decals_rings": np.concatenate(ring_features),
+                       **altered}
+            project = ShiftReference.build(pca.mean_, pca.components_, features[tr], features[va], 10, "")
             shift = {}
-            for name, score in (("euclidean (the project's)", lambda q: knn_distance(ref, q, 10)),
-                                ("cosine (analyse's anomaly score)", lambda q: anomaly_scores(ref, q, 10)[0])):
-                vs = np.sort(score(val))
-                far = lambda q: float(np.mean(1 - np.searchsorted(vs, score(q), side="right") / len(vs)  # noqa: E731
-                                              < 1 - FAR_QUANTILE))
-                shift[name] = {"val": far(val), "gz2_test": round(far(test), 4), "decals_rings": round(far(ring), 4),
-                               **{k: round(far(proj(v)), 4) for k, v in altered.items()}}
+            for name, score in (("raw cosine kNN (the project's)", project.distances),
+                                ("PCA-40 Euclidean kNN", lambda q: knn_distance(proj(features[tr]), proj(q), 10)),
+                                ("PCA-40 cosine kNN (analyse's anomaly score)",
+                                 lambda q: anomaly_scores(proj(features[tr]), proj(q), 10)[0])):
+                vs = np.sort(score(features[va]))
+                shares = {k: 1 - np.searchsorted(vs, score(q), side="right") / len(vs) for k, q in queries.items()}
+                shift[name] = {k: {"far": round(float(np.mean(v < 1 - FAR_QUANTILE)), 3),
+                                   "median_val_share_farther": round(float(np.median(v)), 3)}
+                               for k, v in shares.items()}
             result["shift_far_share"] = shift
+        with timed(clock, "galaxy-label-next on the 600 test galaxies (probe head, bald, 20 passes, --diverse)"):
+            from galaxy_finetune.core.classes import read_classes
+            from galaxy_finetune.core.params import AugmentParams, TrainParams
+            from galaxy_finetune.data.store import read_record
+            from galaxy_finetune.labels.next import main as label_next
+            from galaxy_finetune.training.model_io import build_classifier, save_finetuned
+            from galaxy_finetune.training.probe import load_into_head
+            from galaxy_finetune.training.train import model_config
+
+            train_params = TrainParams(input_size=size)
+            model = build_classifier(build_encoder(enc), 2, train_params)
+            load_into_head(model.head.linear, fit_linear_probe(features[tr], y[tr], features[va], y[va], 2))
+            save_finetuned(work / "model", model, model_config(enc, read_record(store), read_classes(raw),
+                                                               train_params, AugmentParams(), {}))
+            test_catalog = work / "unlabelled.csv"
+            pd.DataFrame({"id_str": galaxies["id_str"].to_numpy()[te],
+                          "file_loc": catalog["src"].to_numpy()[galaxies["row"].to_numpy()[te]]}).to_csv(
+                test_catalog, index=False)
+            start = time.perf_counter()
+            label_next([str(work / "model"), str(test_catalog), "-k", "20", "--diverse", "--score", "bald",
+                        "-o", str(work / "next.csv"), "--sheet", str(work / "next.png"), "--embeddings",
+                        str(work / "none"), "--accelerator", "cpu"])
+            picked = pd.read_csv(work / "next.csv", dtype={"id_str": str})
+            truth = dict(zip(galaxies["id_str"], y))
+            result["label_next"] = {"galaxies": int(len(te)), "k": 20, "seconds": round(time.perf_counter() - start, 1),
+                                    "picked_share_misclassified_by_probe_head": round(float(np.mean(
+                                        [int(r.pred_label == "spiral") != truth[r.id_str] for r in picked.itertuples()])), 3),
+                                    "test_error_of_probe_head": round(1 - float(np.mean(
+                                        probs_head_correct(work / "model", features[te], y[te]))), 3)}
         result["load_end"] = load()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -55,7 +55,7 @@ def test_shift_columns_and_warning_only_for_galaxies_unlike_training(project, tm
                    parts_root=tmp_path / "parts", embeddings_dir=project.embeddings)
     test = pd.read_csv(tmp_path / "pred/test.csv")
     assert list(test.columns[-2:]) == ["train_distance", "val_share_farther"]
-    assert (test["val_share_farther"] < 0.01).mean() < 0.5
+    assert (test["val_share_farther"] < 0.10).mean() < 0.5
 
     like = _save(tmp_path / "like", [render_galaxy(i % 4, 7, i, 32) for i in range(40)])  # new draws, same recipe
     rng = np.random.default_rng(0)
@@ -67,9 +67,9 @@ def test_shift_columns_and_warning_only_for_galaxies_unlike_training(project, tm
     assert "warning:" not in capsys.readouterr().err
     main([str(project.model), str(shifted), "-o", str(tmp_path / "shifted.csv"), *args])
     err = capsys.readouterr().err
-    assert err.count("warning:") == 1 and "lie farther from the training set than 99% of validation galaxies" in err
+    assert err.count("warning:") == 1 and "lie farther from the training set than 90% of validation galaxies" in err
     out = pd.read_csv(tmp_path / "shifted.csv")
-    assert (out["val_share_farther"] < 0.01).mean() > 0.5
+    assert (out["val_share_farther"] < 0.10).mean() > 0.5
     main([str(project.model), str(like), "-o", str(tmp_path / "none.csv"), "--accelerator", "cpu",
           "--embeddings", str(tmp_path / "nowhere")])
     assert "no distance from the training set" in capsys.readouterr().out

@@ -155,8 +155,8 @@ def test_a_shifted_distribution_warns_and_the_training_distribution_does_not():
         line = shift_warning(summary)
         assert (line is not None) == warns, summary
     assert shift_summary(reference.share_farther(reference.distances(same)), reference.distances(same),
-                         reference)["far_share"] < 0.1
-    assert "lie farther from the training set than 99% of validation galaxies" in line
+                         reference)["far_share"] < 0.25
+    assert "lie farther from the training set than 90% of validation galaxies" in line
 
 
 def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tmp_path):

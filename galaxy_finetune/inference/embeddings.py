@@ -53,8 +53,8 @@ def write_embeddings(out_dir: Path, galaxies: pd.DataFrame, features: np.ndarray
             from galaxy_finetune.labels.shift import SHIFT_K, ShiftReference
 
             split = galaxies["split"].to_numpy()
-            shift = ShiftReference.build(pca.mean_, pca.components_, projected[split == "train"],
-                                         projected[split == "val"], SHIFT_K, model_sha256)
+            shift = ShiftReference.build(pca.mean_, pca.components_, features16[split == "train"],
+                                         features16[split == "val"], SHIFT_K, model_sha256)
             shift.save(tmp)
             record["shift"] = {"k": shift.k, "reference_galaxies": len(shift.reference),
                                "far_threshold": round(shift.threshold, 6)}

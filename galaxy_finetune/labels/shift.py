@@ -1,16 +1,17 @@
 """Galaxies unlike the training set: a per-galaxy distance from training in the encoder's feature space.
 
-The score is a galaxy's mean Euclidean distance to its k nearest training galaxies in the fine-tuned encoder's
-train-fitted PCA features (data/embeddings). Not the cosine distance of the analyse stage's anomaly score: cosine
-ignores how far from the training mean a galaxy lies, so a population displaced along a direction training already
-spans (brighter, inverted, another sky level) looked CLOSER to training than new draws of the training distribution
-(measured: tests/test_label_commands.py's setting, and benchmarks/label_budget.py on real galaxies). The embed
-stage writes the reference (data/embeddings/shift.npz): the PCA features of at most MAX_REFERENCE training
-galaxies (a seeded sample beyond), k, and the sorted scores of the validation galaxies against them, which
-calibrate the score: `val_share_farther` is the share of validation galaxies farther from training than this
-galaxy (about uniform on 0-1 for galaxies like the training set; near 0 for galaxies outside it). A galaxy is
-"far" when fewer than 1 - FAR_QUANTILE (1%) of validation galaxies are farther. Scoring a batch costs one
-(batch x MAX_REFERENCE) product, whatever the catalog's size.
+The score is the kNN cosine distance of deep nearest-neighbour out-of-distribution detection: a galaxy's mean
+cosine distance to its k nearest training galaxies, on the fine-tuned encoder's raw pooled features (data/embeddings;
+not centred, not PCA-projected: a train-fitted PCA drops exactly the directions a new kind of image moves along,
+and cosine on centred features calls a population displaced along a training direction close). The embed stage
+writes the reference (data/embeddings/shift.npz): the features of at most MAX_REFERENCE training galaxies (a seeded
+sample beyond), k, and the sorted scores of the validation galaxies against them, which calibrate the score:
+`val_share_farther` is the share of validation galaxies farther from training than this galaxy (about uniform on
+0-1 for galaxies like the training set, near 0 for galaxies outside it). A galaxy is "far" when fewer than
+1 - FAR_QUANTILE (10%) of validation galaxies are farther, so about 10% of galaxies like the training set are far;
+galaxy-classify warns when more than WARN_SHARE (half) of a run is. Scoring a batch costs one (batch x
+MAX_REFERENCE x D) product, whatever the catalog's size. Measured on real galaxies (benchmarks/label_budget.py):
+see the README, "Galaxies unlike the training set".
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ import numpy as np
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
+from galaxy_finetune.inference.neighbours import anomaly_scores
 
 SHIFT_K = 10            # neighbours averaged (as analyse.anomaly_k's default)
 MAX_REFERENCE = 20_000  # training galaxies the score compares with (bounds a batch's cost)
-FAR_QUANTILE = 0.99     # "far": farther from training than 99% of the validation galaxies
+FAR_QUANTILE = 0.90     # "far": farther from training than 90% of the validation galaxies
 WARN_SHARE = 0.5        # galaxy-classify warns when more than this share of a run is far
 COLUMNS = ["train_distance", "val_share_farther"]
 
@@ -58,24 +60,24 @@ class ShiftReference:
     """What scores a galaxy's distance from training: the PCA projection, the reference rows, k and val's scores."""
     pca_mean: np.ndarray
     pca_components: np.ndarray
-    reference: np.ndarray  # (R, K) PCA features of training galaxies
+    reference: np.ndarray  # (R, D) raw encoder features of training galaxies
     val_scores: np.ndarray  # sorted
     k: int
     model_sha256: str
 
     @classmethod
-    def build(cls, pca_mean, pca_components, train_pca: np.ndarray, val_pca: np.ndarray, k: int,
+    def build(cls, pca_mean, pca_components, train_features: np.ndarray, val_features: np.ndarray, k: int,
               model_sha256: str, seed: int = 0) -> "ShiftReference":
-        rows = np.arange(len(train_pca))
+        rows = np.arange(len(train_features))
         if len(rows) > MAX_REFERENCE:
             rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_REFERENCE, replace=False))
-        reference = np.asarray(train_pca, np.float32)[rows]
-        val_scores = knn_distance(reference, val_pca, k)
+        reference = np.asarray(train_features, np.float32)[rows]
+        val_scores = anomaly_scores(reference, np.asarray(val_features, np.float32), k)[0]
         return cls(np.asarray(pca_mean, np.float32), np.asarray(pca_components, np.float32), reference,
                    np.sort(val_scores).astype(np.float32), int(min(k, len(reference))), model_sha256)
 
     def save(self, embed_dir: Path) -> None:
-        np.savez(Path(embed_dir) / EMBED_SHIFT, reference=self.reference, val_scores=self.val_scores,
+        np.savez(Path(embed_dir) / EMBED_SHIFT, reference=self.reference.astype(np.float16), val_scores=self.val_scores,
                  k=np.int64(self.k), model_sha256=np.array(self.model_sha256))
 
     @classmethod
@@ -85,7 +87,7 @@ class ShiftReference:
         if not path.is_file():
             raise PipelineError(f"{path}: not found; run the embed stage (dvc repro embed)")
         shift, pca = np.load(path, allow_pickle=False), np.load(embed_dir / EMBED_PCA, allow_pickle=False)
-        return cls(pca["mean"], pca["components"], shift["reference"], shift["val_scores"], int(shift["k"]),
+        return cls(pca["mean"], pca["components"], shift["reference"].astype(np.float32), shift["val_scores"], int(shift["k"]),
                    str(shift["model_sha256"]))
 
     @property
@@ -94,9 +96,8 @@ class ShiftReference:
         return float(np.quantile(self.val_scores, FAR_QUANTILE)) if len(self.val_scores) else float("inf")
 
     def distances(self, features: np.ndarray) -> np.ndarray:
-        """Mean Euclidean distance of raw encoder features (B, D), PCA-projected, to their k nearest reference
-        galaxies."""
-        return knn_distance(self.reference, self.project(features), self.k)
+        """Mean cosine distance of raw encoder features (B, D) to their k nearest reference galaxies."""
+        return anomaly_scores(self.reference, np.asarray(features, np.float32), self.k)[0]
 
     def project(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, np.float32) - self.pca_mean) @ self.pca_components.T
@@ -148,8 +149,8 @@ def shift_warning(summary: dict, warn_share: float = WARN_SHARE) -> str | None:
     if not summary["galaxies"] or summary["far_share"] <= warn_share:
         return None
     return (f"{summary['far']:,} of {summary['galaxies']:,} galaxies ({summary['far_share']:.0%}) lie farther from the "
-            f"training set than {FAR_QUANTILE:.0%} of validation galaxies (encoder-feature distance to the "
-            f"{summary['k']} nearest > "
+            f"training set than {FAR_QUANTILE:.0%} of validation galaxies (expected about {1 - FAR_QUANTILE:.0%}; "
+            f"mean cosine distance of the encoder's features to the {summary['k']} nearest training galaxies > "
             f"{summary['threshold']:.3f}; median {summary['median_distance']:.3f} vs {summary['val_median_distance']:.3f} "
             f"for validation): treat their predictions as extrapolation beyond what training saw")
 

@@ -13,7 +13,7 @@ split, labels/*):
    many of them cleanlab flags;
 5. duplicates: exact (pixel hashes) and the frozen-feature cosine of distinct pairs against copies (JPEG q75
    re-encode, brightness x1.1, a 2-px shift), which sets labels.near_duplicate_cosine;
-6. shift: the far share (farther from training than 99% of val) of GZ2 test galaxies and of the 470 GZ DECaLS ring
+6. shift: the far share (farther from training than 90% of val) of GZ2 test galaxies and of the 470 GZ DECaLS ring
    galaxies (another survey), and of GZ2 test galaxies zoomed out x2 or under noise, for the project's score
    (raw-feature kNN cosine) and two others.
 

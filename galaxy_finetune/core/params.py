@@ -230,7 +230,7 @@ class LabelsParams(_Group):
     al_budget: int = Field(200, ge=2)  # 0 < labels the simulation stops at
     mc_passes: int = Field(20, ge=2)  # BALD's Monte-Carlo dropout passes
     issue_folds: int = Field(5, ge=2)
-    near_duplicate_cosine: float = Field(0.995, gt=0, le=1)  # frozen-feature cosine of "near-identical" (measured)
+    near_duplicate_cosine: float = Field(0.97, gt=0, le=1)  # frozen-feature cosine of "near-identical" (measured)
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
 
 

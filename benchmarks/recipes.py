@@ -74,21 +74,13 @@ def nested_subset(train: pd.DataFrame, per_class: int | None, seed: int = 0) -> 
     return order.groupby("label", sort=False).head(per_class).sort_values("id_str")
 
 
-def test_accuracy_of_model(model_dir: Path, store: Path, test: pd.DataFrame) -> np.ndarray:
-    from galaxy_finetune.data.augment import eval_view
-    from galaxy_finetune.training.model_io import load_finetuned
-    from galaxy_finetune.data.store import open_images
+def test_accuracy_of_model(model_dir: Path, store: Path, splits: Path, work: Path) -> np.ndarray:
+    """Per test galaxy, whether the exported model's prediction is right: the predict stage's own code."""
+    from galaxy_finetune.inference.predict import predict_splits
 
-    model, config = load_finetuned(model_dir)
-    images = open_images(store)
-    correct = []
-    with torch.no_grad():
-        for i in range(0, len(test), 128):
-            rows = test["row"].to_numpy()[i:i + 128]
-            batch = torch.from_numpy(np.ascontiguousarray(images[rows])).permute(0, 3, 1, 2)
-            logits = model(eval_view(batch, config["input_size"], config["eval_zoom"], config["normalisation"]))
-            correct.append((logits.argmax(1).numpy() == test["label"].to_numpy()[i:i + 128]))
-    return np.concatenate(correct)
+    predict_splits(model_dir, store, splits, work / "predictions", ["test"], 128, "cpu", parts_root=work / "parts")
+    table = pd.read_csv(work / "predictions/test.csv", keep_default_na=False)
+    return (table["true_label"] == table["pred_label"]).to_numpy()
 
 
 def features(encoder_dir: Path, store: Path, frame: pd.DataFrame, size: int, normalisation) -> np.ndarray:
@@ -189,7 +181,7 @@ def main() -> None:
                             tp = TrainParams.model_validate({**tp.model_dump(), **overrides})
                             job = FinetuneJob(raw, store, sub, enc, work / "model", None, work / "ckpt")
                             run = finetune(tp, params.augment, name, manifest, job)
-                            correct = test_accuracy_of_model(work / "model", store, test)
+                            correct = test_accuracy_of_model(work / "model", store, sub, work)
                             row.update(input_size=tp.input_size, steps=run["steps_run"], epochs=run["epochs_run"],
                                        kept=run["kept"],
                                        probe_val_accuracy=run["linear_probe"]["val_accuracy"],

@@ -1,7 +1,12 @@
-"""Shared fixtures: a throwaway HTTP server on 127.0.0.1 serving a temporary folder."""
+"""Shared fixtures: a throwaway HTTP server on 127.0.0.1, the session's one tiny `dvc repro` run
+(`pipeline_run`, `pipeline_two_runs`) and its one tiny trained model (`tiny_model`).
+
+`pytest` runs on two pytest-xdist workers (pyproject.toml); the modules sharing a session fixture are one
+xdist_group, so each fixture is built once."""
 from __future__ import annotations
 
 import functools
+import os
 import http.server
 import socket
 import threading
@@ -9,6 +14,12 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one compute thread each (torch, BLAS and the stages the tests start), or each
+    # worker's threads fight the other's and both run several times slower
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -82,7 +82,9 @@ def make_repo(dest: Path, updates: dict | None = None) -> tuple[Path, dict]:
 def copy_repo(repo: Path, dest: Path) -> Path:
     """A full copy of a finished tiny repo (git history, DVC cache and outputs) at `dest`, for a test that
     changes it; the copy shares the original's download cache (its env), so its sources stay unchanged."""
-    shutil.copytree(repo, dest, symlinks=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # cp -a keeps what DVC linked as links: an output and its cache entry stay one inode in the copy
+    subprocess.run(["cp", "-a", str(repo), str(dest)], check=True)
     return dest
 
 

@@ -10,6 +10,9 @@ from galaxy_finetune.inference.classify import galaxies_from, main
 from galaxy_finetune.inference.predict import predict_splits
 from galaxy_finetune.data.sources import user_catalog
 
+# with pytest-xdist: the modules of the session's one tiny trained model run on one worker
+pytestmark = pytest.mark.xdist_group("tiny_model")
+
 
 @pytest.fixture(scope="module")
 def trained(tiny_model):

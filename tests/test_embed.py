@@ -11,6 +11,9 @@ from galaxy_finetune.inference.embed import embed_galaxies, embed_splits
 from galaxy_finetune.inference.embeddings import read_embeddings
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned
 
+# with pytest-xdist: the modules of the session's one tiny trained model run on one worker
+pytestmark = pytest.mark.xdist_group("tiny_model")
+
 
 @pytest.fixture(scope="module")
 def embedded(tiny_model, tmp_path_factory):

@@ -19,6 +19,9 @@ from galaxy_finetune.inference.neighbours import CosineIndex
 from galaxy_finetune.inference.similar import SimilaritySearch, embed_image
 from tests.pipeline_repo import run
 
+# with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 CLASSES = list(GALAXY_MNIST_CLASSES)
 CHROMIUM = "/usr/bin/chromium"
 

@@ -12,6 +12,9 @@ from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.data.images import FitsView
 from galaxy_finetune.training.model_io import eval_transform, fits_view, load_finetuned, save_finetuned
 
+# with pytest-xdist: the modules of the session's one tiny trained model run on one worker
+pytestmark = pytest.mark.xdist_group("tiny_model")
+
 
 def test_save_then_load_gives_the_same_model(tiny_model, tmp_path):
     model, config = load_finetuned(tiny_model.model)

@@ -11,6 +11,9 @@ from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODE
                                     STORE_IMAGES)
 from tests.pipeline_repo import copy_repo, run, set_params
 
+# with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 STAGES = ["fetch_data", "store", "split", "finetune_gpu", "predict", "embed", "analyse"]
 
 

@@ -14,6 +14,9 @@ import yaml
 from galaxy_finetune.analysis.figures import FIGURES
 from tests.pipeline_repo import ROOT, run
 
+# with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
 VEGA_DIV = re.compile(r'<div id = "(?P<id>[^"]+)">\s*<script type = "text/javascript">\s*var spec = ')
 IMAGE_DIV = re.compile(r'<div\s+id="(?P<id>[^"]+)"[^>]*>\s*<p>(?P<path>[^<]+)</p>(?P<body>.*?)</div>\s*</div>', re.S)

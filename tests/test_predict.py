@@ -14,6 +14,9 @@ from galaxy_finetune.data.store import galaxy_pixels
 from galaxy_finetune.inference.predict import predict_splits
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned
 
+# with pytest-xdist: the modules of the session's one tiny trained model run on one worker
+pytestmark = pytest.mark.xdist_group("tiny_model")
+
 
 @pytest.fixture(scope="module")
 def predicted(tiny_model, tmp_path_factory):

@@ -8,6 +8,9 @@ from galaxy_finetune.inference.embed import embed_splits
 from galaxy_finetune.inference.embeddings import read_embeddings, write_embeddings
 from galaxy_finetune.inference.similar import SimilaritySearch, embed_image
 
+# with pytest-xdist: the modules of the session's one tiny trained model run on one worker
+pytestmark = pytest.mark.xdist_group("tiny_model")
+
 
 def test_neighbours_are_ranked_by_cosine_similarity_without_the_query(tmp_path):
     rng = np.random.default_rng(0)

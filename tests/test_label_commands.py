@@ -14,6 +14,9 @@ from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.data.synthetic import render_galaxy
 from tests.tiny import prepare
 
+# with pytest-xdist: the module's one tiny project is built once, on one worker
+pytestmark = pytest.mark.xdist_group("label_commands")
+
 
 def _save(folder, images, prefix="n"):
     folder.mkdir(parents=True, exist_ok=True)

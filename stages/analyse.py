@@ -24,12 +24,14 @@ def add_arguments(parser):
     parser.add_argument("--plots", type=Path, default=Path("plots"))
     parser.add_argument("--report", type=Path, default=Path("reports/summary.md"))
     parser.add_argument("--errors-page", type=Path, default=Path("reports/errors.html"))
+    parser.add_argument("--label-budget", type=Path, default=None,
+                        help="metrics/label_budget: labels that look wrong (errors page, metrics.json) and duplicates")
 
 
 def main(args, params):
     start = time.perf_counter()
     inputs = Inputs(args.predictions, args.val_predictions, args.timing, args.raw_dir, args.store_dir, args.model_dir,
-                    args.live_dir, args.embeddings)
+                    args.live_dir, args.embeddings, args.label_budget)
     out = Outputs(args.metrics, args.residuals, args.coverage, args.map, args.anomalies, args.plots, args.report,
                   args.errors_page)
     result = analyse(inputs, params.analyse, out)

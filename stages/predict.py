@@ -11,11 +11,13 @@ def add_arguments(parser):
     parser.add_argument("store_dir", type=Path)
     parser.add_argument("splits_dir", type=Path)
     parser.add_argument("predictions_out", type=Path)
+    parser.add_argument("--embeddings", type=Path, default=None,
+                        help="data/embeddings: adds each galaxy's distance from the training set (labels/shift.py)")
 
 
 def main(args, params):
     timing = predict_splits(args.model_dir, args.store_dir, args.splits_dir, args.predictions_out, ["test", "val"],
-                            params.predict.batch_size, params.train.accelerator)
+                            params.predict.batch_size, params.train.accelerator, embeddings_dir=args.embeddings)
     test = read_table(args.predictions_out / "test.csv")
     speed = f"{timing['test_images_per_s']} images/s on {timing['accelerator']}"
     if "true_label" not in test.columns:  # regression or votes: true_<col> / pred_<col> columns

@@ -49,6 +49,7 @@ class Inputs:
     model_dir: Path
     live_dir: Path | None
     embeddings: Path
+    label_budget: Path | None = None  # metrics/label_budget (the label_budget stage): label issues, duplicates
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,14 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     errors_link = Path(os.path.relpath(out.errors_page, out.report.parent)).as_posix()
     reason = "; ".join(manifest.get("substitutions") or []) or manifest.get("reason")
     report = summary_markdown(result, classes, plots_link, errors_link, reason)
-    page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"])
+    section = None
+    if inputs.label_budget is not None:  # labels that look wrong (train/val/test), and duplicate counts
+        from galaxy_finetune.labels.issues import errors_page_section
+
+        found, section = errors_page_section(inputs.label_budget, inputs.store_dir)
+        result.update(found)
+    page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"],
+                         section)
     paths = (out.plots, out.metrics, out.residuals, out.coverage, out.embedding_map, out.anomalies, out.report,
              out.errors_page)
     with contextlib.ExitStack() as stack:  # each output is renamed into place only if everything succeeded

@@ -47,8 +47,10 @@ def mistake_cells(table: pd.DataFrame, probs: np.ndarray, classes: list[str]) ->
 
 
 def mistakes_html(table: pd.DataFrame, probs: np.ndarray, classes: list[str], thumbnails: dict[str, bytes],
-                  run_label: str) -> str:
-    """The page: a heading per (true, predicted) cell, then a card per mistake (thumbnail, id, probabilities)."""
+                  run_label: str, extra_section: tuple[str, str, list[str]] | None = None) -> str:
+    """The page: a heading per (true, predicted) cell, then a card per mistake (thumbnail, id, probabilities);
+    `extra_section` (anchor id, link text, html lines: e.g. labels/issues.errors_page_section's labels that look
+    wrong) goes last, linked from the navigation."""
     cells = mistake_cells(table, probs, classes)
     n_wrong = sum(len(rows) for _, _, rows in cells)
     esc = html.escape
@@ -58,9 +60,10 @@ def mistakes_html(table: pd.DataFrame, probs: np.ndarray, classes: list[str], th
              f'<p class="label">{esc(run_label)}</p>',
              '<p class="note">Grouped by (true class &rarr; predicted class), largest group first; within a group, '
              "most confident first. Green: the true class's probability; red: the predicted class's.</p>"]
+    extra_link = f'<a href="#{esc(extra_section[0])}">{esc(extra_section[1])}</a>' if extra_section else ""
     if cells:
         parts.append("<nav>" + "".join(f'<a href="#cell-{i}">{esc(t)} &rarr; {esc(p)} ({len(r)})</a>'
-                                        for i, (t, p, r) in enumerate(cells)) + "</nav>")
+                                        for i, (t, p, r) in enumerate(cells)) + extra_link + "</nav>")
     else:
         parts.append('<p id="no-mistakes">No mistakes: every test galaxy was classified correctly.</p>')
     for i, (true, pred, rows) in enumerate(cells):
@@ -78,5 +81,7 @@ def mistakes_html(table: pd.DataFrame, probs: np.ndarray, classes: list[str], th
                          f'src="data:image/png;base64,{image}"><b>{esc(row.id_str)}</b><br>'
                          f"confidence {row.confidence:.3f}<table>{''.join(lines)}</table></div>")
         parts.append("</div>")
+    parts += [f"<nav>{extra_link}</nav>"] if extra_link and not cells else []
+    parts += extra_section[2] if extra_section else []
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

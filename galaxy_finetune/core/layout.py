@@ -7,6 +7,9 @@ SOURCE = "source.json"           # the fingerprint of the source files: the stor
 # data/store/ (store)
 STORE_IMAGES = "images.npy"      # (N, S, S, 3) uint8, row i = catalog row i; read through a memory map
 STORE_RECORD = "store.json"      # size, count, pixel sha256, the source fingerprint it was built from
+STORE_ROW_HASHES = "row_hashes.npy"  # (N, 16) uint8 blake2b of each stored image: exact duplicates
+# data/splits/ (split)
+SPLIT_DUPLICATES = "duplicates.csv"  # galaxies with identical pixels, and the one split each group went to
 # models/encoder/ (fetch_data)
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_RECORD = "encoder.json"
@@ -21,6 +24,7 @@ EMBED_FEATURES = "features.npy"          # (N, D) float16 pooled encoder feature
 EMBED_PCA_FEATURES = "pca_features.npy"  # (N, K) float32, the train-fitted PCA projection
 EMBED_PCA = "pca.npz"                    # mean, components, explained_variance_ratio
 EMBED_RECORD = "embed.json"              # counts, dimensions, explained variance, speed
+EMBED_SHIFT = "shift.npz"                # the training reference of the shift score, val's scores (labels/shift.py)
 # models/checkpoints/ (finetune_gpu's own, for resuming a killed run; not a DVC output)
 CHECKPOINT_FINGERPRINT = "fingerprint.json"  # what the checkpoints were trained from, and whether that run finished
 CHECKPOINT_INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed

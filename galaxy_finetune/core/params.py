@@ -96,6 +96,7 @@ class SplitParams(_Group):
     seed: int = 42
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    train_per_class: int = Field(0, ge=0)  # > 0: keep this many training galaxies per class (a learning-curve point)
 
     @model_validator(mode="after")
     def _check(self):
@@ -215,6 +216,24 @@ class AnalyseParams(_Group):
     map: Literal["pca", "tsne"] = "pca"
 
 
+class LabelsParams(_Group):
+    """The label_budget stage: learning curve, active-learning simulation, label issues, near duplicates."""
+    per_class: list[int] = Field(default_factory=lambda: [10, 25, 50, 100, 200, 400], min_length=1)
+    seeds: int = Field(3, ge=1)  # orderings of the nested budgets (and active-learning runs)
+    metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"
+    target: float = Field(0.85, gt=0, lt=1)  # the power law says how many labels reach this metric
+    pca_components: int = Field(40, ge=2)  # the probe fits on this PCA of the frozen features (fast; 0.2 s a fit)
+    acquisition: list[Literal["entropy", "margin", "bald"]] = Field(default_factory=lambda: ["entropy", "margin",
+                                                                                           "bald"])
+    al_start_per_class: int = Field(10, ge=1)
+    al_batch: int = Field(20, ge=1)
+    al_budget: int = Field(200, ge=2)  # 0 < labels the simulation stops at
+    mc_passes: int = Field(20, ge=2)  # BALD's Monte-Carlo dropout passes
+    issue_folds: int = Field(5, ge=2)
+    near_duplicate_cosine: float = Field(0.97, gt=0, le=1)  # frozen-feature cosine of "near-identical" (measured)
+    batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
+
+
 class Params(_Group):
     data: DataParams = DataParams()
     fetch: FetchParams = FetchParams()
@@ -228,6 +247,7 @@ class Params(_Group):
     predict: PredictParams = PredictParams()
     embed: EmbedParams = EmbedParams()
     analyse: AnalyseParams = AnalyseParams()
+    labels: LabelsParams = LabelsParams()
 
     @model_validator(mode="after")
     def _task_fits_the_source(self):

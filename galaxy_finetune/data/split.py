@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -19,39 +20,72 @@ def read_catalog(raw_dir: Path) -> pd.DataFrame:
 
 
 def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
-                  task: Task | None = None) -> dict[str, pd.DataFrame]:
+                  task: Task | None = None, groups: np.ndarray | None = None,
+                  train_per_class: int = 0) -> dict[str, pd.DataFrame]:
     """Split into train/val/test, stratified by label (classification), by the first question's most-voted
     answer (votes, where each answer has galaxies enough), or at random (regression).
 
     Rows marked split=test by the source are the test set; otherwise test_fraction of the rows not marked
     val is held out. Rows marked split=val (galaxy-datasets' own layout) are the validation set; otherwise
     val_fraction of the remaining training pool becomes it.
+
+    `groups`: for each row, the first row of its group of identical images (labels.duplicates.exact_groups of
+    the store's row hashes). A group goes to one split: test if any member is marked test, else val if any is
+    marked val, else where its first row is drawn. `train_per_class` > 0 keeps that many training galaxies per
+    class (nested: a smaller budget is a subset of a larger one; val and test unchanged), for learning curves.
     """
     if catalog["id_str"].duplicated().any():
         raise PipelineError("catalog.csv: duplicate id_str values; fix the source catalog")
-    marked = catalog["split"].fillna("")
-    canonical_val = catalog[marked.eq("val")]
-    rest = catalog[~marked.eq("val")]
-    canonical_test = marked[~marked.eq("val")].eq("test")
+    position = np.arange(len(catalog))
+    group = position if groups is None else np.asarray(groups)
+    marked = catalog["split"].fillna("").astype(str).to_numpy()
+    if (group != position).any():  # a group takes the strongest mark of its members: test, then val
+        strength = pd.Series(np.select([marked == "test", marked == "val"], [2, 1], 0))
+        best = strength.groupby(group).transform("max").to_numpy()
+        marked = np.where(best > strength.to_numpy(), np.array(["", "val", "test"])[best], marked)
+    catalog = catalog.assign(split=marked, _pos=position, _group=group)
+    canonical_val = catalog[catalog["split"].eq("val")]
+    rest = catalog[~catalog["split"].eq("val")]
+    canonical_test = rest["split"].eq("test")
     if canonical_test.any():
         pool, test = rest[~canonical_test], rest[canonical_test]
     else:
-        pool, test = _stratified(rest, test_fraction, seed, "test", task)
+        pool, test = _carve(rest, test_fraction, seed, "test", task)
     if len(canonical_val):
         train, val = pool, canonical_val
     else:
-        train, val = _stratified(pool, val_fraction, seed, "val", task)
+        train, val = _carve(pool, val_fraction, seed, "val", task)
+    if train_per_class:
+        if task is not None and task.kind != "classification":
+            raise PipelineError(f"split.train_per_class: per class, so for train.task classification only "
+                                f"(this run's task is {task.kind}); set it to 0")
+        from galaxy_finetune.labels.subsets import subset_per_class
+
+        train = train.iloc[subset_per_class(train["label"].to_numpy(), train_per_class, seed)]
     splits = {"train": train, "val": val, "test": test}
-    return {name: frame.drop(columns=["split", "src"], errors="ignore").sort_values("id_str").reset_index(drop=True)
-            for name, frame in splits.items()}
+    return {name: frame.drop(columns=["split", "src", "_pos", "_group"], errors="ignore").sort_values("id_str")
+            .reset_index(drop=True) for name, frame in splits.items()}
 
 
-def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path) -> None:
-    """data/splits/{train,val,test}.csv (id_str, label, label_name, row), all or nothing."""
+def _carve(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task | None = None):
+    """(kept, held): a stratified draw of each duplicate group's first row; the other members follow it."""
+    first = frame[frame["_group"] == frame["_pos"]]
+    if len(first) == len(frame):
+        return _stratified(frame, fraction, seed, what, task)
+    _, held = _stratified(first, fraction, seed, what, task)
+    goes = frame["_group"].isin(held["_pos"])
+    return frame[~goes], frame[goes]
+
+
+def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path, extra: dict[str, pd.DataFrame] | None = None) -> None:
+    """data/splits/{train,val,test}.csv (id_str, label, label_name, row), and `extra` tables by file name (the
+    duplicates), all or nothing."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for name, frame in splits.items():
             frame.to_csv(tmp / f"{name}.csv", index=False)
+        for name, frame in (extra or {}).items():
+            frame.to_csv(tmp / name, index=False)
 
 
 def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task | None = None):

@@ -4,7 +4,9 @@ data/store/images.npy is an (N, S, S, 3) uint8 array in numpy's .npy format; row
 row i of data/raw/catalog.csv. Training, predict and the analysis read it by row through a read-only
 memory map, so a process holds only the rows of its current batch: the operating system's page cache
 keeps the hot part of the file, and memory stays flat however many galaxies the catalog has.
-data/store/store.json records the size, the count, a sha256 of the pixels and the blank images.
+data/store/store.json records the size, the count, a sha256 of the pixels and the blank images;
+data/store/row_hashes.npy a 16-byte hash of each row (identical images have equal hashes: the split stage keeps
+them in one split).
 """
 from __future__ import annotations
 
@@ -21,9 +23,16 @@ import pandas as pd
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_json
 from galaxy_finetune.data.images import FitsView, decode_image
-from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD
+from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD, STORE_ROW_HASHES
 
 CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images
+HASH_BYTES = 16  # blake2b digest of each stored row (row_hashes.npy)
+
+
+def row_hashes(chunk: np.ndarray) -> np.ndarray:
+    """(B, 16) uint8 blake2b digests of each row (image) of a (B, ...) uint8 array: equal images, equal rows."""
+    return np.frombuffer(b"".join(hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=HASH_BYTES).digest()
+                                  for row in chunk), dtype=np.uint8).reshape(len(chunk), HASH_BYTES)
 
 
 def stored_size(requested: int | str, input_size: int, first_image: str | Path, fits: FitsView = FitsView()) -> int:
@@ -56,18 +65,21 @@ def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         images = np.lib.format.open_memmap(tmp / STORE_IMAGES, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        hashes = np.zeros((n, HASH_BYTES), dtype=np.uint8)
         with ThreadPoolExecutor(threads) as pool:  # PIL decodes and resizes with the GIL released
             for start in range(0, n, CHUNK):
                 rows = range(start, min(start + CHUNK, n))
                 chunk = np.stack(list(pool.map(decode, rows)))
                 images[start:start + len(chunk)] = chunk
                 digest.update(chunk.tobytes())
+                hashes[start:start + len(chunk)] = row_hashes(chunk)  # the chunk is in memory already
                 flat = chunk.reshape(len(chunk), -1)
                 constant += [ids[start + i] for i in np.flatnonzero(flat.min(1) == flat.max(1))]
                 if n > 10 * CHUNK and (start // CHUNK) % 40 == 0:
                     print(f"store: {start + len(chunk)}/{n} galaxies decoded", file=sys.stderr, flush=True)
         images.flush()
         del images
+        np.save(tmp / STORE_ROW_HASHES, hashes)
         record = {"n_images": n, "image_size": size, "dtype": "uint8", "layout": "NHWC",
                   "fits_view": {"bands": list(fits.bands), "stretch": fits.stretch, "q": fits.q},
                   "pixels_sha256": digest.hexdigest(), "constant_images": constant}
@@ -104,6 +116,12 @@ def read_rows(images: np.ndarray, rows: Sequence[int], where: str | Path) -> np.
 def galaxy_pixels(store_dir: str | Path, rows: Sequence[int]) -> np.ndarray:
     """(len(rows), S, S, 3) uint8 pixels of the galaxies at store rows `rows` (a copy, in the order asked)."""
     return read_rows(open_images(store_dir), rows, store_dir)
+
+
+def read_row_hashes(store_dir: str | Path) -> np.ndarray | None:
+    """(N, 16) uint8 hashes of the stored rows, or None for a store built before they were written."""
+    path = Path(store_dir) / STORE_ROW_HASHES
+    return np.load(path) if path.is_file() else None
 
 
 def read_record(store_dir: str | Path) -> dict:

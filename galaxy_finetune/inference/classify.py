@@ -21,6 +21,7 @@ from galaxy_finetune.data.loading import ImageFiles
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.training.model_io import fits_view, load_finetuned
 from galaxy_finetune.inference.predict import predict_to_csv
+from galaxy_finetune.labels.shift import optional_scorer, warn_if_shifted
 from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
 
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", default="1", help="GPUs (or CPU processes) to share the images: N or auto")
     parser.add_argument("--workers", default="auto", help="DataLoader workers decoding images: N or auto "
                         "(auto: 4 on a GPU, 1 on CPU)")
+    parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings"),
+                        help="the embed stage's folder: each galaxy's distance from the training set (train_distance, "
+                             "val_share_farther) and a warning when most are far (default data/embeddings)")
     run_command(lambda: classify(parser.parse_args(argv)),
                 interrupted="the rows predicted so far are kept: rerun the same command to go on where it stopped")
 
@@ -68,11 +72,16 @@ def classify(args: argparse.Namespace) -> None:
     workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
     dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config))  # decoded as the store did
     devices = args.devices if args.devices == "auto" else int(args.devices)
+    scorer, why_not = optional_scorer(args.embeddings, args.model_dir)
     result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
                             Path(f"{args.output}.parts"), args.batch_size, args.accelerator, devices, workers,
-                            extra=["file"])
+                            extra=["file"], scorer=scorer)
     if not result:  # another DDP rank: rank zero reports
         return
+    if scorer is not None:
+        warn_if_shifted(args.output, scorer.reference)
+    else:
+        print(f"galaxy-classify: no distance from the training set ({why_not})")
     print(f"galaxy-classify: {result['galaxies']} galaxies -> {args.output} ({result['images_per_s']} images/s on "
           f"{result['accelerator']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})")
 

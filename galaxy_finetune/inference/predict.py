@@ -68,12 +68,13 @@ class CsvPartWriter(BasePredictionWriter):
     """Appends each batch's predictions, prefixed by their input index, to this rank's part file."""
 
     def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, classes: list[str], extra: list[str],
-                 task: Task | None = None):
+                 task: Task | None = None, scorer=None):
         super().__init__(write_interval="batch")
         self.parts_dir, self.galaxies, self.classes, self.extra = Path(parts_dir), galaxies, classes, extra
         self.task = task or Task("classification", tuple(classes))
         self.labelled = (all(c in galaxies.columns for c in self.task.label_cols) if self.task.kind != "classification"
                          else "label" in galaxies.columns)
+        self.scorer = scorer  # per-batch columns computed from the batch's forward pass (labels.shift.ShiftScorer)
         self.file = None
 
     def on_predict_start(self, trainer, pl_module):
@@ -96,6 +97,7 @@ class CsvPartWriter(BasePredictionWriter):
             columns.append(np.char.mod("%.6f", probs[np.arange(len(probs)), rows["label"].to_numpy()]))
         columns.append(np.char.mod("%.6f", probs.max(1)))
         columns += [rows[name].to_numpy() for name in self.extra]
+        columns += self.scorer.columns() if self.scorer is not None else []
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
         self.file.write(lines)
         self.file.flush()
@@ -117,6 +119,7 @@ class CsvPartWriter(BasePredictionWriter):
         else:
             columns += [_fmt(out[:, i]) for i in range(out.shape[1])]
         columns += [rows[name].to_numpy() for name in self.extra]
+        columns += self.scorer.columns() if self.scorer is not None else []
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
         self.file.write(lines)
         self.file.flush()
@@ -203,11 +206,12 @@ def _run_key(model_dir: Path | None, galaxies: pd.DataFrame, what: str) -> dict:
 
 def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.DataFrame, out_path: Path,
                    parts_dir: Path, batch_size: int, accelerator: str = "auto", devices: int | str = 1,
-                   workers: int = 0, extra: list[str] = (), progress: bool = True) -> dict:
+                   workers: int = 0, extra: list[str] = (), progress: bool = True, scorer=None) -> dict:
     """Predictions for every galaxy of `dataset` (row i described by galaxies.iloc[i]: id_str, optional
-    label, `extra` columns) written to `out_path`; resumes from `parts_dir` when it holds the same run."""
+    label, `extra` columns) written to `out_path`; resumes from `parts_dir` when it holds the same run.
+    `scorer` (labels.shift.ShiftScorer) adds its columns (`scorer.names`) after `extra`."""
     parts_dir = Path(parts_dir)
-    key = _run_key(model_dir, galaxies, str(out_path))
+    key = _run_key(model_dir, galaxies, str(out_path)) | {"scores": list(scorer.names) if scorer is not None else []}
     run_file = parts_dir / RUN
     if not run_file.is_file() or json.loads(run_file.read_text()) != key:
         shutil.rmtree(parts_dir, ignore_errors=True)
@@ -220,16 +224,23 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     device, precision = resolve_accelerator(accelerator, "auto")
     data = PredictionData(dataset, done, attempts + 1, eval_transform(config), batch_size, workers)
     task = model_task(config)
-    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra), task)
+    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra), task, scorer)
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
                         callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)
     start = time.perf_counter()
-    trainer.predict(model, datamodule=data, return_predictions=False)
+    if scorer is not None:
+        scorer.attach(model)
+    try:
+        trainer.predict(model, datamodule=data, return_predictions=False)
+    finally:
+        if scorer is not None:
+            scorer.detach()
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
-    header = (predictions_header(config["classes"], writer.labelled, list(extra)) if task.kind == "classification"
-              else target_header(task, writer.labelled, list(extra)))
+    extra_names = list(extra) + (list(scorer.names) if scorer is not None else [])
+    header = (predictions_header(config["classes"], writer.labelled, extra_names) if task.kind == "classification"
+              else target_header(task, writer.labelled, extra_names))
     merge_parts(parts_dir, out_path, header, len(galaxies))
     shutil.rmtree(parts_dir)
     return {"accelerator": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
@@ -237,9 +248,16 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
 
 
 def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Path, splits: list[str],
-                   batch_size: int, accelerator: str = "auto", parts_root: Path = Path(".partial/predict")) -> dict:
-    """data/predictions/<split>.csv (with each galaxy's store `row`) and timing.json for each split."""
+                   batch_size: int, accelerator: str = "auto", parts_root: Path = Path(".partial/predict"),
+                   embeddings_dir: Path | None = None) -> dict:
+    """data/predictions/<split>.csv (with each galaxy's store `row`, and with `embeddings_dir` each galaxy's
+    distance from the training set: labels/shift.py) and timing.json for each split."""
     model, config = load_finetuned(model_dir)
+    scorer = None
+    if embeddings_dir is not None:
+        from galaxy_finetune.labels.shift import shift_scorer
+
+        scorer = shift_scorer(embeddings_dir, model_dir)
     timing = {}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -247,7 +265,7 @@ def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: P
             frame = read_split(split_dir, name)
             dataset = StoreGalaxies(store_dir, frame["row"], frame["label"])  # the images; targets come from frame
             result = predict_to_csv(model, config, model_dir, dataset, frame, tmp / f"{name}.csv",
-                                    Path(parts_root) / name, batch_size, accelerator, extra=["row"])
+                                    Path(parts_root) / name, batch_size, accelerator, extra=["row"], scorer=scorer)
             timing.update(accelerator=result["accelerator"], precision=result["precision"])
             timing[f"{name}_images_per_s"] = result["images_per_s"]
         write_json(tmp / TIMING, timing)

@@ -8,7 +8,8 @@ from galaxy_finetune.core.accelerator import torch_device
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.cli import run_stage
 from galaxy_finetune.data.loading import read_split
-from galaxy_finetune.labels.budget import label_budget
+from galaxy_finetune.core.task import read_task
+from galaxy_finetune.labels.budget import label_budget, not_applicable
 from galaxy_finetune.labels.features import frozen_features
 from galaxy_finetune.training.model_io import read_config
 
@@ -23,6 +24,10 @@ def add_arguments(parser):
 
 
 def main(args, params):
+    task = read_task(args.raw_dir)
+    if task.kind != "classification":
+        print(f"label_budget: {not_applicable(task.kind, args.out_dir)['note']}: nothing to do")
+        return
     galaxies = pd.concat([read_split(args.splits_dir, name).assign(split=name) for name in ("train", "val", "test")],
                          ignore_index=True)
     features = frozen_features(args.encoder_dir, read_config(args.model_dir), args.store_dir, galaxies["row"],

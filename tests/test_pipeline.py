@@ -51,7 +51,7 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     predictions = pd.read_csv(path / "data/predictions/test.csv")
     classes = read_classes(path / "data/raw")
     assert list(predictions.columns) == (["id_str", "true_label", "pred_label"] + [f"p_{c}" for c in classes]
-                                         + ["p_true", "confidence", "row"])
+                                         + ["p_true", "confidence", "row", "train_distance", "val_share_farther"])
     assert (catalog["id_str"][predictions["row"]].to_numpy() == predictions["id_str"].to_numpy()).all()
     assert len(predictions) == len(splits["test"])
     assert predictions[[f"p_{c}" for c in classes]].sum(1).sub(1).abs().max() < 1e-4

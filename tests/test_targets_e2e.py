@@ -8,6 +8,7 @@ import pytest
 
 from tests.pipeline_repo import make_repo, repro_and_commit, run
 from tests.vote_catalog import FRACTIONS, SCHEMA, write_vote_catalog
+from galaxy_finetune.labels.shift import COLUMNS as SHIFT
 
 ANSWERS = [c for answers in SCHEMA.values() for c in answers]
 
@@ -44,6 +45,8 @@ def _common_outputs(repo):
     galaxies = pd.read_csv(repo / "data/embeddings/galaxies.csv", keep_default_na=False)
     assert (galaxies["label"] == -1).all()
     assert len(pd.read_csv(repo / "metrics/anomalies.csv"))
+    budget = json.loads((repo / "metrics/label_budget/summary.json").read_text())
+    assert budget["learner"] is None and "is for classification" in budget["note"]  # said, not failed
 
 
 def test_votes_run_writes_fractions_concentrations_and_per_question_metrics(votes_repo):
@@ -54,7 +57,7 @@ def test_votes_run_writes_fractions_concentrations_and_per_question_metrics(vote
     assert model["task"]["kind"] == "votes" and model["task"]["questions"] == SCHEMA
     test = pd.read_csv(repo / "data/predictions/test.csv")
     assert list(test.columns) == (["id_str"] + [f"true_{a}" for a in ANSWERS] + [f"pred_{a}" for a in ANSWERS]
-                                  + [f"{q}_concentration" for q in SCHEMA] + ["row"])
+                                  + [f"{q}_concentration" for q in SCHEMA] + ["row", *SHIFT])
     for answers in SCHEMA.values():
         assert (test[[f"pred_{a}" for a in answers]].sum(1) - 1).abs().max() < 1e-4
     metrics = json.loads((repo / "metrics/metrics.json").read_text())
@@ -79,7 +82,7 @@ def test_regression_run_writes_pred_columns_and_per_column_metrics(regression_re
     repo, env, output = regression_repo
     test = pd.read_csv(repo / "data/predictions/test.csv")
     assert list(test.columns) == ["id_str", *[f"true_{c}" for c in FRACTIONS], *[f"pred_{c}" for c in FRACTIONS],
-                                  "row"]
+                                  "row", *SHIFT]
     assert test[[f"pred_{c}" for c in FRACTIONS]].stack().between(0, 1).all()  # unit-interval targets: a sigmoid
     metrics = json.loads((repo / "metrics/metrics.json").read_text())
     assert set(metrics["per_column"]) == set(FRACTIONS) and metrics["task"] == "regression"

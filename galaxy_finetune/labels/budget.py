@@ -137,3 +137,20 @@ def report_markdown(summary: dict, curve: pd.DataFrame, saving: pd.DataFrame) ->
     lines += ["", f"Label issues flagged: {issues['n_flagged']} of {issues['n_labelled']}. Duplicates: {dup['exact']} "
               f"identical-pixel, {dup['near']} near-identical (cosine >= {dup['near_threshold_cosine']}).", ""]
     return "\n".join(lines)
+
+
+def not_applicable(task_kind: str, out_dir: Path) -> dict:
+    """metrics/label_budget/ for a regression or votes run: the label budget's learner, acquisition scores and
+    label checks are per class, so the folder says so (summary.json, report.md) and holds an empty
+    label_issues.csv, the file analyse reads."""
+    from galaxy_finetune.labels.issues import ISSUE_COLUMNS
+
+    note = (f"the label budget (learning curve, acquisition, label checks) is for classification; this run's "
+            f"train.task is {task_kind}")
+    summary = {"learner": None, "task": task_kind, "note": note}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        pd.DataFrame(columns=ISSUE_COLUMNS).to_csv(tmp / "label_issues.csv", index=False)
+        write_json(tmp / "summary.json", summary)
+        (tmp / "report.md").write_text(f"# The label budget\n\nNot computed: {note}.\n")
+    return summary

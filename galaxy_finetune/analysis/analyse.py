@@ -381,19 +381,27 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
         result.update(found)
     page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"],
                          section)
+    write_outputs(out, lambda folder: [figure.draw(data, folder / figure.file, stamp, figure.title)
+                                       for figure in figures.FIGURES],
+                  records_json(per_galaxy), coverage.to_csv(index=False), map_frame, anomalies, result, report, page)
+    return result
+
+
+def write_outputs(out: Outputs, draw_plots, residuals_json: str, coverage_csv: str, map_frame: pd.DataFrame,
+                  anomalies: pd.DataFrame, result: dict, report: str, page: str) -> None:
+    """Every output of the analyse stage, each renamed into place only if all of them were written;
+    `draw_plots(folder)` draws the figures into the new plots folder (every task's figures go through here)."""
     paths = (out.plots, out.metrics, out.residuals, out.coverage, out.embedding_map, out.anomalies, out.report,
              out.errors_page)
-    with contextlib.ExitStack() as stack:  # each output is renamed into place only if everything succeeded
+    with contextlib.ExitStack() as stack:
         plots_tmp, metrics_tmp, residuals_tmp, coverage_tmp, map_tmp, anomalies_tmp, report_tmp, page_tmp = [
             stack.enter_context(atomic_path(path)) for path in paths]
         plots_tmp.mkdir()
-        for figure in figures.FIGURES:
-            figure.draw(data, plots_tmp / figure.file, stamp, figure.title)
-        write_text(residuals_tmp, records_json(per_galaxy))
-        coverage.to_csv(coverage_tmp, index=False)
+        draw_plots(plots_tmp)
+        write_text(residuals_tmp, residuals_json)
+        write_text(coverage_tmp, coverage_csv)
         map_frame.to_csv(map_tmp, index=False)
         anomalies.to_csv(anomalies_tmp, index=False)
         write_json(metrics_tmp, result)
         write_text(report_tmp, report)
         write_text(page_tmp, page)
-    return result

@@ -9,7 +9,6 @@ thresholds are classification-only: coverage.csv is written header-only so the s
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from galaxy_finetune.analysis import figures
 from galaxy_finetune.analysis.metrics import bootstrap_mean_ci
 from galaxy_finetune.analysis.mistakes_page import STYLE, thumbnail_png
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_table, write_json, write_text
+from galaxy_finetune.core.files import read_table
 from galaxy_finetune.core.layout import CATALOG
 from galaxy_finetune.core.task import Task, vote_fractions
 from galaxy_finetune.data.store import galaxy_pixels
@@ -345,21 +344,8 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     report = summary_markdown(result, task, prov, plots_link, errors_link, [(f, t) for f, t, _ in draw], reason)
     page = largest_residuals_html(page_rows, names, {i: thumbnail_png(pixels[i]) for i in page_rows["id_str"]},
                                   prov["run_label"], task.kind)
-    paths = (out.plots, out.metrics, out.residuals, out.coverage, out.embedding_map, out.anomalies, out.report,
-             out.errors_page)
-    with contextlib.ExitStack() as stack:  # each output is renamed into place only if everything succeeded
-        plots_tmp, metrics_tmp, residuals_tmp, coverage_tmp, map_tmp, anomalies_tmp, report_tmp, page_tmp = [
-            stack.enter_context(atomic_path(path)) for path in paths]
-        plots_tmp.mkdir()
-        for name, title, fn in draw:
-            fn(plots_tmp / name, title)
-        write_text(residuals_tmp, helpers.records_json(long))
-        write_text(coverage_tmp, COVERAGE_HEADER)
-        map_frame.to_csv(map_tmp, index=False)
-        anomalies.to_csv(anomalies_tmp, index=False)
-        write_json(metrics_tmp, result)
-        write_text(report_tmp, report)
-        write_text(page_tmp, page)
+    helpers.write_outputs(out, lambda folder: [fn(folder / name, title) for name, title, fn in draw],
+                          helpers.records_json(long), COVERAGE_HEADER, map_frame, anomalies, result, report, page)
     return result
 
 

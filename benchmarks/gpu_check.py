@@ -240,7 +240,10 @@ class Epoch(Runner):
     name, needs_s = "epoch", 45
 
     def run(self) -> dict:
+        from galaxy_finetune.core.files import write_json
+        from galaxy_finetune.core.layout import SOURCE
         from galaxy_finetune.core.params import AugmentParams
+        from galaxy_finetune.core.task import Task
         from galaxy_finetune.training.train import FinetuneJob, finetune
 
         b, args = self.bench, self.bench.args
@@ -249,7 +252,10 @@ class Epoch(Runner):
         clock = callback_types()[1](b.device)
         with b.sampler() as sampler:
             t0 = time.perf_counter()
-            manifest = {"classes": CLASSES, "run_label": "gpu_check: synthetic galaxies, random encoder"}
+            manifest = {"run_label": "gpu_check: synthetic galaxies, random encoder"}
+            # the classes and the task, as fetch_data records them for training (data/raw/source.json)
+            write_json(b.folder / SOURCE, {"classes": list(CLASSES),
+                                           "task": Task("classification", tuple(CLASSES)).record()})
             job = FinetuneJob(b.folder, b.store_dir, b.split_dir, b.encoder_dir, b.model_dir, None,
                               b.folder / "checkpoints")
             run = finetune(train, AugmentParams(), "writeup", manifest, job, callbacks=[clock])

@@ -143,14 +143,21 @@ def test_full_coverage_is_the_accuracy(repo):
 
 
 class MistakeCards(html.parser.HTMLParser):
-    """The mistake cards (data-id, data-true, data-pred) and the cell headings, in page order; every src/href."""
+    """The mistake cards (data-id, data-true, data-pred) and the cell headings, in page order, with every src/href
+    up to the section of labels that look wrong; that section's cards (data-id) in `suspects`."""
 
     def __init__(self):
         super().__init__()
-        self.cards, self.cells, self.links = [], [], []
+        self.cards, self.cells, self.links, self.suspects, self.in_suspects = [], [], [], [], False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        if tag == "h2" and attrs.get("id") == "suspect-labels":
+            self.in_suspects = True
+        if self.in_suspects:
+            if tag == "div" and attrs.get("class") == "mistake suspect":
+                self.suspects.append(attrs["data-id"])
+            return
         if tag == "div" and attrs.get("class") == "mistake":
             self.cards.append((attrs["data-id"], attrs["data-true"], attrs["data-pred"]))
         if tag == "h2":
@@ -171,6 +178,8 @@ def test_errors_page_lists_exactly_the_mistakes_largest_cell_first(repo):
     images = [link for link in parser.links if not link.startswith("#")]
     assert len(images) == len(wrong) and all(link.startswith("data:image/png;base64,") for link in images)
     assert "<script" not in page and "http" not in page  # offline and self-contained
+    flagged = read_csv(repo / "metrics/label_budget/label_issues.csv")
+    assert parser.suspects == flagged["id_str"].head(60).tolist()  # the labels that look wrong, most suspect first
     assert "](errors.html)" in (repo / "reports/summary.md").read_text()
 
 

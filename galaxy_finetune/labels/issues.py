@@ -91,7 +91,7 @@ def suspects_html(suspects: pd.DataFrame, thumbnails: dict[str, bytes], shown: i
              ". A flag asks for a second look; it is not a verdict.</p>", '<div class="cell">']
     for row in suspects.head(shown).itertuples():
         image = base64.b64encode(thumbnails[row.id_str]).decode("ascii")
-        parts.append(f'<div class="mistake" data-id="{esc(row.id_str)}" data-given="{esc(row.given_label)}" '
+        parts.append(f'<div class="mistake suspect" data-id="{esc(row.id_str)}" data-given="{esc(row.given_label)}" '
                      f'data-suggested="{esc(row.suggested_label)}"><img alt="galaxy {esc(row.id_str)}" '
                      f'src="data:image/png;base64,{image}"><b>{esc(row.id_str)}</b> ({esc(row.split)})<table>'
                      f'<tr class="pred"><td>given {esc(row.given_label)}</td><td class="p">{row.p_given:.3f}</td></tr>'

@@ -116,6 +116,15 @@ def http_server(tmp_path_factory, monkeypatch):
         thread.join(timeout=5)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist's loadgroup, a module without an xdist_group is its own group: its tests stay on one
+    worker, so a module-scoped fixture is built once (modules sharing a session fixture name one group)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture
 def dead_url_base():
     """A base URL on 127.0.0.1 where nothing listens (connections are refused at once)."""

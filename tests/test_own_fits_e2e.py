@@ -21,6 +21,9 @@ from galaxy_finetune.core.params import Params
 from tests.pipeline_repo import make_repo, repro_and_commit
 
 CLASSES = ["round", "elongated"]
+# not the defaults (bands [2, 1, 0], stretch 0.3, q 3): galaxy-classify and galaxy-similar must decode new FITS
+# files with the view the store used, which model.json records
+FITS_VIEW = {"fits_bands": [0, 1, 2], "fits_stretch": 0.4, "fits_q": 4.0}
 # the canonical test set (rows 0-7, four per class) holds the ids of the review; more such ids train
 TEST_IDS = ["NA", "nan", "None", "null", "N/A", "007", "J0006+0000", "J0007+0000"]
 OTHER_IDS = {8: "NaN", 9: "NULL", 10: "n/a", 11: "#N/A", 12: "1.0", 13: "0042"}
@@ -51,7 +54,7 @@ def fits_repo(tmp_path_factory):
                      "split": "test" if IDS[i] in TEST_IDS else ""})
     pd.DataFrame(rows).to_csv(folder / "catalog.csv", index=False)
     repo, env = make_repo(root / "repo", {
-        "data": {"source": "catalog", "catalog": str(folder / "catalog.csv"), "classes": CLASSES},
+        "data": {"source": "catalog", "catalog": str(folder / "catalog.csv"), "classes": CLASSES, **FITS_VIEW},
         "scratch": {"input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2}})
     return repo, env, repro_and_commit(repo, env, "fits run"), folder
 
@@ -75,7 +78,8 @@ def test_one_and_three_band_cutouts_are_stored_as_decode_image_renders_them(fits
     store = np.load(repo / "data/store/images.npy", mmap_mode="r")
     catalog = pd.read_csv(repo / "data/raw/catalog.csv")
     assert store.shape == (40, 32, 32, 3)
-    view = Params.model_validate({}).data.fits_view()
+    view = Params.model_validate({"data": FITS_VIEW}).data.fits_view()
+    assert view != Params.model_validate({}).data.fits_view()
     for row in (0, 2):  # a one-band .fits, a three-band .fits.gz
         np.testing.assert_array_equal(store[row], decode_image(catalog["src"][row], 32, fits=view))
     one_band, three_band = store[0].astype(int), store[2].astype(int)
@@ -110,7 +114,8 @@ def test_the_figures_show_the_fits_galaxies(fits_repo, tmp_path, monkeypatch):
                 checked += 1
     test = as_written(repo / "data/predictions/test.csv")
     mistakes = sum(row["true_label"] != row["pred_label"] for row in test)
-    assert checked == min(5, len(test)) + min(5, mistakes) + min(figures.GALLERY, len(test))
+    # the most confident correct predictions, the most confident mistakes, the most unusual test galaxies
+    assert checked == min(5, len(test) - mistakes) + min(5, mistakes) + min(figures.GALLERY, len(test))
     assert (out.plots / "top_5_errors.png").is_file()
 
 
@@ -168,3 +173,30 @@ def test_galaxy_similar_finds_a_galaxy_by_an_id_a_reader_could_misread(fits_repo
     assert proc.returncode == 0, proc.stderr
     found = column(tmp_path / "s.csv", "id_str")
     assert len(found) == 3 and query not in found and set(found) <= set(IDS)
+
+
+def test_galaxy_classify_and_similar_decode_new_fits_files_as_the_store_did(fits_repo, tmp_path):
+    """model.json carries the store's FITS view: galaxy-classify on the test galaxies' own FITS files gives the
+    predict stage's probabilities, and galaxy-similar finds each file's own galaxy, at similarity 1."""
+    repo, env, _, folder = fits_repo
+    config = json.loads((repo / "models/finetuned/model.json").read_text())
+    assert config["fits_view"] == {"bands": FITS_VIEW["fits_bands"], "stretch": FITS_VIEW["fits_stretch"],
+                                   "q": FITS_VIEW["fits_q"]}
+    rows = [row for row in as_written(folder / "catalog.csv") if row["id_str"] in TEST_IDS]
+    pd.DataFrame({"id_str": [r["id_str"] for r in rows], "file_loc": [r["file_loc"] for r in rows]}).to_csv(
+        folder / "new.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.classify", "models/finetuned",
+                           str(folder / "new.csv"), "-o", str(tmp_path / "new.csv"), "--accelerator", "cpu"],
+                          cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    new = pd.read_csv(tmp_path / "new.csv", keep_default_na=False).set_index("id_str")
+    stage = pd.read_csv(repo / "data/predictions/test.csv", keep_default_na=False).set_index("id_str")
+    probs = [f"p_{c}" for c in CLASSES]
+    np.testing.assert_allclose(new.loc[stage.index, probs].to_numpy(), stage[probs].to_numpy(), atol=2e-6)
+    query = folder / rows[0]["file_loc"]
+    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", str(query), "-k", "1", "-o",
+                           str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    found = as_written(tmp_path / "s.csv")[0]
+    assert found["id_str"] == rows[0]["id_str"] and float(found["similarity"]) > 0.999

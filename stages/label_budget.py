@@ -35,7 +35,9 @@ def main(args, params):
     s = label_budget(galaxies, features, read_classes(args.raw_dir), params.labels, args.out_dir, args.splits_dir,
                      params.analyse.bootstrap_samples)
     need = s["labels_for_target"]
-    saving = ", ".join(f"{k} {v['label_saving']}" for k, v in s["active_learning"].items() if k != "random")
+    saving = ", ".join(f"{k} " + ("never reached random's accuracy" if v["label_saving"] is None
+                                  else f"{v['label_saving']:.0%}")
+                       for k, v in s["active_learning"].items() if k != "random")
     print(f"label_budget ({s['learner']}): {s['metric']} " + ", ".join(f"{k}/class {v:.1%}" for k, v in s["curve"].items())
           + f"; {s['target']:.0%} needs " + (f"{need} labels" if need else f"more than this learner reaches ({s['note']})")
           + f"; label saving at equal accuracy: {saving}; {s['label_issues']['n_flagged']} labels look wrong; "

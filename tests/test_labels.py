@@ -185,6 +185,8 @@ def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tm
                             "report.md"])
     assert list(summary["curve"]) == ["3", "6", "12", "all"]
     assert set(summary["active_learning"]) == {"random", "entropy", "margin", "bald"}
+    # strict JSON for DVC's metrics: a strategy that never reached random's accuracy is null, never NaN
+    json.loads((tmp_path / "lb/summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary"))
     issues = pd.read_csv(tmp_path / "lb/label_issues.csv")
     assert "x005" in issues["id_str"].head(3).tolist()
 

@@ -27,7 +27,7 @@ from galaxy_finetune.labels.issues import find_suspects, issues_record, out_of_f
 from galaxy_finetune.labels.simulate import label_saving, simulate_active
 from galaxy_finetune.training.probe import fit_linear_probe
 
-LEARNER = "linear probe on a PCA of frozen pretrained features (a lower bound of fine-tuning)"
+LEARNER = "linear probe on a PCA of the starting encoder's frozen features (a lower bound of fine-tuning)"
 
 
 def pca_project(train: np.ndarray, everything: np.ndarray, components: int) -> np.ndarray:
@@ -90,8 +90,11 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
         "n_val": int(len(idx["val"])), "n_test": int(len(idx["test"])),
         "curve": {str(r.per_class): getattr(r, params.metric) for r in curve.itertuples()},
         **fit,
-        "active_learning": {r.strategy: {"final_accuracy": r.final_accuracy, "label_saving": r.label_saving,
-                                         "labels_to_match_random": r.labels_to_match_random}
+        # null, not NaN (not JSON), where a strategy never reached random's accuracy
+        "active_learning": {r.strategy: {"final_accuracy": r.final_accuracy,
+                                         "label_saving": None if pd.isna(r.label_saving) else r.label_saving,
+                                         "labels_to_match_random": (None if pd.isna(r.labels_to_match_random)
+                                                                    else r.labels_to_match_random)}
                             for r in saving.itertuples()},
         "active_learning_budget": int(rounds["n_labels"].max()),
         "label_issues": issues_record(suspects, len(labelled)),
@@ -131,8 +134,10 @@ def report_markdown(summary: dict, curve: pd.DataFrame, saving: pd.DataFrame) ->
                   + (f"{need}{' (extrapolated)' if summary['extrapolated'] else ''}" if need else summary["note"])]
     lines += ["", "| strategy | final accuracy | labels to match random at the budget | label saving |",
               "|---|---|---|---|"]
-    lines += [f"| {r.strategy} | {r.final_accuracy:.1%} | {r.labels_to_match_random} | {r.label_saving} |"
-              for r in saving.itertuples()]
+    never = "never (it did not reach random's accuracy)"
+    lines += [f"| {r.strategy} | {r.final_accuracy:.1%} | "
+              f"{never if pd.isna(r.labels_to_match_random) else f'{r.labels_to_match_random:g}'} | "
+              f"{'-' if pd.isna(r.label_saving) else f'{r.label_saving:.1%}'} |" for r in saving.itertuples()]
     issues, dup = summary["label_issues"], summary["duplicates"]
     lines += ["", f"Label issues flagged: {issues['n_flagged']} of {issues['n_labelled']}. Duplicates: {dup['exact']} "
               f"identical-pixel, {dup['near']} near-identical (cosine >= {dup['near_threshold_cosine']}).", ""]

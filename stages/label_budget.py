@@ -9,7 +9,7 @@ from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.cli import run_stage
 from galaxy_finetune.data.loading import read_split
 from galaxy_finetune.core.task import read_task
-from galaxy_finetune.labels.budget import label_budget, not_applicable
+from galaxy_finetune.labels.budget import budget_sample, label_budget, not_applicable
 from galaxy_finetune.labels.features import frozen_features
 from galaxy_finetune.training.model_io import read_config
 
@@ -28,12 +28,16 @@ def main(args, params):
     if task.kind != "classification":
         print(f"label_budget: {not_applicable(task.kind, args.out_dir)['note']}: nothing to do")
         return
-    galaxies = pd.concat([read_split(args.splits_dir, name).assign(split=name) for name in ("train", "val", "test")],
+    labelled = pd.concat([read_split(args.splits_dir, name).assign(split=name) for name in ("train", "val", "test")],
                          ignore_index=True)
+    galaxies = budget_sample(labelled, params.labels.max_galaxies)
+    if len(galaxies) < len(labelled):
+        print(f"label_budget: {len(galaxies)} of the {len(labelled)} labelled galaxies (labels.max_galaxies), each "
+              f"split and class keeping its share")
     features = frozen_features(args.encoder_dir, read_config(args.model_dir), args.store_dir, galaxies["row"],
                                params.labels.batch_size, torch_device(params.train.accelerator))
     s = label_budget(galaxies, features, read_classes(args.raw_dir), params.labels, args.out_dir, args.splits_dir,
-                     params.analyse.bootstrap_samples)
+                     params.analyse.bootstrap_samples, n_labelled=len(labelled))
     need = s["labels_for_target"]
     saving = ", ".join(f"{k} " + ("never reached random's accuracy" if v["label_saving"] is None
                                   else f"{v['label_saving']:.0%}")

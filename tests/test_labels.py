@@ -231,3 +231,18 @@ def test_near_identical_features_are_paired_and_named_in_one_line():
     line = near_warning(frame, 0.99, "near_duplicates.csv")
     assert "'g3' (train) and 'g40' (test)" in line and "1 across splits" in line and "\n" not in line
     assert near_warning(frame.iloc[:0], 0.99, "x") is None
+
+
+def test_the_label_budget_uses_a_bounded_sample_keeping_each_split_and_class_share():
+    from galaxy_finetune.labels.budget import budget_sample
+
+    galaxies = pd.DataFrame({"id_str": [f"g{i}" for i in range(1000)],
+                             "split": np.repeat(["train", "val", "test"], [700, 100, 200]),
+                             "label": np.tile([0, 0, 0, 1], 250)})
+    assert budget_sample(galaxies, 0) is galaxies and budget_sample(galaxies, 1000) is galaxies
+    sample = budget_sample(galaxies, 100)
+    assert 98 <= len(sample) <= 102 and sample["id_str"].is_unique
+    shares = sample.groupby(["split", "label"]).size() / len(sample)
+    expected = galaxies.groupby(["split", "label"]).size() / len(galaxies)
+    assert (shares - expected).abs().max() < 0.02
+    assert budget_sample(galaxies, 100)["id_str"].tolist() == sample["id_str"].tolist()  # seeded

@@ -232,6 +232,9 @@ class LabelsParams(_Group):
     issue_folds: int = Field(5, ge=2)
     near_duplicate_cosine: float = Field(0.97, gt=0, le=1)  # frozen-feature cosine of "near-identical" (measured)
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
+    # at most this many labelled galaxies (a seeded sample keeping each split's and class's share; 0: all): bounds
+    # the stage's encoder pass and its pairwise near-duplicate search whatever the catalog's size
+    max_galaxies: int = Field(10_000, ge=0)
 
 
 class Params(_Group):

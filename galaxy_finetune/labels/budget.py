@@ -37,8 +37,20 @@ def pca_project(train: np.ndarray, everything: np.ndarray, components: int) -> n
     return fit_pca(train, components).transform(everything.astype(np.float32)).astype(np.float32)
 
 
+def budget_sample(galaxies: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
+    """At most `limit` of the labelled galaxies (0: all), each (split, class) keeping its share: what bounds the
+    stage's cost (the encoder pass, the pairwise near-duplicate search) whatever the catalog's size."""
+    from galaxy_finetune.training.probe import stratified_sample
+
+    if not limit or len(galaxies) <= limit:
+        return galaxies
+    key = pd.factorize(galaxies["split"].astype(str) + "/" + galaxies["label"].astype(str))[0]
+    return galaxies.iloc[stratified_sample(key, limit, seed)].reset_index(drop=True)
+
+
 def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str], params: LabelsParams,
-                 out_dir: Path, splits_dir: Path | None = None, bootstrap_samples: int = 1000) -> dict:
+                 out_dir: Path, splits_dir: Path | None = None, bootstrap_samples: int = 1000,
+                 n_labelled: int | None = None) -> dict:
     """Every label-budget output for `galaxies` (id_str, split, label, row; row i of `features`, frozen encoder
     features) into `out_dir` (all or nothing); returns the summary."""
     clock = {}
@@ -86,7 +98,10 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
         exact = len(read_table(Path(splits_dir) / SPLIT_DUPLICATES))
 
     summary = {
-        "learner": LEARNER, "metric": params.metric, "n_train": int(len(idx["train"])),
+        "learner": LEARNER, "metric": params.metric,
+        # the galaxies it used, of the labelled ones (labels.max_galaxies bounds the cost at survey scale)
+        "galaxies": {"used": int(len(galaxies)), "labelled": int(n_labelled or len(galaxies))},
+        "n_train": int(len(idx["train"])),
         "n_val": int(len(idx["val"])), "n_test": int(len(idx["test"])),
         "curve": {str(r.per_class): getattr(r, params.metric) for r in curve.itertuples()},
         **fit,

@@ -80,3 +80,12 @@ def hash_files(digest, *roots: str | Path):
         for name, path in files_under(root):
             digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
     return digest
+
+
+def sha256sum(path: str | Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (weights, hashed for provenance and to match a model's files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

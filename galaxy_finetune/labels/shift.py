@@ -15,13 +15,13 @@ see the README, "Galaxies unlike the training set".
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import sha256sum
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
 from galaxy_finetune.inference.neighbours import anomaly_scores
 
@@ -48,11 +48,7 @@ def knn_distance(reference: np.ndarray, queries: np.ndarray, k: int, batch: int 
 
 
 def weights_sha256(model_dir: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(Path(model_dir) / MODEL_WEIGHTS, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256sum(Path(model_dir) / MODEL_WEIGHTS)
 
 
 @dataclass(frozen=True)

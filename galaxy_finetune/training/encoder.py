@@ -5,7 +5,6 @@ unless the encoder is a seeded random init, encoder.safetensors. Only safetensor
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 import socket
 import urllib.parse
@@ -13,16 +12,8 @@ from pathlib import Path
 
 from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import read_json, write_json
+from galaxy_finetune.core.files import read_json, sha256sum, write_json
 from galaxy_finetune.core.layout import ENCODER_RECORD, ENCODER_WEIGHTS
-
-
-def sha256sum(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

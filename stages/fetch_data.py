@@ -12,7 +12,10 @@ def add_arguments(parser):
 
 def main(args, params):
     manifest = fetch_data(params, args.raw_out, args.encoder_out)
-    print(f"fetch_data: {manifest['run_label']}")
+    classes = manifest["data"].get("classes_from_catalog")
+    read = (f"; classes read from the catalog's labels (data.classes is empty): {classes}, label i = classes[i]"
+            if classes else "")
+    print(f"fetch_data: {manifest['run_label']}{read}")
 
 
 if __name__ == "__main__":

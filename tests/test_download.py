@@ -268,6 +268,28 @@ def test_transient_rule():
 
 # --- extract_tar() -----------------------------------------------------------------------------------------
 
+def _without_filters(monkeypatch) -> None:
+    """tarfile as Debian 12's Python 3.11.2 has it: no extraction filters, and extractall() refuses `filter`."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    real = tarfile.TarFile.extractall
+
+    def extractall(self, path=".", members=None, *, numeric_owner=False, **kwargs):
+        if kwargs:
+            raise TypeError(f"TarFile.extractall() got an unexpected keyword argument {next(iter(kwargs))!r}")
+        extra = {"filter": "fully_trusted"} if "filter" in real.__code__.co_varnames else {}  # the old behaviour
+        return real(self, path, members, numeric_owner=numeric_owner, **extra)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+
+
+@pytest.fixture(params=["this-python", "no-tar-filters"])
+def tar_python(request, monkeypatch):
+    """Each extraction test on this interpreter's tarfile, and on one without filters (Python < 3.11.4)."""
+    if request.param == "no-tar-filters":
+        _without_filters(monkeypatch)
+    return request.param
+
+
 def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -301,7 +323,7 @@ GOOD_ENTRIES = [_dir("images"), _file("images/a.jpg", b"A" * 3000), _file("image
 
 
 @pytest.mark.parametrize("mode", ["w:gz", "w"])
-def test_extract_tar_unpacks(tmp_path, mode):
+def test_extract_tar_unpacks(tmp_path, mode, tar_python):
     archive = make_tar(tmp_path / ("good.tar.gz" if mode == "w:gz" else "good.tar"), GOOD_ENTRIES, mode)
     dest = tmp_path / "out"
     assert extract_tar(archive, dest) == dest
@@ -309,6 +331,26 @@ def test_extract_tar_unpacks(tmp_path, mode):
     assert (dest / "images" / "b.jpg").read_bytes() == b"B" * 10
     assert (dest / "images" / "nested" / "c.txt").read_bytes() == b"c"
     assert listing(tmp_path) == sorted([archive.name, "out"])  # no temporary left behind
+
+
+def test_the_no_filter_stand_in_fails_as_python_3_11_2_did(tmp_path, monkeypatch):
+    """The stand-in above is faithful: the call this project made before its fallback raises its TypeError."""
+    _without_filters(monkeypatch)
+    archive = make_tar(tmp_path / "good.tar.gz", GOOD_ENTRIES)
+    with tarfile.open(archive) as tar, pytest.raises(TypeError, match="unexpected keyword argument 'filter'"):
+        tar.extractall(tmp_path / "out", filter="data")
+    assert not hasattr(tarfile, "data_filter")
+
+
+def test_extract_tar_drops_special_mode_bits_with_or_without_filters(tmp_path, tar_python):
+    """setuid and group/other-write bits never reach the disk, whichever way the archive was unpacked."""
+    setuid, shared = _file("images/setuid.sh", b"#!/bin/sh\n"), _file("images/shared.txt", b"x")
+    setuid[0].mode, shared[0].mode = 0o4777, 0o666
+    archive = make_tar(tmp_path / "modes.tar.gz", [_dir("images"), setuid, shared])
+    dest = extract_tar(archive, tmp_path / "out")
+    assert oct((dest / "images" / "setuid.sh").stat().st_mode & 0o7777) == oct(0o755)
+    assert oct((dest / "images" / "shared.txt").stat().st_mode & 0o7777) == oct(0o644)
+    assert (dest / "images" / "shared.txt").stat().st_uid == os.getuid()
 
 
 def test_extract_tar_replaces_an_existing_destination(tmp_path):
@@ -330,7 +372,7 @@ def test_extract_tar_replaces_an_existing_destination(tmp_path):
     (_link("images/hard.jpg", "images/a.jpg", tarfile.LNKTYPE), "links"),
     (_link("images/fifo", "", tarfile.FIFOTYPE), "devices"),
 ], ids=["dotdot", "nested-dotdot", "absolute", "symlink-abs", "symlink-rel", "hardlink", "fifo"])
-def test_extract_tar_refuses_unsafe_entries(tmp_path, bad, why):
+def test_extract_tar_refuses_unsafe_entries(tmp_path, bad, why, tar_python):
     work = tmp_path / "work"
     work.mkdir()
     archive = make_tar(work / "evil.tar.gz", GOOD_ENTRIES + [bad])

@@ -169,3 +169,60 @@ def test_a_class_the_dataset_lacks_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match=r"data.classes: \['barred'\] not among synthetic galaxies's classes"):
         _fetch(params, tmp_path)
     assert not (tmp_path / "raw").exists()
+
+
+def _named_catalog(tmp_path, names, n_per_class=2):
+    """A catalog labelled with its own class names (no data.classes), `n_per_class` 20 px images each."""
+    folder = tmp_path / "named"
+    folder.mkdir()
+    rows = []
+    for i in range(len(names) * n_per_class):
+        Image.new("RGB", (20, 20), (7 * i % 256, 5, 200 - 3 * i)).save(folder / f"g{i}.png")
+        rows.append({"file_loc": f"g{i}.png", "label": names[i % len(names)]})
+    pd.DataFrame(rows).to_csv(folder / "catalog.csv", index=False)
+    return folder / "catalog.csv"
+
+
+def test_own_class_names_are_read_from_the_catalog_said_and_recorded(tmp_path, capsys):
+    """Issue 27: round/cigar/edge/spiral with data.classes left empty: sorted, in the stage line and source.json."""
+    from stages import fetch_data as stage
+
+    catalog = _named_catalog(tmp_path, ["round", "cigar", "edge", "spiral"])
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
+                                    "model": {"encoder": "random"}})
+    assert params.data.classes == []
+    args = type("Args", (), {"raw_out": tmp_path / "raw", "encoder_out": tmp_path / "encoder"})
+    stage.main(args, params)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == ("fetch_data: own catalog, 8 galaxies | no pretraining: random ConvNeXt-Nano; classes read from "
+                    "the catalog's labels (data.classes is empty): ['cigar', 'edge', 'round', 'spiral'], "
+                    "label i = classes[i]")
+    assert read_json(tmp_path / "raw" / SOURCE)["classes"] == ["cigar", "edge", "round", "spiral"]
+    written = pd.read_csv(tmp_path / "raw" / CATALOG)
+    assert (written["label_name"] == written["label"].map(dict(enumerate(["cigar", "edge", "round", "spiral"])))).all()
+    stage.main(args, params)  # an unchanged rerun says it again
+    assert "['cigar', 'edge', 'round', 'spiral']" in capsys.readouterr().out
+
+
+def test_ten_classes_train_with_nothing_but_data_catalog_set(tmp_path):
+    """Issue 27: a ten-class catalog (all of Galaxy10 DECaLS's classes) runs fetch_data, store, split and training
+    with only data.source and data.catalog set; the model names its ten classes."""
+    from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.training.train import FinetuneJob, finetune
+    from tests.tiny import prepare
+
+    names = ["disturbed", "merging", "round_smooth", "in_between_round_smooth", "cigar_shaped_smooth", "barred_spiral",
+             "unbarred_tight_spiral", "unbarred_loose_spiral", "edge_on_without_bulge", "edge_on_with_bulge"]
+    catalog = _named_catalog(tmp_path, names, n_per_class=6)
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
+                                    "model": {"encoder": "random", "random_arch": "convnext_atto"},
+                                    "train": {"lr": 1e-3, "batch_size": 8, "input_size": 32, "epochs": 1, "steps": 0,
+                                              "accelerator": "cpu"},
+                                    "writeup": {"input_size": 32}, "scratch": {"input_size": 32}})  # a 32 px store
+    paths = prepare(tmp_path / "run", params, val_fraction=0.25, test_fraction=0.25)
+    assert read_json(paths.raw / SOURCE)["classes"] == sorted(names)
+    assert paths.manifest["counts_per_class"] == {c: 6 for c in sorted(names)}
+    finetune(params.train, AugmentParams(), "train", paths.manifest,
+             FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, tmp_path / "model", tmp_path / "live",
+                         tmp_path / "ckpt"))
+    assert read_json(tmp_path / "model" / "model.json")["classes"] == sorted(names)

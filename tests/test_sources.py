@@ -543,6 +543,68 @@ def test_user_catalog_unknown_class_name(user_images):
     assert str(info.value) == f"{path}: row 1: unknown class 'barred'; data.classes is {CLASSES}"
 
 
+def test_user_catalog_without_data_classes_reads_its_own_class_names_sorted(user_images):
+    """Issue 27: a catalog labelled round/cigar/edge/spiral needs no class list; the names it holds, sorted."""
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG", "imgs/g4.png"],
+                label=["round", "edge", "spiral", "cigar"])
+    raw = sources.user_catalog(path, [])
+    assert raw.classes == ("cigar", "edge", "round", "spiral")
+    assert list(raw.catalog["label"]) == [2, 1, 3, 0]
+    assert raw.record["classes_from_catalog"] == ["cigar", "edge", "round", "spiral"]
+    sources.validate(raw)
+    # named explicitly, the catalog's names keep the given order and the record says nothing was read
+    raw = sources.user_catalog(path, ["spiral", "round", "edge", "cigar"])
+    assert list(raw.catalog["label"]) == [1, 2, 0, 3] and "classes_from_catalog" not in raw.record
+
+
+@pytest.mark.parametrize("labels, classes", [
+    (["unbarred_spiral", "smooth_round", "edge_on_disk", "smooth_cigar"], list(GALAXY_MNIST_CLASSES)),
+    (["edge_on_disk", "smooth_round", "edge_on_disk", "smooth_round"], ["smooth_round", "edge_on_disk"]),
+    ([3, 0, 1, 2], list(GALAXY_MNIST_CLASSES)),  # GalaxyMNIST's integer labels, as they always were
+], ids=["galaxy-mnist-names", "some-galaxy-mnist-names", "galaxy-mnist-numbers"])
+def test_user_catalog_of_galaxy_mnist_labels_keeps_galaxy_mnists_order(user_images, labels, classes):
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG", "imgs/g4.png"], label=labels)
+    raw = sources.user_catalog(path, [])
+    assert list(raw.classes) == classes
+    assert [raw.classes[i] for i in raw.catalog["label"]] == [classes[v] if isinstance(v, int) else v for v in labels]
+
+
+def test_user_catalog_of_ten_class_numbers_names_each_class_by_its_number(user_images):
+    """All of Galaxy10 DECaLS as integers 0..9: ten classes "0".."9" in numeric order, label i = class i."""
+    for i in range(10):
+        save_image(user_images / "ten" / f"t{i}.png", 10 * i)
+    labels = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+    path = _csv(user_images, file_loc=[f"ten/t{i}.png" for i in range(10)], label=labels)
+    raw = sources.user_catalog(path, [])
+    assert raw.classes == tuple(str(i) for i in range(10))
+    assert list(raw.catalog["label"]) == labels
+    # numbers with gaps are names, not indexes: 0, 2, 5 are classes "0", "2", "5"
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG"], label=[5, 0, 2])
+    raw = sources.user_catalog(path, [])
+    assert raw.classes == ("0", "2", "5") and list(raw.catalog["label"]) == [2, 0, 1]
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["spiral", "3", "edge"], "row 1: label '3' mixes class numbers and class names in one column; use names "
+                              "throughout, or list the classes in data.classes"),
+    (["spiral", "spiral", "spiral"], "every galaxy has label 'spiral'; a classifier needs at least 2 classes"),
+    (["spiral", "", "edge"], "row 1: empty label; give every galaxy a class"),
+    ([1, -2, 0], "label -2 is negative; class numbers start at 0"),
+], ids=["mixed", "one-class", "empty", "negative"])
+def test_user_catalog_classes_it_cannot_read_are_one_line(user_images, labels, message):
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG"], label=labels)
+    with pytest.raises(PipelineError) as info:
+        sources.user_catalog(path, [])
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_user_catalog_empty_label_with_data_classes_is_one_line(user_images):
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg"], label=["spiral", ""])
+    with pytest.raises(PipelineError) as info:
+        sources.user_catalog(path, CLASSES)
+    assert str(info.value) == f"{path}: row 1: empty label; give every galaxy a class"
+
+
 @pytest.mark.parametrize("bad", [3, -1, 99])
 def test_user_catalog_int_label_out_of_range(user_images, bad):
     path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g4.png"], label=[0, 1, bad])

@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from galaxy_finetune.core.classes import (DATASET_CLASSES, GALAXY_MNIST_CLASSES, LIBRARY_INTERNAL, SOURCES,
+from galaxy_finetune.core.classes import (DATASET_CLASSES, LIBRARY_INTERNAL, SOURCES,
                                           VOTE_SCHEMAS, internal_dataset)
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.data.images import FitsView
@@ -26,8 +26,8 @@ class DataParams(_Group):
     local_dir: str = ""
     catalog: str = ""
     # classification: the classes, label i = classes[i]; for a built-in dataset a subset of its classes in any
-    # order, [] (the default) for all of them in the dataset's order; for an own catalog its class names
-    # (default: GalaxyMNIST's four)
+    # order, [] (the default) for all of them in the dataset's order; for an own catalog its class names, []
+    # for the names its label column holds (sources.catalog_classes: sorted; GalaxyMNIST's keep their order)
     classes: list[str] = Field(default_factory=list)
     synthetic_n_per_class: int = Field(500, gt=0)
     synthetic_image_size: int = Field(64, ge=16)
@@ -45,10 +45,9 @@ class DataParams(_Group):
     @classmethod
     def _own_classes(cls, data):
         """classes [] or left out: a built-in dataset's own classes (so picking demo_rings needs no class list);
-        an own catalog's are GalaxyMNIST's, as they always were."""
+        an own catalog's stay [] here: fetch_data reads them from its label column."""
         if isinstance(data, dict) and not data.get("classes"):
-            source = data.get("source", "galaxy_mnist")
-            own = GALAXY_MNIST_CLASSES if source == "catalog" else DATASET_CLASSES.get(source)
+            own = DATASET_CLASSES.get(data.get("source", "galaxy_mnist"))
             if isinstance(own, tuple):
                 data = {**data, "classes": list(own)}
         return data

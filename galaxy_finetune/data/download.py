@@ -1,6 +1,7 @@
 """HTTP downloads with md5 checks, retries with backoff, and archive extraction that cannot escape."""
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 import hashlib
@@ -134,8 +135,22 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise PipelineError(f"{archive}: refusing entry {name!r} (it would escape the target folder)")
 
 
+def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A checked member (a file or folder) as tarfile's `data` filter would extract it, for Pythons without the
+    filters: the mode without setuid/setgid/sticky and group/other write bits (the owner may read and write),
+    and no owner taken from the archive (a root user's extraction would otherwise chown to it)."""
+    plain = copy.copy(member)
+    plain.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+    plain.uid, plain.gid, plain.uname, plain.gname = os.getuid(), os.getgid(), "", ""
+    return plain
+
+
 def extract_tar(archive: str | Path, dest: str | Path) -> Path:
-    """Unpack a tar(.gz) archive into `dest` atomically; links, devices and escaping paths are refused."""
+    """Unpack a tar(.gz) archive into `dest` atomically; links, devices and escaping paths are refused.
+
+    Where tarfile has extraction filters (Python 3.11.4+, 3.10.12+; `tarfile.data_filter`), the `data` filter
+    applies too; on an older Python (Debian 12's 3.11.2) the member checks above are the guard, and each member
+    is extracted as the filter would leave it (no special mode bits, no owner from the archive)."""
     archive, dest = Path(archive), Path(dest)
     try:
         with tarfile.open(archive) as tar:
@@ -144,7 +159,10 @@ def extract_tar(archive: str | Path, dest: str | Path) -> Path:
                 _check_member(member, archive)
             with atomic_path(dest) as tmp:
                 tmp.mkdir()
-                tar.extractall(tmp, members=members, filter="data")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp, members=members, filter="data")
+                else:
+                    tar.extractall(tmp, members=[_plain(m) for m in members])
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, zlib.error) as exc:
         raise PipelineError(f"{archive}: cannot unpack ({exc}); delete it and retry") from None
     return dest

@@ -179,9 +179,20 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     if task.kind != "classification":
         return _target_catalog(path, task)
     frame, src = read_catalog_file(path, {"file_loc", "label"}, "data.catalog")
+    record = {"catalog": str(path), "catalog_md5": md5sum(path)}
+    numbered = False  # classes named by their number ("0", "2", "5"): a label is its class's name, not its index
+    if not classes:
+        classes = catalog_classes(frame["label"], path)
+        record["classes_from_catalog"] = list(classes)
+        numbered = classes[0].isdigit()
+    classes = list(classes)
     labels = []
     for row, value in enumerate(frame["label"]):
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if pd.isna(value):
+            raise PipelineError(f"{path}: row {row}: empty label; give every galaxy a class")
+        if numbered:
+            labels.append(classes.index(str(int(float(value)))))
+        elif isinstance(value, str) and not value.lstrip("-").isdigit():
             if value not in classes:
                 raise PipelineError(f"{path}: row {row}: unknown class {value!r}; data.classes is {classes}")
             labels.append(classes.index(value))
@@ -192,7 +203,42 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     # each file's existence is checked by the one stat source_fingerprint makes; decoding is the store's
     catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": labels, "split": split, "src": src})
-    return RawData(catalog, tuple(classes), record={"catalog": str(path), "catalog_md5": md5sum(path)})
+    return RawData(catalog, tuple(classes), record=record)
+
+
+def _is_index(value) -> bool:
+    """A label given as a class index (an integer, or its digits as text) rather than a class name."""
+    if isinstance(value, str):
+        return value.lstrip("-").isdigit()
+    return isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer())
+
+
+def catalog_classes(labels: pd.Series, path: Path) -> list[str]:
+    """An own catalog's classes when data.classes is empty, read from its label column: the names it holds,
+    sorted (GalaxyMNIST's names in GalaxyMNIST's order); integer labels 0..3 are GalaxyMNIST's classes, as they
+    always were; other integer labels are classes named by their number ("0", "1", ... in numeric order)."""
+    empty = labels.isna().to_numpy() | (labels.astype(str).str.strip() == "").to_numpy()
+    if empty.any():
+        raise PipelineError(f"{path}: row {int(np.flatnonzero(empty)[0])}: empty label; give every galaxy a class")
+    index = labels.map(_is_index).to_numpy(bool)
+    if index.any() and not index.all():
+        row = int(np.flatnonzero(index)[0]) if not index[0] else int(np.flatnonzero(~index)[0])
+        raise PipelineError(f"{path}: row {row}: label {labels.iloc[row]!r} mixes class numbers and class names in "
+                            f"one column; use names throughout, or list the classes in data.classes")
+    if index.all():
+        numbers = sorted({int(float(v)) for v in labels})
+        if numbers == list(range(len(GALAXY_MNIST_CLASSES))):
+            return list(GALAXY_MNIST_CLASSES)
+        if numbers[0] < 0:
+            raise PipelineError(f"{path}: label {numbers[0]} is negative; class numbers start at 0")
+        return [str(n) for n in numbers]
+    names = set(labels.astype(str))
+    if names <= set(GALAXY_MNIST_CLASSES):
+        return [c for c in GALAXY_MNIST_CLASSES if c in names]
+    if len(names) < 2:
+        raise PipelineError(f"{path}: every galaxy has label {next(iter(names))!r}; a classifier needs at least 2 "
+                            f"classes")
+    return sorted(names)
 
 
 def _target_catalog(path: Path, task: Task) -> RawData:

@@ -90,8 +90,82 @@ def test_catalog_input_with_relative_paths(trained, tmp_path):
     assert np.allclose(out.filter(like="p_").sum(1), 1, atol=1e-5)
 
 
+def damage(folder, good_jpeg_from):
+    """A survey folder's usual debris beside its good images: a note, a .DS_Store, an empty .jpg and a JPEG cut
+    short. Returns the names of the two damaged images."""
+    (folder / "notes.txt").write_text("observing log")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (folder / "empty.jpg").write_bytes(b"")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "cut.jpg", quality=95)
+    data = (folder / "cut.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    return ["cut.jpg", "empty.jpg"]
+
+
+def test_damaged_images_are_skipped_named_counted_and_listed(trained, tmp_path, capsys):
+    """Issue 27: a cut-short JPEG and an empty one do not stop a survey: the good galaxies get their predictions,
+    each damaged one a warning and a row of OUTPUT_skipped.csv, the last line counts them; other files are ignored;
+    the exit status is 0."""
+    folder = _folder(trained, tmp_path, n=6)
+    damaged = damage(folder, trained)
+    main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
+          "--batch-size", "3", "--workers", "0"])  # returns: no SystemExit, exit status 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    good = sorted(p.stem for p in folder.iterdir() if p.suffix == ".png")
+    assert out["id_str"].tolist() == good and np.allclose(out.filter(like="p_").sum(1), 1, atol=1e-5)
+    listed = pd.read_csv(tmp_path / "out_skipped.csv")
+    assert list(listed.columns) == ["id_str", "file", "reason"]
+    assert listed["id_str"].tolist() == ["cut", "empty"]
+    assert listed["file"].tolist() == [str(folder / n) for n in damaged]
+    assert "image file is truncated" in listed["reason"][0] and "cannot decode image" in listed["reason"][1]
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert [w for w in warned if "cut.jpg" in w] == [f"warning: {listed['reason'][0]}; skipped"]
+    assert any("empty.jpg" in w and w.endswith("; skipped") for w in warned)
+    assert "notes.txt" not in captured.err + captured.out and ".DS_Store" not in captured.err + captured.out
+    assert captured.out.strip().splitlines()[-1].endswith(
+        f"; 2 damaged image(s) skipped, listed in {tmp_path / 'out_skipped.csv'}")
+    assert not (tmp_path / "out.csv.parts").exists()
+    # the same folder mended: no list left over from the damaged run
+    for name in damaged:
+        (folder / name).unlink()
+    main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])
+    assert not (tmp_path / "out_skipped.csv").exists() and len(pd.read_csv(tmp_path / "out.csv")) == 6
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_a_killed_run_with_damaged_images_resumes_without_listing_them_twice(trained, tmp_path, monkeypatch, capsys):
+    folder = _folder(trained, tmp_path, n=6)
+    damage(folder, trained)
+    args = [str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
+            "--batch-size", "2", "--workers", "0"]
+    original = predict_module.CsvPartWriter.write_on_batch_end
+    calls = []
+
+    def dies_at_the_third_batch(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(predict_module.CsvPartWriter, "write_on_batch_end", dies_at_the_third_batch)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        main(args)
+    monkeypatch.setattr(predict_module.CsvPartWriter, "write_on_batch_end", original)
+    capsys.readouterr()
+    main(args)
+    assert "resuming, 4 of 8 galaxies" in capsys.readouterr().out  # cut.jpg and empty.jpg sort first: 2 batches
+    assert pd.read_csv(tmp_path / "out_skipped.csv")["id_str"].tolist() == ["cut", "empty"]
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 6
+
+
 def test_unreadable_image_is_named_on_one_line_and_no_output_written(trained, tmp_path, capsys):
-    folder = _folder(trained, tmp_path, n=1)
+    """Nothing in the folder could be decoded: exit 1, one line naming the file, no predictions."""
+    folder = tmp_path / "new"
+    folder.mkdir()
     (folder / "broken.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit) as exit_:
         main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu"])

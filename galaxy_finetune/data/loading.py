@@ -79,11 +79,15 @@ class StoreGalaxies(torch.utils.data.Dataset):
 
 class ImageFiles(torch.utils.data.Dataset):
     """Image files decoded at `size` x `size` as they are read (for galaxy-classify on new galaxies):
-    paths are kept as one bytes array, so a million of them cost ~100 MB and no copy-on-write in workers."""
+    paths are kept as one bytes array, so a million of them cost ~100 MB and no copy-on-write in workers.
 
-    def __init__(self, paths, size: int, fits: FitsView = FitsView()):
+    `skip_damaged`: a file that cannot be decoded (truncated, empty, not really an image) does not stop the
+    batch: its pixels are black, its `ok` entry False and its one-line reason is in the batch's `damaged`
+    list (index, message); the batch's other images are decoded as usual. Without it, it is a PipelineError."""
+
+    def __init__(self, paths, size: int, fits: FitsView = FitsView(), skip_damaged: bool = False):
         self.paths = np.asarray([str(p).encode() for p in paths])
-        self.size, self.fits = size, fits
+        self.size, self.fits, self.skip_damaged = size, fits, skip_damaged
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -91,10 +95,22 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.__getitems__([i])
 
+    def _decode(self, i: int, damaged: list) -> np.ndarray:
+        try:
+            return decode_image(self.paths[i].decode(), self.size, fits=self.fits)
+        except PipelineError as exc:
+            if not self.skip_damaged:
+                raise
+            damaged.append((int(i), str(exc)))
+            return np.zeros((self.size, self.size, 3), np.uint8)
+
     def __getitems__(self, indices):
-        pixels = np.stack([decode_image(self.paths[i].decode(), self.size, fits=self.fits) for i in indices])
+        damaged: list[tuple[int, str]] = []
+        pixels = np.stack([self._decode(i, damaged) for i in indices])
+        bad = {i for i, _ in damaged}
         return {"image": torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(),
-                "index": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
+                "index": torch.as_tensor(np.asarray(indices, dtype=np.int64)),
+                "ok": torch.as_tensor([int(i) not in bad for i in indices], dtype=torch.bool), "damaged": damaged}
 
 
 def galaxies_of(store_dir: str | Path, frame: pd.DataFrame, task=None) -> StoreGalaxies:

@@ -5,7 +5,10 @@ Each image is decoded as the store decoded the training galaxies (same size), th
 the training-time eval view, on the GPU when present. It streams: memory holds a batch, rows reach
 `OUTPUT.parts/` batch by batch, and a killed run started again with the same arguments goes on where it
 stopped; at the end the rows are merged into OUTPUT in input order. `--devices N` shares the images
-among N GPUs (one part file each).
+among N GPUs (one part file each). A folder's files that are not images (.txt, .DS_Store) are ignored; an
+image that cannot be decoded (empty, cut short) is skipped with a warning naming it, counted in the last line
+and listed in OUTPUT_skipped.csv (id_str, file, reason). Exit status 0, also with skips; 1 when no image
+could be decoded (or on any other error).
 """
 from __future__ import annotations
 
@@ -70,7 +73,8 @@ def classify(args: argparse.Namespace) -> None:
     device, _ = resolve_accelerator(args.accelerator, "auto")
     workers = loader_workers(args.workers if args.workers == "auto" else int(args.workers), device)
     workers = workers or (1 if args.workers == "auto" else 0)  # decoding files overlaps the forward pass
-    dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config))  # decoded as the store did
+    # decoded as the store did; a damaged file is skipped, named in a warning and listed beside the output
+    dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config), skip_damaged=True)
     devices = args.devices if args.devices == "auto" else int(args.devices)
     scorer, why_not = optional_scorer(args.embeddings, args.model_dir)
     result = predict_to_csv(model, config, args.model_dir, dataset, frame, args.output,
@@ -82,8 +86,11 @@ def classify(args: argparse.Namespace) -> None:
         warn_if_shifted(args.output, scorer.reference)
     else:
         print(f"galaxy-classify: no distance from the training set ({why_not})")
+    skipped = (f"; {result['skipped']} damaged image(s) skipped, listed in {result['skipped_list']}"
+               if result["skipped"] else "")
     print(f"galaxy-classify: {result['galaxies']} galaxies -> {args.output} ({result['images_per_s']} images/s on "
-          f"{result['accelerator']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})")
+          f"{result['accelerator']}{', ' + str(result['resumed']) + ' resumed from an earlier run' if result['resumed'] else ''})"
+          f"{skipped}")
 
 
 if __name__ == "__main__":

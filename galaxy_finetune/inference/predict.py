@@ -15,6 +15,7 @@ import heapq
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -25,12 +26,23 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from galaxy_finetune.core.accelerator import resolve_accelerator
 from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
-from galaxy_finetune.core.files import atomic_path, write_json
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, write_csv, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
 from galaxy_finetune.core.task import Task, vote_fractions
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned, model_task
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
+
+
+class DamagedImageWarning(UserWarning):
+    """An image file could not be decoded: it is skipped, listed beside the predictions, and the rest go on."""
+
+
+def skipped_path(out_path: Path) -> Path:
+    """Where the damaged images a run skipped are listed: beside OUTPUT, `<stem>_skipped.csv`."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}_skipped.csv")
 
 
 def predictions_header(classes: list[str], labelled: bool, extra: list[str]) -> list[str]:
@@ -75,16 +87,33 @@ class CsvPartWriter(BasePredictionWriter):
         self.labelled = (all(c in galaxies.columns for c in self.task.label_cols) if self.task.kind != "classification"
                          else "label" in galaxies.columns)
         self.scorer = scorer  # per-batch columns computed from the batch's forward pass (labels.shift.ShiftScorer)
-        self.file = None
+        self.file = self.skipped = None
 
     def on_predict_start(self, trainer, pl_module):
-        attempt = trainer.datamodule.attempt
-        path = self.parts_dir / f"part-a{attempt:04d}-r{trainer.global_rank:04d}.csv"
-        self.file = open(path, "a", newline="")
+        attempt, rank = trainer.datamodule.attempt, trainer.global_rank
+        self.file = open(self.parts_dir / f"part-a{attempt:04d}-r{rank:04d}.csv", "a", newline="")
+        self.skipped = open(self.parts_dir / f"skipped-a{attempt:04d}-r{rank:04d}.csv", "a", newline="")
+
+    def _skip_damaged(self, prediction, batch):
+        """The batch's damaged images (ImageFiles' skip_damaged) listed and named in a warning; the rest of it."""
+        if "ok" not in batch or bool(batch["ok"].all()):
+            return prediction, batch, None
+        damaged = pd.DataFrame(batch["damaged"], columns=["index", "reason"])
+        damaged.insert(1, "id_str", self.galaxies["id_str"].to_numpy()[damaged["index"].to_numpy()])
+        self.skipped.write(damaged.to_csv(header=False, index=False))
+        self.skipped.flush()
+        for reason in damaged["reason"]:
+            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=2)
+        keep = batch["ok"].cpu()
+        return prediction[keep.to(prediction.device)], {**batch, "index": batch["index"][keep.to(batch["index"].device)]}, \
+            keep.numpy()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        prediction, batch, keep = self._skip_damaged(prediction, batch)
+        if len(batch["index"]) == 0:
+            return
         if self.task.kind != "classification":
-            return self._write_targets(prediction, batch)
+            return self._write_targets(prediction, batch, keep)
         probs = prediction.float().cpu().numpy()
         index = batch["index"].cpu().numpy()
         rows = self.galaxies.iloc[index]
@@ -97,12 +126,18 @@ class CsvPartWriter(BasePredictionWriter):
             columns.append(np.char.mod("%.6f", probs[np.arange(len(probs)), rows["label"].to_numpy()]))
         columns.append(np.char.mod("%.6f", probs.max(1)))
         columns += [rows[name].to_numpy() for name in self.extra]
-        columns += self.scorer.columns() if self.scorer is not None else []
+        columns += self._scores(keep)
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
         self.file.write(lines)
         self.file.flush()
 
-    def _write_targets(self, prediction, batch) -> None:
+    def _scores(self, keep) -> list[np.ndarray]:
+        """The scorer's columns of the batch's kept rows (`keep`: None, every row)."""
+        if self.scorer is None:
+            return []
+        return [c if keep is None else c[keep] for c in self.scorer.columns()]
+
+    def _write_targets(self, prediction, batch, keep=None) -> None:
         out = prediction.float().cpu().numpy().reshape(len(batch["index"]), -1)
         index = batch["index"].cpu().numpy()
         rows = self.galaxies.iloc[index]
@@ -119,13 +154,14 @@ class CsvPartWriter(BasePredictionWriter):
         else:
             columns += [_fmt(out[:, i]) for i in range(out.shape[1])]
         columns += [rows[name].to_numpy() for name in self.extra]
-        columns += self.scorer.columns() if self.scorer is not None else []
+        columns += self._scores(keep)
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
         self.file.write(lines)
         self.file.flush()
 
     def on_predict_end(self, trainer, pl_module):
         self.file.close()
+        self.skipped.close()
         trainer.strategy.barrier()  # every rank's part is complete before rank zero merges
 
 
@@ -153,15 +189,16 @@ class PredictionData(L.LightningDataModule):
         return batch
 
 
-def _part_files(parts_dir: Path) -> list[Path]:
-    return sorted(Path(parts_dir).glob("part-a*-r*.csv"))
+def _part_files(parts_dir: Path, kind: str = "part") -> list[Path]:
+    """This run's part files: predictions (`part`) or the damaged images skipped (`skipped`)."""
+    return sorted(Path(parts_dir).glob(f"{kind}-a*-r*.csv"))
 
 
 def done_indices(parts_dir: Path) -> tuple[np.ndarray, int]:
-    """Indices the part files already hold (a torn last line of a killed run is cut off), and how many
-    attempts wrote them."""
+    """Indices the part files already hold, predicted or skipped as damaged (a torn last line of a killed run
+    is cut off), and how many attempts wrote them."""
     done, attempts = [], 0
-    for part in _part_files(parts_dir):
+    for part in _part_files(parts_dir) + _part_files(parts_dir, "skipped"):
         attempts = max(attempts, int(part.name.split("-")[1][1:]))
         data = part.read_bytes()
         if data and not data.endswith(b"\n"):
@@ -170,6 +207,17 @@ def done_indices(parts_dir: Path) -> tuple[np.ndarray, int]:
         if part.stat().st_size:
             done.append(pd.read_csv(part, header=None, usecols=[0]).iloc[:, 0].to_numpy())
     return (np.concatenate(done) if done else np.zeros(0, dtype=np.int64)), attempts
+
+
+def skipped_images(parts_dir: Path, galaxies: pd.DataFrame) -> pd.DataFrame:
+    """The damaged images the parts list (id_str, file when `galaxies` has it, reason), in input order."""
+    frames = [pd.read_csv(p, header=None, names=["index", "id_str", "reason"], dtype={"id_str": str},
+                          keep_default_na=False) for p in _part_files(parts_dir, "skipped") if p.stat().st_size]
+    table = pd.concat(frames) if frames else pd.DataFrame({"index": [], "id_str": [], "reason": []})
+    table = table.sort_values("index")
+    if "file" in galaxies.columns:
+        table.insert(2, "file", galaxies["file"].to_numpy()[table["index"].to_numpy(int)])
+    return table.drop(columns="index").reset_index(drop=True)
 
 
 def merge_parts(parts_dir: Path, out_path: Path, header: list[str], expected: int) -> None:
@@ -241,9 +289,20 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     extra_names = list(extra) + (list(scorer.names) if scorer is not None else [])
     header = (predictions_header(config["classes"], writer.labelled, extra_names) if task.kind == "classification"
               else target_header(task, writer.labelled, extra_names))
-    merge_parts(parts_dir, out_path, header, len(galaxies))
+    skipped = skipped_images(parts_dir, galaxies)
+    listed = skipped_path(out_path)
+    if len(skipped):
+        write_csv(listed, skipped)
+    elif listed.is_file():
+        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    if len(skipped) == len(galaxies):
+        shutil.rmtree(parts_dir)
+        raise PipelineError(f"{out_path}: not written, none of the {len(galaxies)} image(s) could be decoded (e.g. "
+                            f"{skipped['reason'].iloc[0]}); all are listed in {listed}")
+    merge_parts(parts_dir, out_path, header, len(galaxies) - len(skipped))
     shutil.rmtree(parts_dir)
-    return {"accelerator": device, "precision": precision, "galaxies": len(galaxies), "resumed": resumed,
+    return {"accelerator": device, "precision": precision, "galaxies": len(galaxies) - len(skipped),
+            "resumed": resumed, "skipped": len(skipped), "skipped_list": str(listed) if len(skipped) else None,
             "images_per_s": round((len(galaxies) - resumed) / seconds, 1) if seconds else None}
 
 

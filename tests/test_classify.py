@@ -90,7 +90,7 @@ def test_catalog_input_with_relative_paths(trained, tmp_path):
     assert np.allclose(out.filter(like="p_").sum(1), 1, atol=1e-5)
 
 
-def damage(folder, good_jpeg_from):
+def damage(folder):
     """A survey folder's usual debris beside its good images: a note, a .DS_Store, an empty .jpg and a JPEG cut
     short. Returns the names of the two damaged images."""
     (folder / "notes.txt").write_text("observing log")
@@ -110,7 +110,7 @@ def test_damaged_images_are_skipped_named_counted_and_listed(trained, tmp_path, 
     each damaged one a warning and a row of OUTPUT_skipped.csv, the last line counts them; other files are ignored;
     the exit status is 0."""
     folder = _folder(trained, tmp_path, n=6)
-    damaged = damage(folder, trained)
+    damaged = damage(folder)
     main([str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
           "--batch-size", "3", "--workers", "0"])  # returns: no SystemExit, exit status 0
     out = pd.read_csv(tmp_path / "out.csv")
@@ -139,7 +139,7 @@ def test_damaged_images_are_skipped_named_counted_and_listed(trained, tmp_path, 
 
 def test_a_killed_run_with_damaged_images_resumes_without_listing_them_twice(trained, tmp_path, monkeypatch, capsys):
     folder = _folder(trained, tmp_path, n=6)
-    damage(folder, trained)
+    damage(folder)
     args = [str(trained.model), str(folder), "-o", str(tmp_path / "out.csv"), "--accelerator", "cpu",
             "--batch-size", "2", "--workers", "0"]
     original = predict_module.CsvPartWriter.write_on_batch_end

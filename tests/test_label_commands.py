@@ -97,6 +97,43 @@ def test_label_next_writes_k_ranked_galaxies_and_a_sheet(project, tmp_path, caps
     assert capsys.readouterr().err.strip().splitlines() == ["error: -k 0: ask for at least one galaxy"]
 
 
+def test_label_next_skips_damaged_images_names_counts_and_lists_them(project, tmp_path, capsys):
+    """Issue 27: the good galaxies of a folder are ranked; an empty and a cut-short JPEG are skipped, each named in a
+    warning, counted in the last line and listed beside the output; a note is ignored; exit status 0."""
+    from galaxy_finetune.labels.next import main
+    from tests.test_classify import damage
+
+    folder = _save(tmp_path / "pool", [render_galaxy(i % 4, 9, i, 32) for i in range(10)])
+    damage(folder)
+    out = tmp_path / "next.csv"
+    main([str(project.model), str(folder), "-k", "4", "--score", "entropy", "-o", str(out), "--sheet",
+          str(tmp_path / "next.png"), "--embeddings", str(project.embeddings), "--accelerator", "cpu",
+          "--batch-size", "4"])
+    table = pd.read_csv(out)
+    assert len(table) == 4 and set(table["id_str"]) <= {f"n{i:03d}" for i in range(10)}
+    listed = pd.read_csv(tmp_path / "next_skipped.csv")
+    assert listed["id_str"].tolist() == ["cut", "empty"] and listed["file"].tolist() == [str(folder / "cut.jpg"),
+                                                                                         str(folder / "empty.jpg")]
+    captured = capsys.readouterr()
+    assert sum(line.startswith("warning:") and line.endswith("; skipped") for line in captured.err.splitlines()) == 2
+    last = captured.out.strip().splitlines()[-1]
+    assert "the 4 of 10 galaxies" in last and last.endswith(f"2 damaged image(s) skipped, listed in {listed_path(out)}")
+    # nothing decodable at all: exit 1 with one line
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit) as info:
+        main([str(project.model), str(broken), "-o", str(tmp_path / "none.csv"), "--accelerator", "cpu"])
+    assert info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: none of the 1 image(s) could be decoded") and "a.png" in error
+    assert not (tmp_path / "none.csv").exists()
+
+
+def listed_path(out):
+    return out.with_name(f"{out.stem}_skipped.csv")
+
+
 def test_an_image_copied_under_a_second_id_is_reported_and_kept_in_one_split(tmp_path, capsys):
     import stages.split
     from galaxy_finetune.core.cli import _shown, quiet_logs

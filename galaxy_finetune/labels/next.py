@@ -6,12 +6,15 @@ galaxy goes through the model's eval view and encoder once; its head gives the c
 highest-scoring galaxies (entropy, margin or BALD: labels/acquisition.py) go to a CSV (rank, id_str, file, score,
 pred_label, p_<class>..., and with the embed stage's folder each one's distance from the training set) and a
 contact sheet. --diverse spreads them out in the encoder's feature space (k-center greedy over the top 5k), so
-the k are not near-copies of one another.
+the k are not near-copies of one another. An image that cannot be decoded is skipped as galaxy-classify skips it:
+a warning naming it, a count in the last line, a list in OUTPUT_skipped.csv (id_str, file, reason); exit status 0,
+1 only when no image could be decoded.
 """
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from galaxy_finetune.core.accelerator import torch_device
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
+from galaxy_finetune.inference.predict import DamagedImageWarning, skipped_path
 from galaxy_finetune.data.loading import ImageFiles, make_loader
 from galaxy_finetune.inference.classify import galaxies_from
 from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
@@ -34,19 +38,31 @@ SHEET_MAX = 50  # galaxies drawn on the contact sheet (the CSV has all k)
 @torch.inference_mode()
 def score_galaxies(model, config: dict, files: pd.Series, how: str, passes: int, batch_size: int,
                    device: torch.device, workers: int = 0, seed: int = 0):
-    """(probs (N, C), scores (N,), encoder features (N, D) float32) of image files, one encoder pass each."""
+    """(probs (M, C), scores (M,), encoder features (M, D) float32, the M decoded files' positions in `files`,
+    [(position, reason)] of the damaged ones) of image files, one encoder pass each; a file that cannot be
+    decoded is skipped with a DamagedImageWarning naming it."""
     model = model.to(device).eval()
     view = eval_transform(config)
-    dataset = ImageFiles(files, config["store_size"], fits_view(config))
-    probs, scores, features = [], [], []
+    dataset = ImageFiles(files, config["store_size"], fits_view(config), skip_damaged=True)
+    probs, scores, features, decoded, damaged = [], [], [], [], []
     for i, batch in enumerate(make_loader(dataset, batch_size, False, workers)):
-        feats = model.encoder(view(batch["image"].to(device))).float()
+        for _, reason in batch["damaged"]:
+            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=2)
+        damaged += batch["damaged"]
+        ok = batch["ok"]
+        if not ok.any():
+            continue
+        feats = model.encoder(view(batch["image"][ok].to(device))).float()
         p = torch.softmax(model.head(feats).float(), dim=-1).cpu().numpy()  # eval mode: dropout off
         mc = mc_head_probs(model, feats, passes, seed + i).cpu().numpy() if how == "bald" else None
         probs.append(p)
         scores.append(score(how, p, mc))
         features.append(feats.cpu().numpy())
-    return np.concatenate(probs), np.concatenate(scores), np.concatenate(features)
+        decoded.append(batch["index"][ok].numpy())
+    if not decoded:
+        raise PipelineError(f"none of the {len(files)} image(s) could be decoded (e.g. {damaged[0][1]}); fix or "
+                            f"replace them")
+    return np.concatenate(probs), np.concatenate(scores), np.concatenate(features), np.concatenate(decoded), damaged
 
 
 def label_next(args: argparse.Namespace) -> pd.DataFrame:
@@ -59,14 +75,22 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
     model, config = load_finetuned(args.model_dir)
     frame = galaxies_from(args.images)
     device = torch_device(args.accelerator)
-    probs, scores, features = score_galaxies(model, config, frame["file"], args.score, args.passes,
-                                             args.batch_size, device)
+    probs, scores, features, decoded, damaged = score_galaxies(model, config, frame["file"], args.score, args.passes,
+                                                               args.batch_size, device)
+    listed = skipped_path(args.output)
+    if damaged:
+        rows = [i for i, _ in damaged]
+        write_csv(listed, pd.DataFrame({"id_str": frame["id_str"].to_numpy()[rows],
+                                        "file": frame["file"].to_numpy()[rows], "reason": [r for _, r in damaged]}))
+    elif listed.is_file():
+        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    scored = frame.iloc[decoded].reset_index(drop=True)
     shift, why_not = optional_scorer(args.embeddings, args.model_dir)
     space = features if shift is None else shift.reference.project(features)
     chosen = pick(scores, args.k, space if args.diverse else None)
     classes = list(config["classes"])
-    table = pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "id_str": frame["id_str"].to_numpy()[chosen],
-                          "file": frame["file"].to_numpy()[chosen], args.score: np.round(scores[chosen], 6),
+    table = pd.DataFrame({"rank": np.arange(1, len(chosen) + 1), "id_str": scored["id_str"].to_numpy()[chosen],
+                          "file": scored["file"].to_numpy()[chosen], args.score: np.round(scores[chosen], 6),
                           "pred_label": np.asarray(classes)[probs[chosen].argmax(1)]})
     for c, name in enumerate(classes):
         table[f"p_{name}"] = np.round(probs[chosen, c], 6)
@@ -76,10 +100,11 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
         table["val_share_farther"] = np.round(shift.reference.share_farther(distance), 4)
     write_csv(args.output, table)
     contact_sheet(table, args.score, config, args.sheet)
-    print(f"galaxy-label-next: the {len(table)} of {len(frame)} galaxies with the highest {args.score}"
+    print(f"galaxy-label-next: the {len(table)} of {len(scored)} galaxies with the highest {args.score}"
           f"{' spread out in feature space' if args.diverse else ''} -> {args.output}, {args.sheet} "
           f"({time.perf_counter() - start:.1f} s on {device.type})"
-          + ("" if shift is not None else f"; no distance from the training set ({why_not})"))
+          + ("" if shift is not None else f"; no distance from the training set ({why_not})")
+          + (f"; {len(damaged)} damaged image(s) skipped, listed in {listed}" if damaged else ""))
     return table
 
 

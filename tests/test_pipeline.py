@@ -152,3 +152,34 @@ def test_two_repros_at_once_the_second_gets_dvcs_lock_error(repo):
     finally:
         first.communicate(timeout=600)
     assert first.returncode == 0
+
+
+def test_kill_9_during_finetune_gpu_then_dvc_repro_completes(repo):
+    """Issue 27: `kill -9` of a `dvc repro` (its whole process group, as a scheduler or the OOM killer does) while
+    finetune_gpu trains; DVC drops the dead process's lock and the next `dvc repro` completes the pipeline."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    path, env, _ = repo
+    dvc = subprocess.Popen(["dvc", "repro", "-f", "finetune_gpu"], cwd=path, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, seen = time.time() + 300, ""
+        while "Running stage 'finetune_gpu'" not in seen and time.time() < deadline:
+            seen += dvc.stdout.readline()
+        assert "Running stage 'finetune_gpu'" in seen, seen[-2000:]
+        time.sleep(3)  # into the stage's imports and training
+        assert dvc.poll() is None, "dvc repro ended before it could be killed"
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.wait(timeout=60)
+    assert dvc.returncode == -signal.SIGKILL
+    again = run(["dvc", "repro"], path, env, check=False)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert "finetune_gpu" in ran(output) and "analyse" in ran(output)
+    assert (path / "models/finetuned" / MODEL_WEIGHTS).is_file()
+    status = run(["dvc", "status"], path, env).stdout.split()
+    assert status == ["fetch_data:", "always", "changed"], status  # its network check; every other stage is current

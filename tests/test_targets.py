@@ -85,6 +85,21 @@ def test_regression_needs_numbers_in_every_label_col(tmp_path):
         sources.user_catalog(path, [], Task("regression", label_cols=("nope",)))
 
 
+@pytest.mark.parametrize("value", ["", "nan", "NaN"])
+def test_an_empty_or_nan_regression_target_stops_fetch_data_naming_column_and_row(tmp_path, value):
+    """Issue 27 keeps it: the user's catalog row and the column, on one line, whether the cell is empty or `nan`."""
+    path = write_vote_catalog(tmp_path / "cat", 1)
+    frame = pd.read_csv(path).astype({"featured_fraction": object})
+    frame.loc[2, "featured_fraction"] = value
+    frame.to_csv(path, index=False)
+    task = run_task(catalog_params(path, "regression", label_cols=FRACTIONS))
+    with pytest.raises(PipelineError) as err:
+        sources.canonical_catalog(sources.user_catalog(path, [], task), task)
+    message = str(err.value)  # empty: "... not a finite number"; nan: "'nan' is not a number"
+    assert "'featured_fraction', row 2" in message and "not a" in message and "number" in message
+    assert "\n" not in message
+
+
 def test_regression_and_votes_split_without_classes(tmp_path):
     path = write_vote_catalog(tmp_path / "cat", 5)
     task = run_task(catalog_params(path, "votes", schema=SCHEMA))

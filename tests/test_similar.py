@@ -50,3 +50,49 @@ def test_k_neighbours_whatever_k(tmp_path, k):
     write_embeddings(tmp_path, galaxies, np.random.default_rng(1).normal(size=(30, 6)), 4)
     found = SimilaritySearch.load(tmp_path).like_galaxy("g0", k)
     assert len(found) == k and found["id_str"].is_unique and (np.diff(found["similarity"]) <= 0).all()
+
+
+def test_a_folder_query_finds_each_images_galaxies_and_skips_damaged_ones(tiny_model, tmp_path, capsys):
+    """Issue 27: galaxy-similar over a folder: every good image's k galaxies (each stored galaxy's own file finds
+    itself first); an empty and a cut-short JPEG are skipped, named, counted and listed; other files ignored."""
+    import shutil
+
+    from galaxy_finetune.data.sources import id_from_file
+    from galaxy_finetune.inference.similar import main
+    from tests.test_classify import damage
+
+    embed_splits(tiny_model.model, tiny_model.store, tiny_model.splits, tmp_path / "emb", 16, 4, "cpu")
+    emb = read_embeddings(tmp_path / "emb")
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    rows = emb.galaxies["row"].iloc[:3].tolist()
+    for row in rows:
+        shutil.copy(tiny_model.sources[row], folder)
+    damage(folder)
+    out, sheet = tmp_path / "like.csv", tmp_path / "like.png"
+    common = ["--embeddings", str(tmp_path / "emb"), "--store", str(tiny_model.store), "--model",
+              str(tiny_model.model), "--accelerator", "cpu"]
+    main([str(folder), "-k", "2", "-o", str(out), "--sheet", str(sheet), *common])  # no SystemExit: status 0
+    found = pd.read_csv(out, dtype={"query_id": str, "id_str": str})
+    assert list(found.columns[:3]) == ["query_id", "query_file", "rank"] and len(found) == 6
+    firsts = found[found["rank"] == 1].set_index("query_id")
+    by_row = emb.galaxies.set_index("row")["id_str"]
+    for row in rows:
+        query = id_from_file(tiny_model.sources[row])
+        assert firsts.loc[query, "id_str"] == by_row[row] and firsts.loc[query, "similarity"] > 0.999
+    assert pd.read_csv(tmp_path / "like_skipped.csv")["id_str"].tolist() == ["cut", "empty"]
+    assert sheet.stat().st_size > 1000
+    captured = capsys.readouterr()
+    assert sum(line.startswith("warning:") and line.endswith("; skipped") for line in captured.err.splitlines()) == 2
+    assert captured.out.strip().splitlines()[-1].endswith(
+        f"2 damaged image(s) skipped, listed in {tmp_path / 'like_skipped.csv'}")
+    for name in ("notes.txt", "cut.jpg", "empty.jpg"):  # nothing decodable left: exit 1, one line
+        (folder / name).unlink(missing_ok=True)
+    for png in folder.glob("*.png"):
+        png.write_bytes(b"")
+    with pytest.raises(SystemExit) as info:
+        main([str(folder), "-o", str(tmp_path / "none.csv"), "--sheet", str(tmp_path / "none.png"), *common])
+    assert info.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {folder}: none of its 3 image(s) could be decoded")
+    assert not (tmp_path / "none.csv").exists()

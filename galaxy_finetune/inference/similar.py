@@ -4,11 +4,17 @@ QUERY is a galaxy id of the catalog (any split) or the path of an image file. Th
 cosine similarity of the fine-tuned encoder's PCA features (data/embeddings, written by the embed stage), go to
 a CSV (rank, id_str, similarity, split, label_name, row: the store row) and a contact sheet PNG with the query
 first. An image file goes through the model's eval view and encoder first, so it needs the model folder too.
+
+QUERY may also be a folder of images (JPG/PNG/FITS; other files are ignored): the CSV then has the k galaxies like
+each image, with its query_id and query_file first, and the sheet shows the first SHEET_QUERIES queries, one row
+each. An image that cannot be decoded is skipped with a warning naming it, counted in the last line and listed
+in OUTPUT_skipped.csv; exit status 0, 1 only when no image could be decoded.
 """
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,9 @@ from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
 from galaxy_finetune.inference.neighbours import CosineIndex
+
+SHEET_QUERIES = 5  # queries of a folder drawn on the contact sheet, one row each (the CSV has them all)
+SHEET_NEIGHBOURS = 7  # neighbours drawn per query row
 
 
 class SimilaritySearch:
@@ -85,11 +94,89 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
                         cols=min(5, len(images)))
 
 
+def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_dir: Path, k: int, output: Path,
+                sheet: Path, accelerator: str = "auto", batch_size: int = 64) -> dict:
+    """The k galaxies like each image of `folder` to `output` (query_id, query_file, then galaxy-similar's columns)
+    and a sheet of the first SHEET_QUERIES queries; damaged images skipped, warned about and listed beside `output`.
+    Returns the counts for the last line."""
+    from galaxy_finetune.core.accelerator import torch_device
+    from galaxy_finetune.data.loading import ImageFiles, make_loader
+    from galaxy_finetune.inference.classify import galaxies_from
+    from galaxy_finetune.inference.embed import encoder_features, load_finetuned
+    from galaxy_finetune.inference.predict import DamagedImageWarning, skipped_path
+    from galaxy_finetune.training.model_io import eval_transform, fits_view
+
+    frame = galaxies_from(folder)
+    model, config = load_finetuned(model_dir)
+    device = torch_device(accelerator)
+    model, view = model.to(device).eval(), eval_transform(config)
+    dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config), skip_damaged=True)
+    tables, shown, damaged = [], [], []
+    start = time.perf_counter()
+    for batch in make_loader(dataset, batch_size, False, 0):
+        for _, reason in batch["damaged"]:
+            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=2)
+        damaged += batch["damaged"]
+        ok = batch["ok"]
+        if not ok.any():
+            continue
+        pixels = batch["image"][ok].permute(0, 2, 3, 1).contiguous().numpy()
+        features = encoder_features(model, pixels, view, device)
+        pca = search.embeddings.project(features.astype(np.float16).astype(np.float32))  # as the embed stage stored
+        for j, i in enumerate(batch["index"][ok].tolist()):
+            table = search.like_features(pca[j], k)
+            table.insert(0, "query_file", frame["file"].iloc[i])
+            table.insert(0, "query_id", frame["id_str"].iloc[i])
+            tables.append(table)
+            if len(shown) < SHEET_QUERIES:
+                shown.append((frame["id_str"].iloc[i], pixels[j], table))
+    seconds = time.perf_counter() - start
+    listed = skipped_path(output)
+    if damaged:
+        rows = [i for i, _ in damaged]
+        write_csv(listed, pd.DataFrame({"id_str": frame["id_str"].to_numpy()[rows],
+                                        "file": frame["file"].to_numpy()[rows], "reason": [r for _, r in damaged]}))
+    elif listed.is_file():
+        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    if not tables:
+        raise PipelineError(f"{folder}: none of its {len(frame)} image(s) could be decoded (e.g. {damaged[0][1]}); "
+                            f"all are listed in {listed}")
+    write_csv(output, pd.concat(tables, ignore_index=True))
+    folder_sheet(shown, store_dir, k, sheet)
+    return {"queries": len(tables), "skipped": len(damaged), "skipped_list": listed, "seconds": seconds}
+
+
+def folder_sheet(shown: list, store_dir: Path, k: int, path: Path) -> None:
+    """One row per query: the query, then its first SHEET_NEIGHBOURS neighbours."""
+    from galaxy_finetune.analysis import figures
+    from galaxy_finetune.data.store import galaxy_pixels
+
+    cols = 1 + min(k, SHEET_NEIGHBOURS)
+    images, captions, edges = [], [], []
+    for name, pixels, table in shown:
+        near = table.head(cols - 1)
+        found = galaxy_pixels(store_dir, near["row"].tolist())
+        images += [pixels, *found] + [np.zeros_like(pixels)] * (cols - 1 - len(found))
+        captions += [f"query\n{name}"] + [f"#{r.rank} {r.id_str}\n{r.label_name}, sim {r.similarity:.3f}"
+                                           for r in near.itertuples()] + [""] * (cols - 1 - len(near))
+        edges += ["black"] + ["0.6"] * (cols - 1)
+    figures.galaxy_grid(images, captions, edges, path, None, f"The galaxies most like each of the first {len(shown)} "
+                        f"queries", cols=cols)
+
+
 def find_similar(args: argparse.Namespace) -> None:
     """galaxy-similar's work: the neighbours of the query to a CSV and a contact sheet, and a line saying so."""
     if args.k < 1:
         raise PipelineError(f"-k {args.k}: ask for at least one galaxy")
     search = SimilaritySearch.load(args.embeddings)
+    if Path(args.query).is_dir():
+        done = like_folder(Path(args.query), search, args.model, args.store, args.k, args.output, args.sheet,
+                           args.accelerator)
+        skipped = (f"; {done['skipped']} damaged image(s) skipped, listed in {done['skipped_list']}"
+                   if done["skipped"] else "")
+        print(f"galaxy-similar: the {args.k} galaxies like each of {done['queries']} images in {args.query} -> "
+              f"{args.output}, {args.sheet} ({done['seconds']:.1f} s over {len(search.index)} galaxies){skipped}")
+        return
     if args.query in search:
         start = time.perf_counter()
         neighbours = search.like_galaxy(args.query, args.k)
@@ -114,7 +201,7 @@ def find_similar(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="galaxy-similar", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("query", help="a galaxy id of the catalog, or the path of an image file")
+    parser.add_argument("query", help="a galaxy id of the catalog, the path of an image file, or a folder of them")
     parser.add_argument("-k", type=int, default=8, help="how many similar galaxies (default 8)")
     parser.add_argument("-o", "--output", type=Path, default=Path("similar.csv"))
     parser.add_argument("--sheet", type=Path, default=Path("similar.png"), help="contact sheet PNG")

@@ -214,7 +214,7 @@ function button(key, label, action, name) {
   const b = document.createElement("button");
   const k = document.createElement("kbd");
   k.textContent = key;
-  b.append(k, label);
+  b.append(k, " ", label);
   b.dataset.key = key;
   if (name !== undefined) b.dataset.name = name;
   b.addEventListener("click", action);

@@ -52,7 +52,7 @@ body { margin: 0; font: 15px system-ui, sans-serif; background: #111; color: #ee
 header, footer { display: flex; gap: 2em; align-items: center; padding: 0.5em 1em; background: #1c1c1c; }
 main { display: flex; gap: 1.5em; padding: 1em; }
 #viewer { flex: none; }
-#frame { width: 560px; height: 560px; overflow: hidden; background: #000; display: flex;
+#frame { width: min(560px, calc(100vh - 190px)); height: min(560px, calc(100vh - 190px)); overflow: hidden; background: #000; display: flex;
          align-items: center; justify-content: center; border: 1px solid #333; }
 #galaxy { width: 100%; height: 100%; object-fit: contain; transform-origin: center; }
 #done { width: 560px; padding: 2em; box-sizing: border-box; font-size: 1.2em; }

@@ -392,3 +392,36 @@ def test_merge_starts_an_own_catalog_from_a_built_in_run(tmp_path, capsys):
     merged = pd.read_csv(mine, dtype=str, keep_default_na=False)
     assert merged[["id_str", "label", "label_before", "split"]].values.tolist() == [
         ["g", "edge_on_disk", "smooth_round", "train"]]
+
+
+def test_a_killed_server_loses_nothing_answered_and_a_restart_resumes(tmp_path):
+    """The command as a user runs it: its first line is its address; SIGKILL after an answer, then a restart on
+    the same queue serves that answer back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    queue = next_queue(tmp_path)
+    command = [sys.executable, "-m", "galaxy_finetune.labels.labelling_page", str(queue), "--classes",
+               ",".join(CLASSES), "--params", str(tmp_path / "none.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for attempt, expected in ((0, {}), (1, {"n001": "edge_on_disk"})):
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            url = server.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:") and url.endswith("/"), url
+            state = json.loads(urllib.request.urlopen(url + "api/state", timeout=10).read())
+            assert state["answers"] == expected
+            if attempt == 0:
+                request = urllib.request.Request(url + "api/answer", method="POST",
+                                                 data=json.dumps({"id_str": "n001", "label": "edge_on_disk"}).encode(),
+                                                 headers={"Content-Type": "application/json"})
+                assert json.loads(urllib.request.urlopen(request, timeout=10).read())["answered"] == 1
+        finally:
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            server.stdout.close()
+            server.stderr.close()
+    assert pd.read_csv(tmp_path / "next_labels.csv")["label"].tolist() == ["edge_on_disk"]

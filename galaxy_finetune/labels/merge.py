@@ -77,7 +77,7 @@ def write_catalog(path: Path, frame: pd.DataFrame) -> None:
         write_csv(path, frame)
 
 
-def catalog_from_raw(raw_catalog: Path, out: Path) -> pd.DataFrame:
+def catalog_from_raw(raw_catalog: Path) -> pd.DataFrame:
     """An own catalog holding a run's galaxies (data/raw/catalog.csv: id_str, src, label_name, split)."""
     if not raw_catalog.is_file():
         raise PipelineError(f"--from-raw {raw_catalog}: not found; run dvc repro fetch_data first")
@@ -189,7 +189,7 @@ def merge_labels(args: argparse.Namespace) -> dict:
     if args.from_raw:
         if target.exists():
             raise PipelineError(f"--from-raw: {target} exists already; drop --from-raw to merge into it")
-        catalog = catalog_from_raw(args.from_raw, target)
+        catalog = catalog_from_raw(args.from_raw)
         original_columns = list(catalog.columns)
     else:
         catalog = read_catalog(target)

@@ -227,6 +227,7 @@ def labelled(tmp_path):
     """Six galaxies labelled in headless Chromium: five with keys, one undone, a reload, the rest finished
     (one with the mouse). Returns (the queue, the labels CSV)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     browser = _browser()
     book = book_for(tmp_path, who="ana")
@@ -243,7 +244,9 @@ def labelled(tmp_path):
             _wait_for(browser, "stretch-state", "on")
             image = browser.find_element(By.ID, "galaxy")
             assert "stretch=asinh" in image.get_attribute("src") and "scale(1.5)" in image.get_attribute("style")
-            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 424
+            WebDriverWait(browser, 10).until(  # the stretched image arrives and decodes
+                lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 424,
+                "the asinh-stretched galaxy never loaded")
             _press(browser, "a")
             for key, shown_next, done in (("1", "n001", 1), ("2", HOSTILE_ID, 2), ("x", "n003", 3),
                                           ("3", "n004", 4), ("s", "n005", 5)):

@@ -51,6 +51,7 @@ class Evidence:
     finetuned_val_accuracy: float | None  # the fine-tuned model on the val split (data/predictions/val.csv)
     copy_cosines: dict  # {kind: cosine of each measured near copy with its original}
     near_cosine: float | None = None  # labels.near_duplicate_cosine set by hand (None: measured)
+    train_labels: int | None = None  # labels in the train split, all of them (None: the train galaxies given)
 
 
 def pca_project(train: np.ndarray, everything: np.ndarray, components: int) -> np.ndarray:
@@ -118,6 +119,8 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
         # the galaxies the probe and the duplicate search used, of the labelled ones (labels.max_galaxies)
         "galaxies": {"used": int(len(galaxies)), "labelled": n_all},
         "n_train": int(len(idx["train"])), "n_val": int(len(idx["val"])), "n_test": int(len(idx["test"])),
+        # the labels this run trained on (a point of the fine-tuned learning curve: galaxy-label-curve)
+        "train_labels": int(evidence.train_labels if evidence.train_labels is not None else len(idx["train"])),
         "finetuned_val_accuracy": evidence.finetuned_val_accuracy,
         "label_issues": issues_record(suspects, sum(len(j.galaxies) for j in evidence.judged) or n_all,
                                       judge_records(evidence.judged, suspects), evidence.not_judged),
@@ -292,7 +295,8 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     val = predictions["val"]
     evidence = Evidence(pretrained, described, judged, not_judged,
                         round(float((val["true_label"] == val["pred_label"]).mean()), 4) if len(val) else None,
-                        copy_cosines, None if labels.near_duplicate_cosine == "auto" else labels.near_duplicate_cosine)
+                        copy_cosines, None if labels.near_duplicate_cosine == "auto" else labels.near_duplicate_cosine,
+                        train_labels=len(train))
     return label_budget(galaxies, features, classes, labels, out_dir, evidence, splits_dir,
                         params.analyse.bootstrap_samples, n_labelled=len(labelled))
 

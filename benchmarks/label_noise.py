@@ -83,7 +83,9 @@ def run_stage(project: Path, name: str, env: dict) -> float:
     """One stage's dvc.yaml command in `project` (the package from this checkout); its wall seconds."""
     cmd = " ".join(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"].split())
     start = time.perf_counter()
-    proc = subprocess.run(shlex.split(cmd), cwd=project, env=env, capture_output=True, text=True)
+    args = shlex.split(cmd)
+    args[0] = sys.executable if args[0] == "python" else args[0]  # this interpreter, as `dvc repro` in its venv
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
     print(f"label_noise: {name} {seconds:.0f} s: " + " | ".join(tail), flush=True)

@@ -188,7 +188,7 @@ def report_markdown(summary: dict, curve: pd.DataFrame, saving: pd.DataFrame | N
              + judges_sentence(issues), "", "## Duplicates", ""]
     near = dup["near_calibration"]
     lines += [f"{dup['exact']} galaxies with identical pixels. " + (
-        near["why"] + "." if near["threshold"] is None else
+        near["why"][0].upper() + near["why"][1:] + "." if near["threshold"] is None else
         f"{dup['near']} near-identical pairs: cosine >= {near['threshold']} on {near['features']}, the cosine 98% of "
         f"{near['copies']} measured near copies of this run's galaxies reach (found: "
         + ", ".join(f"{k} {v:.0%}" for k, v in near["copies_found"].items())

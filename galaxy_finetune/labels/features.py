@@ -1,9 +1,10 @@
-"""Frozen pretrained encoder features of store rows: what the label-budget analyses stand on.
+"""Encoder features of store rows or pixels, through the fine-tuned model's own eval view (input size, central
+zoom, normalisation: model.json), as the linear probe of the finetune stage sees them.
 
-They must not have seen the labels (a learning curve, an active-learning simulation and out-of-fold label checks
-would all be flattered by fine-tuned features), so they come from the starting encoder (models/encoder), through
-the fine-tuned model's own eval view (input size, central zoom, normalisation: model.json), as the linear probe of
-the finetune stage sees them.
+The label budget's probe (learning curve, acquisition simulation, labels.train_judge probe) must not stand on
+features that have seen the labels, so it uses the starting encoder (models/encoder), and only when that encoder is
+pretrained. Near duplicates need features that tell galaxies apart: the pretrained starting encoder's, or with a
+random init the fine-tuned encoder's (labels/budget.py picks).
 """
 from __future__ import annotations
 

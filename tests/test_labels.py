@@ -8,7 +8,7 @@ import torch
 
 from galaxy_finetune.labels.acquisition import bald, entropy, margin, mc_head_probs, pick
 from galaxy_finetune.labels.curve import PowerLaw, fit_curve, fit_power_law, learning_curve
-from galaxy_finetune.labels.issues import find_suspects, out_of_fold_probs
+from galaxy_finetune.labels.issues import Judged, find_suspects, out_of_fold_probs
 from galaxy_finetune.labels.shift import ShiftReference, shift_summary, shift_warning
 from galaxy_finetune.labels.simulate import label_saving, simulate_active
 from galaxy_finetune.labels.subsets import nested_subsets
@@ -113,7 +113,7 @@ def test_an_injected_label_flip_ranks_near_the_top_of_the_label_issues():
     given[17] = 1  # a class-0 galaxy labelled 1
     galaxies = pd.DataFrame({"id_str": [f"g{i}" for i in range(240)], "label": given, "split": "train",
                              "row": np.arange(240)})
-    suspects = find_suspects(galaxies, out_of_fold_probs(x, given, 2, folds=5), ["a", "b"])
+    suspects = find_suspects([Judged("probe", galaxies, out_of_fold_probs(x, given, 2, folds=5))], ["a", "b"])
     assert "g17" in suspects["id_str"].head(3).tolist()
     top = suspects.set_index("id_str").loc["g17"]
     assert top["given_label"] == "b" and top["suggested_label"] == "a"
@@ -162,23 +162,12 @@ def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tm
     import json
 
     from galaxy_finetune.analysis.analyse import analyse
-    from galaxy_finetune.core.params import AnalyseParams, LabelsParams
-    from galaxy_finetune.labels.budget import label_budget
-    from tests.test_analyse import CLASSES, make_inputs, outputs
+    from galaxy_finetune.core.params import AnalyseParams
+    from tests.label_budget_inputs import budget_inputs
+    from tests.test_analyse import make_inputs, outputs
 
     inputs = make_inputs(tmp_path / "in", n=40)  # store rows: 80 train, 40 val, 40 test
-    n = 160
-    split = np.array(["train"] * 80 + ["val"] * 40 + ["test"] * 40)
-    rng = np.random.default_rng(4)
-    truth = np.arange(n) % 4
-    given = truth.copy()
-    given[5] = (truth[5] + 2) % 4  # one wrong label in train
-    features = rng.normal(0, 0.5, (n, 12)) + 3.0 * np.eye(12)[truth * 3]
-    galaxies = pd.DataFrame({"id_str": [f"x{i:03d}" for i in range(n)], "split": split, "label": given,
-                             "row": np.arange(n)})
-    params = LabelsParams(per_class=[3, 6, 12], seeds=2, al_start_per_class=2, al_batch=8, al_budget=40,
-                          mc_passes=4, pca_components=8)
-    summary = label_budget(galaxies, features, CLASSES, params, tmp_path / "lb", None, bootstrap_samples=50)
+    summary = budget_inputs(tmp_path / "lb", wrong={5: "train", 130: "test"})
     files = sorted(p.name for p in (tmp_path / "lb").iterdir())
     assert files == sorted(["learning_curve.csv", "learning_curve_runs.csv", "active_learning.csv",
                             "active_learning_mean.csv", "label_issues.csv", "near_duplicates.csv", "summary.json",
@@ -188,7 +177,8 @@ def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tm
     # strict JSON for DVC's metrics: a strategy that never reached random's accuracy is null, never NaN
     json.loads((tmp_path / "lb/summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary"))
     issues = pd.read_csv(tmp_path / "lb/label_issues.csv")
-    assert "x005" in issues["id_str"].head(3).tolist()
+    assert set(issues["id_str"].head(2)) == {"x005", "x130"}
+    assert issues.set_index("id_str").loc["x130", "judge"] == "finetuned"
 
     result = analyse(Inputs_with(inputs, tmp_path / "lb"), AnalyseParams(bootstrap_samples=20), outputs(tmp_path / "out"))
     metrics = json.loads((tmp_path / "out/metrics/metrics.json").read_text())
@@ -196,7 +186,7 @@ def test_label_budget_writes_its_outputs_and_analyse_shows_the_suspect_labels(tm
     assert metrics["duplicates"]["near"] == summary["duplicates"]["near"]
     page = (tmp_path / "out/reports/errors.html").read_text()
     assert 'id="suspect-labels"' in page and 'href="#suspect-labels"' in page
-    assert 'data-id="x005"' in page
+    assert 'data-id="x005"' in page and "the fine-tuned model&#x27;s out-of-sample predictions" in page
 
 
 def Inputs_with(inputs, label_budget_dir):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -228,8 +228,12 @@ class LabelsParams(_Group):
     al_batch: int = Field(20, ge=1)
     al_budget: int = Field(200, ge=2)  # 0 < labels the simulation stops at
     mc_passes: int = Field(20, ge=2)  # BALD's Monte-Carlo dropout passes
-    issue_folds: int = Field(5, ge=2)
-    near_duplicate_cosine: float = Field(0.97, gt=0, le=1)  # frozen-feature cosine of "near-identical" (measured)
+    issue_folds: int = Field(5, ge=2)  # train_judge probe: its out-of-fold folds
+    # who judges the train split's labels (val and test: the fine-tuned model's predictions): dynamics (the
+    # fine-tuning run's training dynamics) | probe (out-of-fold probe on pretrained frozen features) | none
+    train_judge: Literal["dynamics", "probe", "none"] = "dynamics"
+    # auto: measured on near copies of the run's own galaxies (labels/duplicates.py); or a cosine set by hand
+    near_duplicate_cosine: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = "auto"
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
     # at most this many labelled galaxies (a seeded sample keeping each split's and class's share; 0: all): bounds
     # the stage's encoder pass and its pairwise near-duplicate search whatever the catalog's size

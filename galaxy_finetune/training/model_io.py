@@ -67,8 +67,9 @@ def model_task(config: dict) -> Task:
     return task
 
 
-def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict) -> None:
-    """Write the classifier's weights and `config` into `model_dir` at once (a folder replaced atomically)."""
+def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict, tables: dict | None = None) -> None:
+    """Write the classifier's weights, `config` and `tables` ({file name: DataFrame}, e.g. the training dynamics)
+    into `model_dir` at once (a folder replaced atomically)."""
     from safetensors.torch import save_file
 
     with atomic_path(model_dir) as tmp:
@@ -76,6 +77,8 @@ def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict) -> Non
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / MODEL_WEIGHTS)
         write_json(tmp / MODEL_CONFIG, config)
+        for name, frame in (tables or {}).items():
+            frame.to_csv(tmp / name, index=False)
 
 
 def load_finetuned(model_dir: str | Path):

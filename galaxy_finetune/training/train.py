@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
-from galaxy_finetune.data.loading import GalaxyDataModule
+from galaxy_finetune.data.loading import GalaxyDataModule, read_split
 from galaxy_finetune.training.encoder import build_encoder, encoder_record
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.task import Task, read_task
@@ -37,6 +37,7 @@ from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT
                                     CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
 from galaxy_finetune.training.learning import (VAL_LOSS, Baseline, LearningCurve, RunContext, TargetCurve,
                                                scratch_warning)
+from galaxy_finetune.training.dynamics import DYNAMICS_FILE, TrainingDynamics
 from galaxy_finetune.training.model_io import build_model, save_finetuned
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, RidgeProbe, fit_linear_probe,
@@ -384,9 +385,12 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
             mean = data.dataset("train").targets.numpy().mean(0)
             baseline_rmse = float(np.sqrt(np.mean((data.dataset("val").targets.numpy() - mean) ** 2)))
         learning = TargetCurve(task.kind, baseline_rmse)
+    # how hard each training label was to fit: the label budget's judge of the train split's labels
+    dynamics = [TrainingDynamics(n_train, len(classes))] if task.kind == "classification" else []
     trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
                             precision=precision, devices=train.devices, num_nodes=train.num_nodes,
-                            strategy=train.strategy, resumed=ckpt_path is not None, callbacks=[*callbacks, learning], **budget)
+                            strategy=train.strategy, resumed=ckpt_path is not None,
+                            callbacks=[*callbacks, learning, *dynamics], **budget)
     wall = fit(trainer, model, data, ckpt_path, job.checkpoint_dir)
     if not trainer.is_global_zero:
         return {}
@@ -419,12 +423,13 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     }
     config = model_config(job.encoder_dir, read_record(job.store_dir), classes, train, augment, run, task,
                           unit_interval)
+    tables = {DYNAMICS_FILE: dynamics[0].table(read_split(job.split_dir, "train"), classes)} if dynamics else {}
     if keep_probe:
         model.load_state_dict(probe_weights)
         run.update(best_epoch=0, best_step=0)
-        save_finetuned(job.model_out, model, config)
+        save_finetuned(job.model_out, model, config, tables)
     else:
-        export_best(model, trainer.checkpoint_callback.best_model_path, job.model_out, config)
+        export_best(model, trainer.checkpoint_callback.best_model_path, job.model_out, config, tables)
     (job.checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
     write_json(job.checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
     return run
@@ -455,15 +460,16 @@ def model_config(encoder_dir: Path, store: dict, classes: list[str], train: Trai
             **({"unit_interval": unit_interval} if unit_interval is not None else {})}
 
 
-def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict) -> int:
-    """Load the best checkpoint's weights into `model` and write the model files; returns the best epoch.
+def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict, tables: dict | None = None) -> int:
+    """Load the best checkpoint's weights into `model` and write the model files (and `tables`, save_finetuned's);
+    returns the best epoch.
 
     config["run"]["best_epoch"] and ["best_step"] are filled in from the checkpoint."""
     best = torch.load(best_checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(best["state_dict"])
     config["run"]["best_epoch"] = int(best["epoch"])
     config["run"]["best_step"] = int(best["global_step"])
-    save_finetuned(model_out, model, config)
+    save_finetuned(model_out, model, config, tables)
     return int(best["epoch"])
 
 

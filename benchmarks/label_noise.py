@@ -1,0 +1,200 @@
+"""Label noise and near copies injected into real galaxies: does the label budget find them? (a benchmark, not a test)
+
+On ../shared/real-galaxies/gz2_spiral (2,000 SDSS galaxies, spiral vs not, its own 600-galaxy test set) with the
+shared ImageNet EfficientNet-Lite0:
+1. a noisy copy of the catalog: 10% of the labels flipped at random (seeded, every split), and 12 near copies of
+   random galaxies under new ids (4 re-encoded as JPEG quality 90, 4 shifted by 4 px of the 424-px cut-out,
+   4 made 10% brighter), written as new image files;
+2. the pipeline's own stages on it, each stage's dvc.yaml command run in a scratch project (fetch_data, store,
+   split, finetune_gpu, embed, predict, label_budget) with the project's params.yaml and these overrides:
+   data.source catalog, the shared encoder, train.input_size 128 (the CPU's limit; the default is 224);
+3. the flagged labels against the flips (recall, precision; overall and per split), for the stage's default
+   (val/test: the fine-tuned model's predictions; train: the run's training dynamics), for labels.train_judge
+   probe (the stage rerun), and for the method this replaced (cleanlab on 5-fold out-of-fold probabilities of a
+   linear probe on PCA-40 of the frozen features, all 2,000 galaxies at once), in the same run;
+4. the near copies found, and the other pairs reported.
+Real GZ2 labels come from vote-fraction thresholds and carry their own noise, so precision against the flips is a
+lower bound.
+
+    python benchmarks/label_noise.py --out benchmarks/label_noise.json
+
+It skips with a message when ../shared/real-galaxies is absent (CI and users do not have it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "real-galaxies"
+CATALOG = SHARED / "gz2_spiral" / "catalog.csv"
+ENCODER = SHARED / "encoders" / "imagenet-efficientnet-lite0" / "model.safetensors"
+STAGES = ["fetch_data", "store", "split", "finetune_gpu", "embed", "predict", "label_budget"]
+
+
+def noisy_catalog(folder: Path, flip_share: float, n_copies: int, seed: int) -> tuple[Path, set[str], list[tuple]]:
+    """The GZ2 catalog with `flip_share` of its labels flipped and `n_copies` near copies under new ids; returns the
+    catalog's path, the flipped ids and the (original id, copy id, kind) of each copy."""
+    from PIL import Image
+
+    catalog = pd.read_csv(CATALOG, dtype={"id_str": str})
+    catalog["file_loc"] = [str(CATALOG.parent / f) for f in catalog["file_loc"]]
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(catalog), int(round(flip_share * len(catalog))), replace=False)
+    other = {"spiral": "non_spiral", "non_spiral": "spiral"}
+    catalog.loc[flipped, "label"] = catalog.loc[flipped, "label"].map(other)
+    kinds = ["jpeg_q90", "shift_4px", "brightness_1.1"]
+    sources = rng.choice(np.setdiff1d(np.arange(len(catalog)), flipped), n_copies, replace=False)
+    (folder / "copies").mkdir(parents=True)
+    copies, rows = [], []
+    for k, i in enumerate(sources):
+        kind = kinds[k % len(kinds)]
+        image = Image.open(catalog.at[i, "file_loc"]).convert("RGB")
+        pixels = np.asarray(image)
+        if kind == "shift_4px":
+            image = Image.fromarray(np.roll(pixels, 4, axis=1))
+        elif kind == "brightness_1.1":
+            image = Image.fromarray(np.clip(pixels.astype(np.float32) * 1.1, 0, 255).astype(np.uint8))
+        copy_id = f"copy{k:02d}_{catalog.at[i, 'id_str']}"
+        path = folder / "copies" / f"{copy_id}.jpg"
+        image.save(path, format="JPEG", quality=90)
+        copies.append((catalog.at[i, "id_str"], copy_id, kind))
+        rows.append({**catalog.loc[i].to_dict(), "id_str": copy_id, "file_loc": str(path)})
+    catalog = pd.concat([catalog, pd.DataFrame(rows)], ignore_index=True)
+    path = folder / "catalog.csv"
+    catalog.to_csv(path, index=False)
+    return path, set(catalog.loc[flipped, "id_str"]), copies
+
+
+def run_stage(project: Path, name: str, env: dict) -> float:
+    """One stage's dvc.yaml command in `project` (the package from this checkout); its wall seconds."""
+    cmd = " ".join(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"].split())
+    start = time.perf_counter()
+    args = shlex.split(cmd)
+    args[0] = sys.executable if args[0] == "python" else args[0]  # this interpreter, as `dvc repro` in its venv
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+    print(f"label_noise: {name} {seconds:.0f} s: " + " | ".join(tail), flush=True)
+    if proc.returncode:
+        raise SystemExit(f"{name} failed:\n{proc.stdout}\n{proc.stderr}")
+    return seconds
+
+
+def scores(flagged: pd.DataFrame, flips: set[str], labelled: pd.DataFrame) -> dict:
+    """Recall and precision of `flagged` (id_str, split) against the flipped ids, overall and per split."""
+    def one(f, ids):
+        hit = int(f["id_str"].isin(flips).sum())
+        n_flips = len(ids & flips)
+        return {"flagged": int(len(f)), "flips": n_flips, "flips_flagged": hit,
+                "recall": round(hit / n_flips, 3) if n_flips else None,
+                "precision": round(hit / len(f), 3) if len(f) else None}
+
+    out = one(flagged, set(labelled["id_str"]))
+    out["by_split"] = {s: one(flagged[flagged["split"] == s], set(labelled.loc[labelled["split"] == s, "id_str"]))
+                       for s in ("train", "val", "test")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--flip-share", type=float, default=0.10)
+    parser.add_argument("--copies", type=int, default=12)
+    parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], help="extra params overrides, key=value (yaml values)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the scratch project here")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "label_noise.json")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"label_noise: skipped, {SHARED} is absent (the real galaxies are only on the developers' machines)")
+        return
+    from benchmarks.harness import load, provenance
+    from galaxy_finetune.core.files import read_table
+    from galaxy_finetune.data.loading import read_split
+    from galaxy_finetune.labels.budget import pca_project
+    from galaxy_finetune.labels.features import frozen_features
+    from galaxy_finetune.labels.issues import Judged, find_suspects, out_of_fold_probs
+    from galaxy_finetune.training.model_io import read_config
+
+    result = provenance(catalog="gz2_spiral", encoder="imagenet-efficientnet-lite0", input_size=args.input_size,
+                        flip_share=args.flip_share, copies=args.copies, seed=args.seed, overrides=args.set)
+    project = args.keep or Path(tempfile.mkdtemp(prefix="label-noise-"))
+    project.mkdir(parents=True, exist_ok=True)
+    clock = result["wall_s"] = {}
+    try:
+        catalog, flips, copies = noisy_catalog(project / "input", args.flip_share, args.copies, args.seed)
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"].update(source="catalog", catalog=str(catalog), classes=["non_spiral", "spiral"])
+        params["fetch"]["offline"] = "error"
+        params["model"]["encoder"] = str(ENCODER)
+        params["train"]["input_size"] = args.input_size
+        for item in args.set:
+            key, value = item.split("=", 1)
+            group, name = key.split(".", 1)
+            params[group][name] = yaml.safe_load(value)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for name in STAGES:
+            clock[name] = round(run_stage(project, name, env), 1)
+        labelled = pd.concat([read_split(project / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
+                             ignore_index=True)
+        summary = json.loads((project / "metrics/label_budget/summary.json").read_text())
+        flagged = read_table(project / "metrics/label_budget/label_issues.csv")
+        result["finetune"] = {k: v for k, v in json.loads((project / "metrics/training/metrics.json").read_text()).items()
+                              if not isinstance(v, dict)} if (project / "metrics/training/metrics.json").is_file() else {}
+        test = read_table(project / "data/predictions/test.csv")
+        result["finetuned_test_accuracy_on_noisy_labels"] = round(float((test["true_label"] == test["pred_label"]).mean()), 4)
+        result["default"] = {"judges": summary["label_issues"]["judges"], **scores(flagged, flips, labelled)}
+
+        near = read_table(project / "metrics/label_budget/near_duplicates.csv")
+        found = {frozenset(p) for p in zip(near["id_a"], near["id_b"])}
+        truth = {frozenset((a, b)) for a, b, _ in copies}
+        result["near_copies"] = {"copies": len(copies), "found": sum(t in found for t in truth),
+                                 "found_by_kind": {k: sum(frozenset((a, b)) in found for a, b, kk in copies if kk == k)
+                                                   for k in sorted({c[2] for c in copies})},
+                                 "other_pairs": len(found - truth), "calibration": summary["duplicates"]["near_calibration"]}
+
+        # the train split judged by an out-of-fold probe instead: the stage rerun with labels.train_judge probe
+        params["labels"]["train_judge"] = "probe"
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        clock["label_budget (train_judge probe)"] = round(run_stage(project, "label_budget", env), 1)
+        probe_summary = json.loads((project / "metrics/label_budget/summary.json").read_text())
+        result["train_judge_probe"] = {"judges": probe_summary["label_issues"]["judges"],
+                                       **scores(read_table(project / "metrics/label_budget/label_issues.csv"), flips,
+                                                labelled)}
+
+        # the method this replaced: one out-of-fold probe on frozen features judging every label
+        start = time.perf_counter()
+        features = frozen_features(project / "models/encoder", read_config(project / "models/finetuned"),
+                                   project / "data/store", labelled["row"], 64)
+        train = np.flatnonzero(labelled["split"].to_numpy() == "train")
+        x = pca_project(features[train], features, 40)
+        probs = out_of_fold_probs(x, labelled["label"].to_numpy(int), 2, 5)
+        old = find_suspects([Judged("probe", labelled, probs)], ["non_spiral", "spiral"])
+        clock["previous method (OOF probe on all)"] = round(time.perf_counter() - start, 1)
+        result["previous_method"] = {"oof_accuracy_vs_given": round(float(np.mean(probs.argmax(1) == labelled["label"])), 4),
+                                     **scores(old, flips, labelled)}
+        result["load_end"] = load()
+    finally:
+        if args.keep is None:
+            shutil.rmtree(project, ignore_errors=True)
+    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

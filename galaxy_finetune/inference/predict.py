@@ -39,6 +39,17 @@ class DamagedImageWarning(UserWarning):
     """An image file could not be decoded: it is skipped, listed beside the predictions, and the rest go on."""
 
 
+def readable_batches(loader, damaged: list):
+    """The batches of `loader` (over ImageFiles with skip_damaged) holding at least one decoded image; each damaged
+    file is named in a DamagedImageWarning and its (position, reason) appended to `damaged`."""
+    for batch in loader:
+        for _, reason in batch["damaged"]:
+            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=3)
+        damaged += batch["damaged"]
+        if batch["ok"].any():
+            yield batch
+
+
 def skipped_path(out_path: Path) -> Path:
     """Where the damaged images a run skipped are listed: beside OUTPUT, `<stem>_skipped.csv`."""
     out_path = Path(out_path)

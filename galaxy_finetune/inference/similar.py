@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,7 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
     from galaxy_finetune.data.loading import ImageFiles, make_loader
     from galaxy_finetune.inference.classify import galaxies_from
     from galaxy_finetune.inference.embed import encoder_features, load_finetuned
-    from galaxy_finetune.inference.predict import DamagedImageWarning, skipped_path
+    from galaxy_finetune.inference.predict import readable_batches, skipped_path
     from galaxy_finetune.training.model_io import eval_transform, fits_view
 
     frame = galaxies_from(folder)
@@ -113,13 +112,8 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
     dataset = ImageFiles(frame["file"], config["store_size"], fits_view(config), skip_damaged=True)
     tables, shown, damaged = [], [], []
     start = time.perf_counter()
-    for batch in make_loader(dataset, batch_size, False, 0):
-        for _, reason in batch["damaged"]:
-            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=2)
-        damaged += batch["damaged"]
+    for batch in readable_batches(make_loader(dataset, batch_size, False, 0), damaged):
         ok = batch["ok"]
-        if not ok.any():
-            continue
         pixels = batch["image"][ok].permute(0, 2, 3, 1).contiguous().numpy()
         features = encoder_features(model, pixels, view, device)
         pca = search.embeddings.project(features.astype(np.float16).astype(np.float32))  # as the embed stage stored

@@ -313,9 +313,9 @@ def summary_line(s: dict) -> str:
     if s["learner"] is None:
         learner = "learning curve and acquisition: not computed (random-init encoder)"
     else:
-        learner = (f"probe learning curve " + ", ".join(f"{k}/class {v:.1%}" for k, v in s["curve"].items())
-                   + f" (the probe is {s['finetuned_minus_learner_val_accuracy']:+.1%} from the fine-tuned model on val)"
-                   if s["finetuned_minus_learner_val_accuracy"] is not None else "")
+        gap = s["finetuned_minus_learner_val_accuracy"]
+        learner = ("probe learning curve " + ", ".join(f"{k}/class {v:.1%}" for k, v in s["curve"].items())
+                   + (f" (the fine-tuned model is {gap:+.1%} above the probe on val)" if gap is not None else ""))
     return (f"label_budget: {issues['n_flagged']} of {issues['n_labelled']} labels look wrong ({judges}"
             + (f"; {issues['not_judged']}" if issues["not_judged"] else "") + f"); {dup['exact']} identical-pixel "
             f"duplicates, {near}; {learner}; {sum(s['wall_s'].values()):.1f} s")

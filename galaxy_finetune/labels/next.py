@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from galaxy_finetune.core.accelerator import torch_device
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
-from galaxy_finetune.inference.predict import DamagedImageWarning, skipped_path
+from galaxy_finetune.inference.predict import readable_batches, skipped_path
 from galaxy_finetune.data.loading import ImageFiles, make_loader
 from galaxy_finetune.inference.classify import galaxies_from
 from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
@@ -45,13 +44,8 @@ def score_galaxies(model, config: dict, files: pd.Series, how: str, passes: int,
     view = eval_transform(config)
     dataset = ImageFiles(files, config["store_size"], fits_view(config), skip_damaged=True)
     probs, scores, features, decoded, damaged = [], [], [], [], []
-    for i, batch in enumerate(make_loader(dataset, batch_size, False, workers)):
-        for _, reason in batch["damaged"]:
-            warnings.warn(f"{reason}; skipped", DamagedImageWarning, stacklevel=2)
-        damaged += batch["damaged"]
+    for i, batch in enumerate(readable_batches(make_loader(dataset, batch_size, False, workers), damaged)):
         ok = batch["ok"]
-        if not ok.any():
-            continue
         feats = model.encoder(view(batch["image"][ok].to(device))).float()
         p = torch.softmax(model.head(feats).float(), dim=-1).cpu().numpy()  # eval mode: dropout off
         mc = mc_head_probs(model, feats, passes, seed + i).cpu().numpy() if how == "bald" else None

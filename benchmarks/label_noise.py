@@ -109,6 +109,31 @@ def scores(flagged: pd.DataFrame, flips: set[str], labelled: pd.DataFrame) -> di
     return out
 
 
+def rankings(project: Path, flips: set[str]) -> dict:
+    """How far each judge's own ranking goes: the train split by the area under the margin and by the mean
+    probability of the given label (models/finetuned/training_dynamics.csv), val and test by the fine-tuned model's
+    p(given label); for each, the galaxies to flag for 75% recall and the precision there."""
+    from galaxy_finetune.core.files import read_table
+
+    def reach(score: np.ndarray, flip: np.ndarray) -> dict:
+        hits = np.cumsum(flip[np.argsort(score, kind="stable")])
+        k = int(np.searchsorted(hits, 0.75 * flip.sum()) + 1)
+        return {"flips": int(flip.sum()), "flag_for_75pct_recall": k, "precision_there": round(hits[k - 1] / k, 3)}
+
+    dynamics = read_table(project / "models/finetuned/training_dynamics.csv")
+    flip = dynamics["id_str"].isin(flips).to_numpy()
+    p_given = np.where(dynamics["label"] == 1, dynamics.iloc[:, -1], dynamics.iloc[:, -2]).astype(float)
+    below = dynamics["aum"].to_numpy(float) < 0
+    out = {"train_aum": {**reach(dynamics["aum"].to_numpy(float), flip), "aum_below_0": {
+        "flagged": int(below.sum()), "recall": round(float((below & flip).sum() / flip.sum()), 3),
+        "precision": round(float((below & flip).sum() / max(below.sum(), 1)), 3)}},
+           "train_mean_p_given": reach(p_given, flip)}
+    for split in ("val", "test"):
+        table = read_table(project / f"data/predictions/{split}.csv")
+        out[f"{split}_p_given"] = reach(table["p_true"].to_numpy(float), table["id_str"].isin(flips).to_numpy())
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flip-share", type=float, default=0.10)
@@ -118,7 +143,18 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra params overrides, key=value (yaml values)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the scratch project here")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "label_noise.json")
+    parser.add_argument("--rankings-of", type=Path, default=None,
+                        help="only add the rankings of a project kept with --keep to --out (no pipeline run)")
     args = parser.parse_args()
+    if args.rankings_of is not None:
+        original = pd.read_csv(CATALOG, dtype={"id_str": str}).set_index("id_str")["label"]
+        noisy = pd.read_csv(args.rankings_of / "input" / "catalog.csv", dtype={"id_str": str}).set_index("id_str")["label"]
+        common = noisy.index.intersection(original.index)
+        result = json.loads(args.out.read_text())
+        result["rankings"] = rankings(args.rankings_of, set(common[noisy[common] != original[common]]))
+        args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        print(json.dumps(result["rankings"], indent=1))
+        return
     if not SHARED.is_dir():
         print(f"label_noise: skipped, {SHARED} is absent (the real galaxies are only on the developers' machines)")
         return
@@ -167,6 +203,8 @@ def main() -> None:
                                  "found_by_kind": {k: sum(frozenset((a, b)) in found for a, b, kk in copies if kk == k)
                                                    for k in sorted({c[2] for c in copies})},
                                  "other_pairs": len(found - truth), "calibration": summary["duplicates"]["near_calibration"]}
+
+        result["rankings"] = rankings(project, flips)
 
         # the train split judged by an out-of-fold probe instead: the stage rerun with labels.train_judge probe
         params["labels"]["train_judge"] = "probe"

@@ -55,6 +55,23 @@ def skipped_path(out_path: Path) -> Path:
     out_path = Path(out_path)
     return out_path.with_name(f"{out_path.stem}_skipped.csv")
 
+def write_skipped(out_path: Path, skipped: pd.DataFrame) -> Path:
+    """The damaged images a run skipped (id_str, file, reason) listed beside OUTPUT, or an earlier run's list of
+    this output removed when none was skipped; returns the list's path."""
+    listed = skipped_path(out_path)
+    if len(skipped):
+        write_csv(listed, skipped)
+    elif listed.is_file():
+        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    return listed
+
+
+def damaged_table(galaxies: pd.DataFrame, damaged: list) -> pd.DataFrame:
+    """write_skipped's table of the (position in `galaxies`, reason) pairs readable_batches collected."""
+    rows = [i for i, _ in damaged]
+    return pd.DataFrame({"id_str": galaxies["id_str"].to_numpy()[rows], "file": galaxies["file"].to_numpy()[rows],
+                         "reason": [r for _, r in damaged]})
+
 
 def predictions_header(classes: list[str], labelled: bool, extra: list[str]) -> list[str]:
     """id_str, [true_label], pred_label, p_<class>..., [p_true], confidence, then `extra` columns."""
@@ -301,11 +318,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     header = (predictions_header(config["classes"], writer.labelled, extra_names) if task.kind == "classification"
               else target_header(task, writer.labelled, extra_names))
     skipped = skipped_images(parts_dir, galaxies)
-    listed = skipped_path(out_path)
-    if len(skipped):
-        write_csv(listed, skipped)
-    elif listed.is_file():
-        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    listed = write_skipped(out_path, skipped)
     if len(skipped) == len(galaxies):
         shutil.rmtree(parts_dir)
         raise PipelineError(f"{out_path}: not written, none of the {len(galaxies)} image(s) could be decoded (e.g. "

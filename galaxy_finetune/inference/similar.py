@@ -102,7 +102,7 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
     from galaxy_finetune.data.loading import ImageFiles, make_loader
     from galaxy_finetune.inference.classify import galaxies_from
     from galaxy_finetune.inference.embed import encoder_features, load_finetuned
-    from galaxy_finetune.inference.predict import readable_batches, skipped_path
+    from galaxy_finetune.inference.predict import damaged_table, readable_batches, write_skipped
     from galaxy_finetune.training.model_io import eval_transform, fits_view
 
     frame = galaxies_from(folder)
@@ -125,13 +125,7 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
             if len(shown) < SHEET_QUERIES:
                 shown.append((frame["id_str"].iloc[i], pixels[j], table))
     seconds = time.perf_counter() - start
-    listed = skipped_path(output)
-    if damaged:
-        rows = [i for i, _ in damaged]
-        write_csv(listed, pd.DataFrame({"id_str": frame["id_str"].to_numpy()[rows],
-                                        "file": frame["file"].to_numpy()[rows], "reason": [r for _, r in damaged]}))
-    elif listed.is_file():
-        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    listed = write_skipped(output, damaged_table(frame, damaged))
     if not tables:
         raise PipelineError(f"{folder}: none of its {len(frame)} image(s) could be decoded (e.g. {damaged[0][1]}); "
                             f"all are listed in {listed}")

@@ -24,7 +24,7 @@ from galaxy_finetune.core.accelerator import torch_device
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
-from galaxy_finetune.inference.predict import readable_batches, skipped_path
+from galaxy_finetune.inference.predict import damaged_table, readable_batches, write_skipped
 from galaxy_finetune.data.loading import ImageFiles, make_loader
 from galaxy_finetune.inference.classify import galaxies_from
 from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
@@ -71,13 +71,7 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
     device = torch_device(args.accelerator)
     probs, scores, features, decoded, damaged = score_galaxies(model, config, frame["file"], args.score, args.passes,
                                                                args.batch_size, device)
-    listed = skipped_path(args.output)
-    if damaged:
-        rows = [i for i, _ in damaged]
-        write_csv(listed, pd.DataFrame({"id_str": frame["id_str"].to_numpy()[rows],
-                                        "file": frame["file"].to_numpy()[rows], "reason": [r for _, r in damaged]}))
-    elif listed.is_file():
-        listed.unlink()  # a list from an earlier run of this output: nothing was skipped this time
+    listed = write_skipped(args.output, damaged_table(frame, damaged))
     scored = frame.iloc[decoded].reset_index(drop=True)
     shift, why_not = optional_scorer(args.embeddings, args.model_dir)
     space = features if shift is None else shift.reference.project(features)

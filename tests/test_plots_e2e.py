@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -93,10 +94,13 @@ def test_metrics_diff_lists_the_changed_keys(repo):
 
 
 def not_computed(repo) -> set[str]:
-    """The plots a run leaves empty on purpose: with a random-init encoder the label budget's probe simulates no
-    acquisition (its summary says why); the learning_curve plot still has the fine-tuned model's curve."""
+    """The plots a run leaves empty on purpose: with a random-init encoder the label budget's probe draws no curve
+    and simulates no acquisition (its summary says why), so learning_curve holds only the fine-tuned model's
+    curve, once galaxy-label-curve has collected it."""
     summary = json.loads((repo / "metrics/label_budget/summary.json").read_text())
-    return {"active_learning"} if summary["learner"] is None else set()
+    if summary["learner"] is not None:
+        return set()
+    return {"active_learning"} | (set() if (repo / "metrics/finetuned_curve.csv").is_file() else {"learning_curve"})
 
 
 def test_plots_show_holds_every_plot_with_data(repo, tmp_path):
@@ -107,14 +111,29 @@ def test_plots_show_holds_every_plot_with_data(repo, tmp_path):
     specs = vega_specs(html)
     assert sorted(specs) == sorted(vega)
     empty = not_computed(repo)
-    assert empty == {"active_learning"}  # the tiny project's encoder is a random init
+    assert empty == {"active_learning", "learning_curve"}  # a random init, and no fine-tuned curve collected
     for plot_id, spec in specs.items():
-        assert (len(spec["data"]["values"]) > 0) == (plot_id not in empty), plot_id
+        values = spec.get("data", {}).get("values", [])  # DVC leaves "data" out of a plot with none
+        assert (len(values) > 0) == (plot_id not in empty), plot_id
     shown = image_plots(html)
     assert sorted(shown) == sorted(images)
     for path, sources in shown.items():
         assert len(sources) == 1 and (tmp_path / "show" / sources[0]).stat().st_size > 5000, path
     assert "cdn.jsdelivr.net" not in html and "vegaEmbed" in html
+
+
+def test_galaxy_label_curve_draws_the_fine_tuned_curve_in_the_learning_curve_plot(repo, tmp_path):
+    from tests.pipeline_repo import copy_repo
+
+    repo, env = repo
+    copy = copy_repo(repo, tmp_path / "copy")
+    out = run([sys.executable, "-m", "galaxy_finetune.labels.finetuned_curve"], copy, env).stdout
+    budget = json.loads((copy / "metrics/label_budget/summary.json").read_text())
+    assert f"{budget['train_labels']} labels" in out and "the fit needs at least 3" in out
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "show")], copy, env)
+    curve = vega_specs((tmp_path / "show" / "index.html").read_text())["learning_curve"]
+    assert budget["train_labels"] in {int(float(row["n_labels"])) for row in curve["data"]["values"]}
+    assert not_computed(copy) == {"active_learning"}
 
 
 def test_plots_diff_overlays_two_commits(repo, tmp_path):
@@ -125,7 +144,7 @@ def test_plots_diff_overlays_two_commits(repo, tmp_path):
     assert sorted(specs) == sorted(declared_plots()[0])
     empty = not_computed(repo)
     for plot_id, spec in specs.items():
-        revs = {row["rev"] for row in spec["data"]["values"]}
+        revs = {row["rev"] for row in spec.get("data", {}).get("values", [])}
         assert revs == (set() if plot_id in empty else {"HEAD~1", "workspace"}), plot_id
     for path, sources in image_plots(html).items():
         assert len(sources) == 2, path  # one image per revision, side by side

@@ -92,7 +92,8 @@ def test_the_figures_show_the_fits_galaxies(fits_repo, tmp_path, monkeypatch):
     """analyse, rerun in-process on the run's own inputs: each galaxy panel of the top-5 figures and of the
     unusual galaxies is the stored (FITS-decoded) pixels of the galaxy its caption names."""
     from galaxy_finetune.analysis import figures
-    from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse
+    from galaxy_finetune.analysis.analyse import analyse
+    from galaxy_finetune.analysis.common import Inputs, Outputs
     from galaxy_finetune.core.params import AnalyseParams
 
     repo = fits_repo[0]

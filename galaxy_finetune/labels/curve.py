@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.labels.subsets import nested_subsets
+from galaxy_finetune.data.subsets import nested_subsets
 from galaxy_finetune.training.probe import fit_linear_probe
 
 METRICS = ("accuracy", "balanced_accuracy")

@@ -23,7 +23,7 @@ import numpy as np
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import sha256sum
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
-from galaxy_finetune.inference.neighbours import anomaly_scores
+from galaxy_finetune.core.neighbours import anomaly_scores
 
 SHIFT_K = 10            # neighbours averaged (as analyse.anomaly_k's default)
 MAX_REFERENCE = 20_000  # training galaxies the score compares with (bounds a batch's cost)

@@ -255,12 +255,14 @@ def test_checker_finds_orphans_long_readmes_and_split_tables(tmp_path):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page):
-    assert broken_links(page) == []
+    problems = broken_links(page)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("page", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: str(p.relative_to(ROOT)))
 def test_tables_and_headings_render(page):
-    assert table_problems(page) + heading_problems(page) == []
+    problems = table_problems(page) + heading_problems(page)
+    assert not problems, "\n".join(problems)
 
 
 def test_readme_is_one_screen_and_keeps_the_setup_commands():
@@ -274,4 +276,5 @@ def test_readme_is_one_screen_and_keeps_the_setup_commands():
 
 def test_no_docs_page_is_an_orphan():
     assert (DOCS / "README.md").resolve() in linked_pages(README), "README.md does not link docs/README.md"
-    assert orphans(README, DOCS) == []
+    lost = orphans(README, DOCS)
+    assert not lost, f"linked neither from README.md nor from docs/README.md: {[p.name for p in lost]}"

@@ -1,7 +1,7 @@
 """The GPU check: one prepared run, at most 8 minutes on an H200, of the numbers the pipeline promises on a GPU.
 
     bash benchmarks/gpu_wheels.sh                                # here: the wheels the GPU box lacks, into .whl/
-    python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json    # there (README.md, "GPU check", has the line)
+    python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json    # there (docs/gpu.md, "GPU check", has the line)
     python benchmarks/gpu_check.py --dry-run                     # CPU, a tiny store, seconds: what the test runs
 
 Everything runs through the project's own code on a synthetic store of 8,000 galaxies: 224 px JPEGs rendered

@@ -20,7 +20,7 @@ LOW_SCRATCH_LR = 1e-4  # below this a random init barely moves in a few epochs (
 HIGH_FINETUNE_LR = 1e-4  # above this, fine-tuning a pretrained encoder risks wrecking it (lpft's lr, measured)
 FEW_PER_CLASS = 100  # fewer training images per class than this is little for any encoder
 # below this many labels per class, a random init trained from scratch on real galaxies learned far less than a
-# pretrained encoder from the same labels (benchmarks/recipes.py; README "Which recipe runs"); synthetic galaxies
+# pretrained encoder from the same labels (benchmarks/recipes.py; docs/recipes.md); synthetic galaxies
 # are easy enough at any size
 SCRATCH_FEW_PER_CLASS = 1000
 
@@ -57,7 +57,7 @@ def scratch_warning(n_train: int, n_classes: int, synthetic: bool) -> str | None
         return None
     return (f"training a random init from scratch on {n_train} labelled galaxies ({per_class:.0f} per class, under "
             f"{SCRATCH_FEW_PER_CLASS} per class): on real galaxies this learns far less than pretrained weights do "
-            f"from the same labels (README, 'Which recipe runs'); set model.encoder to pretrained weights (a Zoobot "
+            f"from the same labels (docs/recipes.md); set model.encoder to pretrained weights (a Zoobot "
             f"hf_hub: encoder, or a .safetensors file), or label several times more galaxies")
 
 

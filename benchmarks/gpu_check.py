@@ -180,10 +180,11 @@ def trained_model(b: Check) -> Path:
     from galaxy_finetune.training.model_io import save_finetuned
     from galaxy_finetune.core.params import AugmentParams
     from galaxy_finetune.core.task import Task
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.training.train import model_config
 
     if not (b.model_dir / MODEL_CONFIG).is_file():
-        config = model_config(b.encoder_dir, {"image_size": b.args.size}, b.recipe, AugmentParams(),
+        config = model_config(encoder_record(b.encoder_dir), {"image_size": b.args.size}, b.recipe, AugmentParams(),
                               {"note": "untrained: saved by gpu_check because the epoch runner did not run"},
                               Task("classification", tuple(CLASSES)))
         save_finetuned(b.model_dir, project_classifier(b.encoder_dir), config)

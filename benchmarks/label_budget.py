@@ -213,7 +213,7 @@ def main() -> None:
             ring_pixels = np.stack([decode_image(SHARED / "gz_decals_rings" / f, size) for f in rings["file_loc"]])
             ring_features = []
             from galaxy_finetune.data.augment import eval_view
-            from galaxy_finetune.data.encoder import build_encoder
+            from galaxy_finetune.data.encoder import build_encoder, encoder_record
             encoder = build_encoder(enc).eval()
             with torch.inference_mode():
                 for s in range(0, len(ring_pixels), 64):
@@ -265,7 +265,7 @@ def main() -> None:
             train_params = TrainParams(input_size=size)
             model = build_classifier(build_encoder(enc), 2, train_params)
             load_into_head(model.head.linear, fit_linear_probe(features[tr], y[tr], features[va], y[va], 2))
-            save_finetuned(work / "model", model, model_config(enc, read_record(store), train_params, AugmentParams(), {},
+            save_finetuned(work / "model", model, model_config(encoder_record(enc), read_record(store), train_params, AugmentParams(), {},
                                                                Task("classification", tuple(read_classes(raw)))))
             test_catalog = work / "unlabelled.csv"
             pd.DataFrame({"id_str": galaxies["id_str"].to_numpy()[te],

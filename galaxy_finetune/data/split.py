@@ -58,7 +58,7 @@ def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: flo
     else:
         train, val = _carve(pool, val_fraction, seed, "val", task)
     if train_per_class:
-        if not task.per_class:
+        if not task.by_class:
             raise PipelineError(f"split.train_per_class: per class, so for train.task classification only "
                                 f"(this run's task is {task.kind}); set it to 0")
         train = train.iloc[subset_per_class(train["label"].to_numpy(), train_per_class, seed)]
@@ -94,7 +94,7 @@ def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str, task
     try:
         return train_test_split(frame, test_size=fraction, stratify=stratify, random_state=seed)
     except ValueError as exc:
-        kind = "a stratified" if stratify is not None and task.per_class else "a"
+        kind = "a stratified" if stratify is not None and task.by_class else "a"
         raise PipelineError(f"split: cannot carve {kind} {what} set ({exc}); raise split.{what}_fraction "
                             f"or add examples") from None
 

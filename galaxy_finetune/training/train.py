@@ -319,7 +319,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     if _rank_zero():
         head.warnings(n_train, pretrained, manifest.get("source") == "synthetic")
     budget = training_budget(train, n_train)
-    encoder = build_encoder(job.encoder_dir)
+    encoder = build_encoder(job.encoder_dir, encoder_info)
     head.fit_data(data)
     probe = head.probe(encoder, data, train, accelerator)
     model = head.build(encoder, train, budget.pop("schedule_steps"))
@@ -371,7 +371,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "augment": augment.model_dump(),
         "versions": versions(),
     }
-    config = model_config(job.encoder_dir, read_record(job.store_dir), train, augment, run, task, head.config())
+    config = model_config(encoder_info, read_record(job.store_dir), train, augment, run, task, head.config())
     tables = head.tables(extra, read_split(job.split_dir, "train"))
     if keep_probe:
         model.load_state_dict(probe_weights)
@@ -384,12 +384,11 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     return run
 
 
-def model_config(encoder_dir: Path, store: dict, train: TrainParams, augment: AugmentParams, run: dict,
+def model_config(encoder: dict, store: dict, train: TrainParams, augment: AugmentParams, run: dict,
                  task: Task, head_config: dict | None = None) -> dict:
     """What model.json records: how to rebuild the model (its task and `head_config`, Head.config()) and view its
     inputs exactly as training did (the store's decode: its size and FITS view; then the eval view: zoom, input
-    size, the encoder's normalisation), and where it came from."""
-    encoder = encoder_record(encoder_dir)
+    size, the encoder's normalisation), and where it came from; `encoder`: the encoder's record (encoder.json)."""
     return {"arch": encoder["arch"], "classes": list(task.classes), "input_size": train.input_size,
             "store_size": store["image_size"], "fits_view": store.get("fits_view"), "eval_zoom": augment.eval_zoom,
             "normalisation": encoder.get("normalisation"), "training_mode": train.training_mode,

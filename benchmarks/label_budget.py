@@ -256,7 +256,7 @@ def main() -> None:
             from galaxy_finetune.core.params import AugmentParams, TrainParams
             from galaxy_finetune.data.store import read_record
             from galaxy_finetune.labels.next import main as label_next
-            from galaxy_finetune.training.heads import build_classifier
+            from galaxy_finetune.training.classifier import build_classifier
             from galaxy_finetune.training.model_io import save_finetuned
             from galaxy_finetune.training.probe import load_into_head
             from galaxy_finetune.core.task import Task

@@ -31,7 +31,7 @@ def project(tmp_path_factory):
     from galaxy_finetune.data.store import read_record
     from galaxy_finetune.inference.embed import embed_splits
     from galaxy_finetune.data.encoder import build_encoder, encoder_record
-    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.classifier import build_classifier
     from galaxy_finetune.training.model_io import save_finetuned
     from galaxy_finetune.core.task import Task
     from galaxy_finetune.training.train import model_config

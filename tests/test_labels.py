@@ -77,7 +77,7 @@ def _tiny_classifier(dropout=0.5):
     import timm
 
     from galaxy_finetune.core.params import TrainParams
-    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.classifier import build_classifier
 
     torch.manual_seed(0)
     encoder = timm.create_model("test_convnext", pretrained=False, num_classes=0)

@@ -87,7 +87,7 @@ def test_the_head_starts_where_the_probe_ends(learnable):
     """Loaded into Zoobot's head, the probe's weights give the model the probe's own val loss."""
     from galaxy_finetune.data.loading import GalaxyDataModule
     from galaxy_finetune.data.encoder import build_encoder
-    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.classifier import build_classifier
     from galaxy_finetune.training.probe import load_into_head
     from galaxy_finetune.training.probe import linear_probe
 
@@ -164,7 +164,7 @@ def test_frozen_batchnorm_keeps_the_pretrained_statistics_through_training_mode(
     probe's head was fitted on are the features it is trained on; the rest of the model still trains."""
     import timm
 
-    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.classifier import build_classifier
 
     train = Params().train.model_copy(update={"batchnorm": "frozen" if frozen else "train"})
     model = build_classifier(timm.create_model("resnet10t", num_classes=0), 2, train)
@@ -184,7 +184,7 @@ def test_frozen_batchnorm_holds_inside_a_lightning_fit(learnable, monkeypatch):
     from galaxy_finetune.training.classifier import GalaxyClassifier
     from galaxy_finetune.data.loading import GalaxyDataModule
     from galaxy_finetune.data.encoder import build_encoder
-    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.classifier import build_classifier
 
     seen = []
     step = GalaxyClassifier.training_step

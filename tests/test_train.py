@@ -119,6 +119,7 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     import pickle
 
     from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.core.task import Task
     from galaxy_finetune.training.train import fingerprint
 
     train = Params.model_validate(TINY).recipe(False)[1].model_copy(update={"epochs": 1})
@@ -126,7 +127,8 @@ def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):
     classes = list(GALAXY_MNIST_CLASSES)
     ckpt = inputs / "models/checkpoints"
     ckpt.mkdir(parents=True)
-    inputs_fingerprint = fingerprint(train, augment, classes, inputs / "data/splits", inputs / "data/store" / STORE_RECORD,
+    task = Task("classification", tuple(classes)).record()  # what the run learns (core/task.py)
+    inputs_fingerprint = fingerprint(train, augment, task, inputs / "data/splits", inputs / "data/store" / STORE_RECORD,
                                      inputs / "models/encoder")
     (ckpt / CHECKPOINT_FINGERPRINT).write_text(json.dumps({"fingerprint": inputs_fingerprint}))
     marker = tmp_path / "pwned"

@@ -68,6 +68,10 @@ class BudgetSchedule:
 class GalaxyClassifier(BudgetSchedule, FinetuneableZoobotClassifier):
     """Zoobot's classifier (softmax over classes, cross-entropy)."""
 
+    @classmethod
+    def for_task(cls, task, encoder, unit_interval: bool = True, **common):
+        return cls(encoder=encoder, num_classes=len(task.classes), **common)
+
 
 class GalaxyRegressor(BudgetSchedule, FinetuneableZoobotRegressor):
     """Zoobot's regressor with one output per target column: Zoobot's LinearHead of width K (its own head is
@@ -83,6 +87,10 @@ class GalaxyRegressor(BudgetSchedule, FinetuneableZoobotRegressor):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x)).reshape(len(x), -1)
 
+    @classmethod
+    def for_task(cls, task, encoder, unit_interval: bool = True, **common):
+        return cls(n_outputs=len(task.label_cols), loss="mse", unit_interval=unit_interval, encoder=encoder, **common)
+
 
 class GalaxyTree(BudgetSchedule, FinetuneableZoobotTree):
     """Zoobot's decision-tree head: Dirichlet concentrations (B, answers) for the schema's questions; the
@@ -95,9 +103,40 @@ class GalaxyTree(BudgetSchedule, FinetuneableZoobotTree):
         for hparams in (self._hparams, getattr(self, "_hparams_initial", {})):
             hparams.pop("schema", None)
 
+    @classmethod
+    def for_task(cls, task, encoder, unit_interval: bool = True, **common):
+        return cls(schema=task.zoobot_schema(), encoder=encoder, **common)
+
     def run_step_through_model(self, batch):
         x, y = self.batch_to_supervised_tuple(batch)
         y_pred = self.forward(x)
         with torch.autocast(device_type=y_pred.device.type, enabled=False):
             loss = self.loss(y_pred.float(), {k: v.float() for k, v in y.items()})
         return y, y_pred, loss
+
+
+MODULES = {"classification": GalaxyClassifier, "regression": GalaxyRegressor, "votes": GalaxyTree}
+WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
+
+
+def schedule(train, schedule_steps: int) -> dict:
+    """What every head's module shares (train: core.params.TrainParams): the optimiser, the lr schedule (a warm-up
+    over WARMUP_FRACTION of a cosine schedule's steps) and the encoder's training mode."""
+    steps = schedule_steps if train.schedule == "cosine" else 0
+    return dict(schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
+                frozen_batchnorm=train.batchnorm == "frozen", training_mode=train.training_mode,
+                learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
+                head_dropout_prob=train.dropout, seed=train.seed)
+
+
+def build_module(task, encoder: torch.nn.Module, train, schedule_steps: int = 0, unit_interval: bool = True):
+    """The task's Zoobot module around `encoder`: the classifier, the regressor (one output per target column; a
+    sigmoid on the outputs when `unit_interval`) or the decision tree (the task's schema), each with the step
+    budget's schedule."""
+    return MODULES[task.kind].for_task(task, encoder, unit_interval, **schedule(train, schedule_steps))
+
+
+def build_classifier(encoder: torch.nn.Module, num_classes: int, train, schedule_steps: int = 0):
+    """Zoobot's classifier around `encoder` (zoobot 2.9 API) for `num_classes` classes; with `schedule_steps` and
+    train.schedule cosine, its lr warms up over 5% of the steps, then decays along a cosine."""
+    return GalaxyClassifier(encoder=encoder, num_classes=num_classes, **schedule(train, schedule_steps))

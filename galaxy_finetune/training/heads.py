@@ -6,40 +6,19 @@ learned anything, and names the run record's task scores. finetune() (training/t
 """
 from __future__ import annotations
 
-import math
 import warnings
-
-from lightning.pytorch.utilities import rank_zero_only
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.core.params import TrainParams
 from galaxy_finetune.core.task import Task
+from galaxy_finetune.training.classifier import build_module
 from galaxy_finetune.training.dynamics import DYNAMICS_FILE, TrainingDynamics
 from galaxy_finetune.training.learning import (Baseline, LearningCurve, RunContext, TargetCurve, VoteCurve,
                                                scratch_warning)
 from galaxy_finetune.training.probe import linear_probe, ridge_probe
-
-WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
-
-
-def schedule(train: TrainParams, schedule_steps: int) -> dict:
-    """The keyword arguments every head shares: the optimiser, the lr schedule and the encoder's training mode."""
-    steps = schedule_steps if train.schedule == "cosine" else 0
-    return dict(schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
-                frozen_batchnorm=train.batchnorm == "frozen", training_mode=train.training_mode,
-                learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
-                head_dropout_prob=train.dropout, seed=train.seed)
-
-
-def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams, schedule_steps: int = 0):
-    """Zoobot's classifier around `encoder` (zoobot 2.9 API); with `schedule_steps` and train.schedule cosine,
-    its lr warms up over 5% of the steps, then decays along a cosine (classifier.GalaxyClassifier)."""
-    from galaxy_finetune.training.classifier import GalaxyClassifier
-
-    return GalaxyClassifier(encoder=encoder, num_classes=num_classes, **schedule(train, schedule_steps))
-
 
 class Head:
     """The regression head (Zoobot's regressor, MSE) and what every head shares."""
@@ -57,11 +36,10 @@ class Head:
         """Warnings about the run's labels before it trains."""
 
     def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0):
-        from galaxy_finetune.training.classifier import GalaxyRegressor
+        """The task's Zoobot module around `encoder` (training/classifier.py)."""
+        unit_interval = True if self.unit_interval is None else self.unit_interval
+        return build_module(self.task, encoder, train, schedule_steps, unit_interval)
 
-        return GalaxyRegressor(n_outputs=len(self.task.label_cols), loss="mse",
-                               unit_interval=True if self.unit_interval is None else self.unit_interval,
-                               encoder=encoder, **schedule(train, schedule_steps))
 
     def probe(self, encoder, data, train: TrainParams, accelerator: str):
         """The linear probe of the frozen encoder (training/probe.py), or None where the head has none."""
@@ -101,8 +79,6 @@ class ClassifierHead(Head):
         if not pretrained and (few := scratch_warning(n_train, len(self.task.classes), synthetic)):
             warnings.warn(few, stacklevel=2)
 
-    def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0):
-        return build_classifier(encoder, len(self.task.classes), train, schedule_steps)
 
     def probe(self, encoder, data, train: TrainParams, accelerator: str):
         return linear_probe(encoder, data, len(self.task.classes), train.seed, accelerator)
@@ -132,10 +108,6 @@ class TreeHead(Head):
     def fit_data(self, data) -> None:
         pass
 
-    def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0):
-        from galaxy_finetune.training.classifier import GalaxyTree
-
-        return GalaxyTree(schema=self.task.zoobot_schema(), encoder=encoder, **schedule(train, schedule_steps))
 
     def probe(self, encoder, data, train: TrainParams, accelerator: str):
         if train.head_init == "linear_probe":

@@ -20,14 +20,14 @@ from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.core.params import TrainParams
 from galaxy_finetune.core.task import Task
-from galaxy_finetune.training.heads import head_for
+from galaxy_finetune.training.classifier import build_module
 
 def build_model(encoder: torch.nn.Module, task: Task, train: TrainParams, schedule_steps: int = 0,
                 unit_interval: bool = True):
-    """The head for `task` around `encoder` (training/heads.py): Zoobot's classifier, regressor (one output per
+    """The module for `task` around `encoder` (training/classifier.py): Zoobot's classifier, regressor (one output per
     target column; a sigmoid on the outputs when `unit_interval`) or decision tree (the task's schema), each with
     the step budget's schedule (classifier.BudgetSchedule)."""
-    return head_for(task, unit_interval).build(encoder, train, schedule_steps)
+    return build_module(task, encoder, train, schedule_steps, unit_interval)
 
 
 def model_task(config: dict) -> Task:

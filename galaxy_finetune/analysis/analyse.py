@@ -22,7 +22,8 @@ from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_json, read_table, write_json, write_text
+from galaxy_finetune.core.files import (atomic_path, read_model_config, read_stage_json, read_table, require,
+                                       write_json, write_text)
 from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
                                      residuals, validated_probabilities)
@@ -135,21 +136,11 @@ def footer(prov: dict) -> str:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the predict stage first")
+    require(path, "predict")
     try:
         return read_table(path)
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-
-
-def read_input_json(path: Path, stage: str) -> dict:
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the {stage} stage first")
-    try:
-        return read_json(path)
-    except ValueError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); rerun the {stage} stage") from None
 
 
 def read_curves(live_dir: Path | None) -> dict[str, dict[str, pd.DataFrame]]:
@@ -296,9 +287,9 @@ def anomalies_table(embeddings: Embeddings, rows: np.ndarray, table: pd.DataFram
 
 def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     """Validate the inputs, compute the metrics, then write every output of `out` (all or none); return the metrics."""
-    manifest = read_input_json(inputs.raw_dir / MANIFEST, "fetch_data")
-    config = read_input_json(inputs.model_dir / MODEL_CONFIG, "finetune_gpu")
-    timing = read_input_json(inputs.timing, "predict") if inputs.timing else None
+    manifest = read_stage_json(inputs.raw_dir / MANIFEST, "fetch_data")
+    config = read_model_config(inputs.model_dir)
+    timing = read_stage_json(inputs.timing, "predict") if inputs.timing else None
     try:
         prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
         trained_on = list(config.get("classes", []))

@@ -60,7 +60,7 @@ class EmbedRunner:
 
         from galaxy_finetune.inference.embed import embed_galaxies
         from galaxy_finetune.core.params import TrainParams
-        from galaxy_finetune.training.model_io import build_classifier
+        from galaxy_finetune.training.heads import build_classifier
 
         model = build_classifier(timm.create_model("convnext_nano", pretrained=False, num_classes=0), 4,
                                  TrainParams()).eval()

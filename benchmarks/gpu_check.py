@@ -1,7 +1,7 @@
 """The GPU check: one prepared run, at most 8 minutes on an H200, of the numbers the pipeline promises on a GPU.
 
     bash benchmarks/gpu_wheels.sh                                # here: the wheels the GPU box lacks, into .whl/
-    python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json    # there (README.md, "GPU check", has the line)
+    python3 benchmarks/gpu_check.py --out $OUT/gpu_check.json    # there (docs/gpu.md, "GPU check", has the line)
     python benchmarks/gpu_check.py --dry-run                     # CPU, a tiny store, seconds: what the test runs
 
 Everything runs through the project's own code on a synthetic store of 8,000 galaxies: 224 px JPEGs rendered
@@ -179,11 +179,14 @@ def trained_model(b: Check) -> Path:
     from galaxy_finetune.core.layout import MODEL_CONFIG
     from galaxy_finetune.training.model_io import save_finetuned
     from galaxy_finetune.core.params import AugmentParams
+    from galaxy_finetune.core.task import Task
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.training.train import model_config
 
     if not (b.model_dir / MODEL_CONFIG).is_file():
-        config = model_config(b.encoder_dir, {"image_size": b.args.size}, CLASSES, b.recipe, AugmentParams(),
-                              {"note": "untrained: saved by gpu_check because the epoch runner did not run"})
+        config = model_config(encoder_record(b.encoder_dir), {"image_size": b.args.size}, b.recipe, AugmentParams(),
+                              {"note": "untrained: saved by gpu_check because the epoch runner did not run"},
+                              Task("classification", tuple(CLASSES)))
         save_finetuned(b.model_dir, project_classifier(b.encoder_dir), config)
     return b.model_dir
 

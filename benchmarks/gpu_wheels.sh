@@ -9,7 +9,7 @@
 # dvc, dvclive and astropy are not needed: the check never imports them (tests/test_gpu_check.py makes sure).
 # Versions are those of requirements.txt's install (the project's venv); the script warns if they differ.
 #
-#   bash benchmarks/gpu_wheels.sh        # then carry .whl (README.md, "GPU check")
+#   bash benchmarks/gpu_wheels.sh        # then carry .whl (docs/gpu.md, "GPU check")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

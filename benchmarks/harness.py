@@ -165,7 +165,7 @@ def write_store(folder: Path, catalog: pd.DataFrame, size: int) -> Path:
 
 def make_encoder_dir(folder: Path, arch: str = "convnext_nano") -> Path:
     """A seeded random encoder in folder/encoder, as fetch_data writes it."""
-    from galaxy_finetune.training.encoder import resolve_encoder
+    from galaxy_finetune.data.encoder import resolve_encoder
 
     encoder_dir = folder / "encoder"
     resolve_encoder("random", encoder_dir, arch, 42)

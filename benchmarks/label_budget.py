@@ -58,7 +58,7 @@ def copies_features(srcs: list[str], size: int, encoder_dir, config) -> dict[str
 
     from galaxy_finetune.data.augment import eval_view
     from galaxy_finetune.data.images import decode_image
-    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.data.encoder import build_encoder
 
     def jpeg(pixels):
         buffer = io.BytesIO()
@@ -111,15 +111,15 @@ def main() -> None:
     from galaxy_finetune.data.images import decode_image
     from galaxy_finetune.data.loading import read_split
     from galaxy_finetune.data.store import read_row_hashes
-    from galaxy_finetune.inference.neighbours import anomaly_scores
+    from galaxy_finetune.core.neighbours import anomaly_scores
     from galaxy_finetune.labels.budget import pca_project
     from galaxy_finetune.labels.curve import fit_curve, learning_curve
-    from galaxy_finetune.labels.duplicates import exact_groups, near_pairs
+    from galaxy_finetune.data.duplicates import exact_groups, near_pairs
     from galaxy_finetune.labels.features import frozen_features
     from galaxy_finetune.labels.issues import find_suspects, out_of_fold_probs
-    from galaxy_finetune.labels.shift import FAR_QUANTILE, knn_distance
+    from galaxy_finetune.inference.shift import FAR_QUANTILE, knn_distance
     from galaxy_finetune.labels.simulate import label_saving, simulate_active
-    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.training.probe import fit_linear_probe
 
     quiet_logs()
@@ -186,7 +186,7 @@ def main() -> None:
             groups = exact_groups(hashes)
             result["exact_duplicates"] = int((groups != np.arange(len(groups))).sum())
             pairs = near_pairs(features, 0.90)
-            from galaxy_finetune.inference.neighbours import unit_rows
+            from galaxy_finetune.core.neighbours import unit_rows
             unit = unit_rows(features)
             sim = unit @ unit.T
             distinct = sim[np.triu_indices(len(sim), 1)]
@@ -213,7 +213,7 @@ def main() -> None:
             ring_pixels = np.stack([decode_image(SHARED / "gz_decals_rings" / f, size) for f in rings["file_loc"]])
             ring_features = []
             from galaxy_finetune.data.augment import eval_view
-            from galaxy_finetune.training.encoder import build_encoder
+            from galaxy_finetune.data.encoder import build_encoder, encoder_record
             encoder = build_encoder(enc).eval()
             with torch.inference_mode():
                 for s in range(0, len(ring_pixels), 64):
@@ -234,7 +234,7 @@ def main() -> None:
                                                                       config["normalisation"])).numpy()
                                                     for s in range(0, len(images), 64)])
             from galaxy_finetune.inference.embeddings import fit_pca
-            from galaxy_finetune.labels.shift import ShiftReference
+            from galaxy_finetune.inference.shift import ShiftReference
             pca = fit_pca(features[tr], 40)
             proj = lambda f: pca.transform(np.asarray(f, np.float32))  # noqa: E731
             queries = {"val": features[va], "gz2_test": features[te], "decals_rings": np.concatenate(ring_features),
@@ -256,15 +256,17 @@ def main() -> None:
             from galaxy_finetune.core.params import AugmentParams, TrainParams
             from galaxy_finetune.data.store import read_record
             from galaxy_finetune.labels.next import main as label_next
-            from galaxy_finetune.training.model_io import build_classifier, save_finetuned
+            from galaxy_finetune.training.heads import build_classifier
+            from galaxy_finetune.training.model_io import save_finetuned
             from galaxy_finetune.training.probe import load_into_head
+            from galaxy_finetune.core.task import Task
             from galaxy_finetune.training.train import model_config
 
             train_params = TrainParams(input_size=size)
             model = build_classifier(build_encoder(enc), 2, train_params)
             load_into_head(model.head.linear, fit_linear_probe(features[tr], y[tr], features[va], y[va], 2))
-            save_finetuned(work / "model", model, model_config(enc, read_record(store), read_classes(raw),
-                                                               train_params, AugmentParams(), {}))
+            save_finetuned(work / "model", model, model_config(encoder_record(enc), read_record(store), train_params, AugmentParams(), {},
+                                                               Task("classification", tuple(read_classes(raw)))))
             test_catalog = work / "unlabelled.csv"
             pd.DataFrame({"id_str": galaxies["id_str"].to_numpy()[te],
                           "file_loc": catalog["src"].to_numpy()[galaxies["row"].to_numpy()[te]]}).to_csv(

@@ -85,7 +85,7 @@ def test_accuracy_of_model(model_dir: Path, store: Path, splits: Path, work: Pat
 
 def features(encoder_dir: Path, store: Path, frame: pd.DataFrame, size: int, normalisation) -> np.ndarray:
     from galaxy_finetune.data.augment import eval_view
-    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.data.encoder import build_encoder
     from galaxy_finetune.training.probe import pooled_features
     from galaxy_finetune.data.store import open_images
 
@@ -122,7 +122,7 @@ def main() -> None:
     from galaxy_finetune.core.classes import read_classes
     from galaxy_finetune.core.cli import quiet_logs
     from galaxy_finetune.data.loading import read_split
-    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.core.params import TrainParams
     from galaxy_finetune.training.probe import fit_linear_probe
     from galaxy_finetune.training.train import FinetuneJob, finetune

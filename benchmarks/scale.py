@@ -153,8 +153,8 @@ def train_probe(repo: Path, steps: int) -> None:
     import lightning as L
 
     from galaxy_finetune.data.loading import GalaxyDataModule
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.data.encoder import build_encoder
+    from galaxy_finetune.training.heads import build_classifier
     from galaxy_finetune.core.params import load_params
 
     params = load_params(repo / "params.yaml")
@@ -265,8 +265,9 @@ def baselines(repo: Path, steps: int) -> dict:
 
     from galaxy_finetune.data.augment import eval_view
     from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies, read_split
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier, load_finetuned
+    from galaxy_finetune.data.encoder import build_encoder
+    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.model_io import load_finetuned
     from galaxy_finetune.core.params import AugmentParams, load_params
     from galaxy_finetune.data.store import open_images
 

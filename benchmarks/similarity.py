@@ -1,7 +1,7 @@
 """Benchmark: one galaxy-similar query over N embeddings x D PCA components (default 100,000 x 40).
 
 Compares the two exact cosine searches the issue names, on the same random unit vectors:
-- matmul: galaxy_finetune.inference.neighbours.CosineIndex (normalised rows, one matrix-vector product, argpartition)
+- matmul: galaxy_finetune.core.neighbours.CosineIndex (normalised rows, one matrix-vector product, argpartition)
 - sklearn: NearestNeighbors(metric="cosine", algorithm="brute").kneighbors
 and checks that they return the same neighbours. Prints one JSON line per runner (median and p95 ms per
 query after loading, load/build time) and writes nothing.
@@ -22,7 +22,7 @@ class MatmulRunner:
     name = "matmul (CosineIndex)"
 
     def __init__(self, features: np.ndarray, k: int):
-        from galaxy_finetune.inference.neighbours import CosineIndex
+        from galaxy_finetune.core.neighbours import CosineIndex
 
         start = time.perf_counter()
         self.index = CosineIndex(features)

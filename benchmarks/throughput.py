@@ -149,8 +149,8 @@ def project_classifier(encoder_dir: Path, device: torch.device | None = None, co
                        lr: float = 1e-5, backend: str = "inductor"):
     """The project's classifier as the training paths use it: channels_last on GPU, optionally compiled
     (`backend`: torch.compile's; "eager" only traces, for a quick CPU check of the compiled path)."""
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.data.encoder import build_encoder
+    from galaxy_finetune.training.heads import build_classifier
     from galaxy_finetune.core.params import TrainParams
 
     model = build_classifier(build_encoder(encoder_dir), len(CLASSES), TrainParams(lr=lr))

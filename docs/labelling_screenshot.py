@@ -1,4 +1,4 @@
-"""The README's screenshot of the labelling page: `python docs/labelling_screenshot.py` -> docs/labelling_page.png.
+"""docs/label-budget.md's screenshot of the labelling page: `python docs/labelling_screenshot.py` -> docs/labelling_page.png.
 
 A review queue like label_issues.csv over 12 synthetic galaxies in a throwaway store, served by galaxy-label,
 three answered with the keyboard in headless Chromium (Debian's chromium + chromium-driver, through Selenium),

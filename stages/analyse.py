@@ -2,7 +2,8 @@
 import time
 from pathlib import Path
 
-from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse
+from galaxy_finetune.analysis.analyse import analyse
+from galaxy_finetune.analysis.common import Inputs, Outputs
 from galaxy_finetune.core.cli import run_stage
 
 

@@ -12,7 +12,7 @@ def add_arguments(parser):
     parser.add_argument("splits_dir", type=Path)
     parser.add_argument("predictions_out", type=Path)
     parser.add_argument("--embeddings", type=Path, default=None,
-                        help="data/embeddings: adds each galaxy's distance from the training set (labels/shift.py)")
+                        help="data/embeddings: adds each galaxy's distance from the training set (inference/shift.py)")
 
 
 def main(args, params):

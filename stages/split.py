@@ -7,12 +7,11 @@ import warnings
 from pathlib import Path
 
 from galaxy_finetune.core.cli import run_stage
-from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.layout import SPLIT_DUPLICATES
 from galaxy_finetune.core.task import read_task
 from galaxy_finetune.data.split import read_catalog, split_catalog, summary, write_splits
 from galaxy_finetune.data.store import read_row_hashes
-from galaxy_finetune.labels.duplicates import exact_groups, exact_warning, pairs_frame
+from galaxy_finetune.data.duplicates import exact_groups, exact_warning, pairs_frame
 
 
 def add_arguments(parser):
@@ -34,7 +33,7 @@ def main(args, params):
     line = exact_warning(pairs, args.splits_out / SPLIT_DUPLICATES)
     if line:
         warnings.warn(line)
-    print(summary(splits, read_classes(args.raw_dir) if task.kind == "classification" else [], task))
+    print(summary(splits, task))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse, read_curves, run_identity
+from galaxy_finetune.analysis.analyse import analyse
+from galaxy_finetune.analysis.common import Inputs, Outputs, read_curves, run_identity
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.inference.embeddings import write_embeddings
 from galaxy_finetune.core.errors import PipelineError

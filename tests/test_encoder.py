@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from galaxy_finetune.training import encoder as enc
+from galaxy_finetune.data import encoder as enc
 from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.layout import ENCODER_RECORD, ENCODER_WEIGHTS
@@ -95,7 +95,7 @@ def test_pickled_weights_are_never_loaded(tmp_path):
 
 
 def test_input_normalisation_comes_from_the_timm_config_except_for_zoobot():
-    from galaxy_finetune.training.encoder import input_normalisation
+    from galaxy_finetune.data.encoder import input_normalisation
     from galaxy_finetune.core.errors import PipelineError
 
     imagenet = {"pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}

@@ -15,7 +15,7 @@ from PIL import Image
 from galaxy_finetune.analysis.calibration import negative_log_likelihood
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.inference.embeddings import read_embeddings
-from galaxy_finetune.inference.neighbours import CosineIndex
+from galaxy_finetune.core.neighbours import CosineIndex
 from galaxy_finetune.inference.similar import SimilaritySearch, embed_image
 from tests.pipeline_repo import run
 

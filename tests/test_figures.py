@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from galaxy_finetune.analysis import figures
+from galaxy_finetune.core import gallery
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.analysis.metrics import reliability
 
@@ -35,7 +36,8 @@ def drawn(monkeypatch):
         saved.append(fig)
         save(fig, path, stamp, title)
 
-    monkeypatch.setattr(figures, "save", recording)
+    monkeypatch.setattr(figures, "save", recording)  # analyse's figures
+    monkeypatch.setattr(gallery, "save", recording)  # the galaxy grids (core/gallery.py)
     return saved
 
 

@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.py --dry-run: every runner of the GPU check, on CPU, as the GPU box would import it.
 
-The GPU box lacks dvc, dvclive and astropy (README.md, "GPU check"), so the dry run runs with those three
+The GPU box lacks dvc, dvclive and astropy (docs/gpu.md, "GPU check"), so the dry run runs with those three
 made unimportable: a code path that starts importing one of them fails here before it costs device time.
 """
 from __future__ import annotations

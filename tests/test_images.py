@@ -9,7 +9,8 @@ from astropy.io import fits
 from PIL import Image
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.data.images import FitsView, FitsWarning, decode_image, is_fits
+from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.data.images import FitsWarning, decode_image, is_fits
 
 
 def galaxy(size=48, flux=2.0, noise=0.01, seed=0) -> np.ndarray:

@@ -30,8 +30,10 @@ def project(tmp_path_factory):
     """data/{raw,store,splits,embeddings} and an untrained models/finetuned of a tiny synthetic catalog."""
     from galaxy_finetune.data.store import read_record
     from galaxy_finetune.inference.embed import embed_splits
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier, save_finetuned
+    from galaxy_finetune.data.encoder import build_encoder, encoder_record
+    from galaxy_finetune.training.heads import build_classifier
+    from galaxy_finetune.training.model_io import save_finetuned
+    from galaxy_finetune.core.task import Task
     from galaxy_finetune.training.train import model_config
 
     root = tmp_path_factory.mktemp("labels")
@@ -43,8 +45,8 @@ def project(tmp_path_factory):
     train = TrainParams(input_size=32)
     model = build_classifier(build_encoder(paths.encoder), 4, train)
     paths.model = root / "models/finetuned"
-    save_finetuned(paths.model, model, model_config(paths.encoder, read_record(paths.store), read_classes(paths.raw),
-                                                    train, AugmentParams(), {}))
+    save_finetuned(paths.model, model, model_config(encoder_record(paths.encoder), read_record(paths.store), train, AugmentParams(), {},
+                                                    Task("classification", tuple(read_classes(paths.raw)))))
     paths.embeddings = root / "data/embeddings"
     embed_splits(paths.model, paths.store, paths.splits, paths.embeddings, 64, 8, "cpu")
     return paths

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from galaxy_finetune.labels.budget import RANDOM_INIT, summary_line
-from galaxy_finetune.labels.duplicates import calibrate_near, near_copies, near_pairs, nearest_neighbour_cosine
+from galaxy_finetune.data.duplicates import calibrate_near, near_copies, near_pairs, nearest_neighbour_cosine
 from galaxy_finetune.labels.issues import out_of_fold_probs, probe_judged
 from galaxy_finetune.training.dynamics import TrainingDynamics
 from tests.label_budget_inputs import budget_inputs, galaxies_and_truth

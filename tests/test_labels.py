@@ -9,9 +9,9 @@ import torch
 from galaxy_finetune.labels.acquisition import bald, entropy, margin, mc_head_probs, pick
 from galaxy_finetune.labels.curve import PowerLaw, fit_curve, fit_power_law, learning_curve
 from galaxy_finetune.labels.issues import Judged, find_suspects, out_of_fold_probs
-from galaxy_finetune.labels.shift import ShiftReference, shift_summary, shift_warning
+from galaxy_finetune.inference.shift import ShiftReference, shift_summary, shift_warning
 from galaxy_finetune.labels.simulate import label_saving, simulate_active
-from galaxy_finetune.labels.subsets import nested_subsets
+from galaxy_finetune.data.subsets import nested_subsets
 
 
 def test_nested_subsets_are_nested_class_balanced_and_seeded():
@@ -77,7 +77,7 @@ def _tiny_classifier(dropout=0.5):
     import timm
 
     from galaxy_finetune.core.params import TrainParams
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.training.heads import build_classifier
 
     torch.manual_seed(0)
     encoder = timm.create_model("test_convnext", pretrained=False, num_classes=0)
@@ -209,7 +209,7 @@ def test_split_train_per_class_keeps_val_and_test_and_nests_the_train_budgets():
 
 
 def test_near_identical_features_are_paired_and_named_in_one_line():
-    from galaxy_finetune.labels.duplicates import near_pairs, near_warning
+    from galaxy_finetune.data.duplicates import near_pairs, near_warning
 
     rng = np.random.default_rng(5)
     features = rng.normal(0, 1, (50, 32))

@@ -72,7 +72,7 @@ COLOURS = [(200, 40, 40), (40, 40, 200)]  # class 0 red, class 1 blue
 def _tiny_inputs(root, shuffled: bool):
     """32 train / 12 val 32-px images of 2 classes. Shuffled: every image appears once with each label, so
     nothing in the pixels tells the labels apart (and val accuracy is exactly the majority rate)."""
-    from galaxy_finetune.training.encoder import resolve_encoder
+    from galaxy_finetune.data.encoder import resolve_encoder
     from galaxy_finetune.data.store import build_store
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import torch
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.data.augment import eval_view
-from galaxy_finetune.data.images import FitsView
+from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.training.model_io import eval_transform, fits_view, load_finetuned, save_finetuned
 
 # with pytest-xdist: the modules of the session's one tiny trained model run on one worker

@@ -1,9 +1,9 @@
-"""galaxy_finetune.inference.neighbours: exact cosine search and the anomaly score."""
+"""galaxy_finetune.core.neighbours: exact cosine search and the anomaly score."""
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from galaxy_finetune.inference.neighbours import CosineIndex, anomaly_scores
+from galaxy_finetune.core.neighbours import CosineIndex, anomaly_scores
 
 
 def test_search_matches_sklearn_brute_force_cosine():

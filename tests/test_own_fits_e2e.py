@@ -92,13 +92,17 @@ def test_the_figures_show_the_fits_galaxies(fits_repo, tmp_path, monkeypatch):
     """analyse, rerun in-process on the run's own inputs: each galaxy panel of the top-5 figures and of the
     unusual galaxies is the stored (FITS-decoded) pixels of the galaxy its caption names."""
     from galaxy_finetune.analysis import figures
-    from galaxy_finetune.analysis.analyse import Inputs, Outputs, analyse
+    from galaxy_finetune.analysis.analyse import analyse
+    from galaxy_finetune.analysis.common import Inputs, Outputs
     from galaxy_finetune.core.params import AnalyseParams
 
     repo = fits_repo[0]
-    drawn, save = {}, figures.save
-    monkeypatch.setattr(figures, "save", lambda fig, path, stamp, title: (drawn.__setitem__(Path(path).name, fig),
-                                                                        save(fig, path, stamp, title)))
+    from galaxy_finetune.core import gallery
+
+    drawn, save = {}, gallery.save
+    recording = lambda fig, path, stamp, title: (drawn.__setitem__(Path(path).name, fig), save(fig, path, stamp, title))
+    monkeypatch.setattr(figures, "save", recording)  # analyse's figures
+    monkeypatch.setattr(gallery, "save", recording)  # the galaxy grids
     inputs = Inputs(repo / "data/predictions/test.csv", repo / "data/predictions/val.csv", None, repo / "data/raw",
                     repo / "data/store", repo / "models/finetuned", repo / "metrics/training", repo / "data/embeddings")
     out = Outputs(*(tmp_path / n for n in ("m.json", "r.json", "c.csv", "map.csv", "a.csv", "plots", "s.md", "e.html")))

@@ -1,7 +1,7 @@
 import pytest
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.data.images import FitsView
+from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.core.params import RECIPE_KEYS, Params, ScratchParams, TrainParams, WriteupParams, load_params
 from tests.pipeline_repo import ROOT
 

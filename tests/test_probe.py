@@ -86,10 +86,10 @@ def _val_loss_of_export(paths, model_dir) -> float:
 def test_the_head_starts_where_the_probe_ends(learnable):
     """Loaded into Zoobot's head, the probe's weights give the model the probe's own val loss."""
     from galaxy_finetune.data.loading import GalaxyDataModule
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.data.encoder import build_encoder
+    from galaxy_finetune.training.heads import build_classifier
     from galaxy_finetune.training.probe import load_into_head
-    from galaxy_finetune.training.train import linear_probe
+    from galaxy_finetune.training.probe import linear_probe
 
     train = Params().train.model_copy(update={"input_size": 32})
     data = GalaxyDataModule(learnable.store, learnable.splits, 32, 8, STILL, normalisation=NORMALISATION)
@@ -132,7 +132,7 @@ def test_lpft_learns_where_the_writeup_recipe_does_not_and_never_exports_worse_t
 def test_the_encoders_mean_and_std_reach_training_and_inference_alike(learnable):
     """fetch records the config's normalisation; training's views, model.json and the predict stage all use it."""
     from galaxy_finetune.data.augment import eval_view
-    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.core.files import read_json
     from galaxy_finetune.training.model_io import load_finetuned
     from galaxy_finetune.inference.predict import predict_splits
@@ -164,7 +164,7 @@ def test_frozen_batchnorm_keeps_the_pretrained_statistics_through_training_mode(
     probe's head was fitted on are the features it is trained on; the rest of the model still trains."""
     import timm
 
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.training.heads import build_classifier
 
     train = Params().train.model_copy(update={"batchnorm": "frozen" if frozen else "train"})
     model = build_classifier(timm.create_model("resnet10t", num_classes=0), 2, train)
@@ -183,8 +183,8 @@ def test_frozen_batchnorm_holds_inside_a_lightning_fit(learnable, monkeypatch):
 
     from galaxy_finetune.training.classifier import GalaxyClassifier
     from galaxy_finetune.data.loading import GalaxyDataModule
-    from galaxy_finetune.training.encoder import build_encoder
-    from galaxy_finetune.training.model_io import build_classifier
+    from galaxy_finetune.data.encoder import build_encoder
+    from galaxy_finetune.training.heads import build_classifier
 
     seen = []
     step = GalaxyClassifier.training_step

@@ -138,7 +138,7 @@ def check_galaxy_mnist_catalog(raw: RawData, expected: dict) -> None:
 def test_galaxy_mnist_downloads_and_builds_catalog(served_release, tmp_path):
     server, release, resources = served_release
     cache = tmp_path / "cache"
-    raw = sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
+    raw = zoo.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     check_galaxy_mnist_catalog(raw, release["expected"])
     assert (raw.catalog["split"] == "train").sum() == 3 * N_CLASSES
     assert (raw.catalog["split"] == "test").sum() == 2 * N_CLASSES
@@ -162,7 +162,7 @@ def test_galaxy_mnist_downloads_and_builds_catalog(served_release, tmp_path):
 def test_galaxy_mnist_canonical_catalog_points_into_the_cache_and_copies_nothing(served_release, tmp_path):
     server, release, resources = served_release
     cache = tmp_path / "cache"
-    raw = sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
+    raw = zoo.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     before = tree(tmp_path)
     catalog = sources.canonical_catalog(raw)
     assert tree(tmp_path) == before  # nothing copied, renamed or decoded
@@ -189,12 +189,12 @@ def test_galaxy_mnist_canonical_catalog_points_into_the_cache_and_copies_nothing
 def test_galaxy_mnist_second_call_uses_cache(served_release, tmp_path):
     server, release, resources = served_release
     cache = tmp_path / "cache"
-    first = sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
+    first = zoo.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     hits = server.hits
     assert len(hits) == 3
     marker = cache / f"images-{release['md5'][ARCHIVE]}" / "marker"
     marker.write_text("the unpacked folder is reused, not extracted again")
-    second = sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
+    second = zoo.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     assert server.hits == hits  # no new requests
     assert marker.exists()
     pd.testing.assert_frame_equal(first.catalog, second.catalog)
@@ -207,7 +207,7 @@ def test_galaxy_mnist_from_local_dir_needs_no_server(tmp_path, dead_url_base):
     resources = release_resources(dead_url_base, release["md5"])  # nothing listens there
     cache = tmp_path / "cache"
     local_before = tree(local)
-    raw = sources.galaxy_mnist(cache, local_dir=str(local), resources=resources, timeout=5, retries=1)
+    raw = zoo.galaxy_mnist(cache, local_dir=str(local), resources=resources, timeout=5, retries=1)
     check_galaxy_mnist_catalog(raw, release["expected"])
     assert [r["path"] for r in raw.record["resources"]] == [str(local / n) for n in (TRAIN_CAT, TEST_CAT, ARCHIVE)]
     assert tree(local) == local_before  # the user's folder is only read
@@ -226,7 +226,7 @@ def test_galaxy_mnist_local_dir_counts_no_server_hits(served_release, tmp_path):
     server, release, resources = served_release
     local = tmp_path / "local"
     shutil.copytree(server.folder, local)
-    raw = sources.galaxy_mnist(tmp_path / "cache", local_dir=str(local), resources=resources, timeout=5)
+    raw = zoo.galaxy_mnist(tmp_path / "cache", local_dir=str(local), resources=resources, timeout=5)
     check_galaxy_mnist_catalog(raw, release["expected"])
     assert server.hits == []
 
@@ -237,7 +237,7 @@ def test_galaxy_mnist_local_dir_partial_falls_back_to_download(served_release, t
     local.mkdir()
     shutil.copy(server.folder / TRAIN_CAT, local)
     shutil.copy(server.folder / TEST_CAT, local)
-    raw = sources.galaxy_mnist(tmp_path / "cache", local_dir=str(local), resources=resources, timeout=5, retries=1)
+    raw = zoo.galaxy_mnist(tmp_path / "cache", local_dir=str(local), resources=resources, timeout=5, retries=1)
     check_galaxy_mnist_catalog(raw, release["expected"])
     assert server.hits == [f"/{ARCHIVE}"]
 
@@ -250,7 +250,7 @@ def test_galaxy_mnist_local_file_with_wrong_md5_is_refused(served_release, tmp_p
     bad.write_bytes(bad.read_bytes()[:-10])
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumError) as info:
-        sources.galaxy_mnist(cache, local_dir=str(local), resources=resources, timeout=5, retries=1)
+        zoo.galaxy_mnist(cache, local_dir=str(local), resources=resources, timeout=5, retries=1)
     msg = str(info.value)
     assert str(bad) in msg
     assert release["md5"][TEST_CAT] in msg and md5_file(bad) in msg
@@ -265,7 +265,7 @@ def test_galaxy_mnist_download_with_wrong_md5_is_refused(served_release, tmp_pat
     resources = release_resources(server.base_url, bad_md5)
     cache = tmp_path / "cache"
     with pytest.raises(ChecksumError) as info:
-        sources.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
+        zoo.galaxy_mnist(cache, resources=resources, timeout=5, retries=1)
     assert ARCHIVE in str(info.value) and "0" * 32 in str(info.value)
     assert release["md5"][ARCHIVE] in str(info.value)
     assert sorted(os.listdir(cache)) == sorted([TRAIN_CAT, TEST_CAT])  # no archive, no temporary, no layout
@@ -274,7 +274,7 @@ def test_galaxy_mnist_download_with_wrong_md5_is_refused(served_release, tmp_pat
 def test_galaxy_mnist_server_down_and_no_local_copy_is_unreachable(tmp_path, dead_url_base):
     resources = release_resources(dead_url_base, {TRAIN_CAT: "0" * 32, TEST_CAT: "1" * 32, ARCHIVE: "2" * 32})
     with pytest.raises(Unreachable, match=f"{TRAIN_CAT}: could not download"):
-        sources.galaxy_mnist(tmp_path / "cache", resources=resources, timeout=5, retries=1)
+        zoo.galaxy_mnist(tmp_path / "cache", resources=resources, timeout=5, retries=1)
 
 
 def test_galaxy_mnist_image_missing_from_archive(http_server, tmp_path):
@@ -283,7 +283,7 @@ def test_galaxy_mnist_image_missing_from_archive(http_server, tmp_path):
     release = make_galaxy_mnist_release(folder, drop_image=missing)
     resources = release_resources(base_url, release["md5"])
     with pytest.raises(PipelineError) as info:
-        sources.galaxy_mnist(tmp_path / "cache", resources=resources, timeout=5, retries=1)
+        zoo.galaxy_mnist(tmp_path / "cache", resources=resources, timeout=5, retries=1)
     msg = str(info.value)
     assert ARCHIVE in msg and "1 image(s)" in msg and missing in msg
 
@@ -294,7 +294,7 @@ def test_galaxy_mnist_catalog_missing_column(http_server, tmp_path):
     pd.read_parquet(folder / TRAIN_CAT).drop(columns="filename").to_parquet(folder / TRAIN_CAT)
     md5 = dict(release["md5"], **{TRAIN_CAT: md5_file(folder / TRAIN_CAT)})
     with pytest.raises(PipelineError) as info:
-        sources.galaxy_mnist(tmp_path / "cache", resources=release_resources(base_url, md5), timeout=5, retries=1)
+        zoo.galaxy_mnist(tmp_path / "cache", resources=release_resources(base_url, md5), timeout=5, retries=1)
     assert TRAIN_CAT in str(info.value) and "missing column(s) ['filename']" in str(info.value)
 
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from galaxy_finetune.data.loading import GalaxyDataModule, StoreGalaxies
-from galaxy_finetune.training.encoder import build_encoder
+from galaxy_finetune.data.encoder import build_encoder
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.core.layout import CATALOG
-from galaxy_finetune.training.model_io import build_classifier
+from galaxy_finetune.training.heads import build_classifier
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.data.store import build_store, galaxy_pixels, open_images, read_record, stored_size
 from galaxy_finetune.data.synthetic import render_galaxy

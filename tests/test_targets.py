@@ -15,7 +15,6 @@ from galaxy_finetune.core.task import Task, vote_fractions
 from galaxy_finetune.data import sources
 from galaxy_finetune.data.fetch import run_task
 from galaxy_finetune.data.split import split_catalog
-from galaxy_finetune.inference.predict import target_header, votes_outputs
 from galaxy_finetune.training.model_io import build_model, load_finetuned, model_task, save_finetuned
 from vote_catalog import FRACTIONS, SCHEMA, write_vote_catalog
 
@@ -119,7 +118,7 @@ def test_tree_head_fractions_sum_to_one_per_question_and_the_loss_is_float32():
         _, _, loss = model.run_step_through_model(batch)
     assert loss.dtype == torch.float32 and loss.shape == (5, 2)
     concentrations = model.predict_step(batch, 0).detach().float().numpy()
-    fractions, totals = votes_outputs(concentrations, VOTES)
+    fractions, totals = VOTES.vote_outputs(concentrations)
     assert fractions.shape == (5, 4) and totals.shape == (5, 2)
     np.testing.assert_allclose(fractions[:, :2].sum(1), 1, rtol=1e-5)
     np.testing.assert_allclose(fractions[:, 2:].sum(1), 1, rtol=1e-5)
@@ -152,9 +151,9 @@ def test_an_old_model_json_without_task_loads_as_classification(tmp_path):
 
 
 def test_predict_columns_per_task():
-    assert target_header(Task("regression", label_cols=("a", "b")), True, ["row"]) == [
+    assert Task("regression", label_cols=("a", "b")).prediction_header(True, ["row"]) == [
         "id_str", "true_a", "true_b", "pred_a", "pred_b", "row"]
-    header = target_header(VOTES, False, [])
+    header = VOTES.prediction_header(False, [])
     assert header[-2:] == ["smooth-or-featured_concentration", "edge-on_concentration"]
     assert "pred_edge-on_yes" in header and not any(h.startswith("true_") for h in header)
     fractions = vote_fractions(np.array([[3, 1, 0, 0], [0, 0, 2, 2]]), VOTES)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.pipeline_repo import make_repo, repro_and_commit, run
 from tests.vote_catalog import FRACTIONS, SCHEMA, write_vote_catalog
-from galaxy_finetune.labels.shift import COLUMNS as SHIFT
+from galaxy_finetune.inference.shift import COLUMNS as SHIFT
 
 ANSWERS = [c for answers in SCHEMA.values() for c in answers]
 

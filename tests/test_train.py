@@ -148,7 +148,7 @@ def test_head_only_training_leaves_the_encoder_as_it_was(inputs):
     """training_mode: head_only is the linear-probe baseline: Zoobot's classifier freezes the encoder."""
     from safetensors.torch import load_file
 
-    from galaxy_finetune.training.encoder import build_encoder
+    from galaxy_finetune.data.encoder import build_encoder
     from galaxy_finetune.core.params import AugmentParams
     from galaxy_finetune.training.train import finetune
 

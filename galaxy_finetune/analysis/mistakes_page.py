@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-THUMBNAIL = 96  # pixels per side
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -27,13 +24,6 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; border-bottom
 tr.true td { color: #2b8a3e; font-weight: bold; } tr.pred td { color: #c92a2a; font-weight: bold; }
 nav a { margin-right: 1em; }
 """
-
-
-def thumbnail_png(pixels: np.ndarray, size: int = THUMBNAIL) -> bytes:
-    """A size x size PNG of one galaxy's (H, W, 3) uint8 pixels."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).resize((size, size), Image.BILINEAR).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def mistake_cells(table: pd.DataFrame, probs: np.ndarray, classes: list[str]) -> list[tuple[str, str, pd.DataFrame]]:

@@ -17,12 +17,16 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.analysis import figures
+from galaxy_finetune.analysis.common import (embedding_rows, footer, map_points, read_curves, read_predictions,
+                                             records_json, write_outputs)
 from galaxy_finetune.analysis.metrics import bootstrap_mean_ci
-from galaxy_finetune.analysis.mistakes_page import STYLE, thumbnail_png
+from galaxy_finetune.analysis.mistakes_page import STYLE
+from galaxy_finetune.core.gallery import thumbnail_png
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table
 from galaxy_finetune.core.layout import CATALOG
-from galaxy_finetune.core.task import Task, vote_fractions
+from galaxy_finetune.core.task import Task
+from galaxy_finetune.inference.embeddings import read_embeddings
 from galaxy_finetune.data.store import galaxy_pixels
 
 AGREEMENT = 0.8  # volunteers agree on a question when its most-voted answer has at least this share
@@ -52,23 +56,10 @@ def train_means(raw_dir: Path, train_ids, task: Task) -> np.ndarray:
     """The constant prediction: each column's (each answer's vote fraction's) mean over the train split."""
     catalog = read_table(Path(raw_dir) / CATALOG)
     rows = catalog[catalog["id_str"].isin(set(train_ids))]
-    values = rows[list(task.label_cols)].to_numpy(float)
-    if task.kind == "votes":
-        values = vote_fractions(values, task)
+    values = task.truth(rows[list(task.label_cols)].to_numpy(float))
     with np.errstate(invalid="ignore"):
         means = np.nanmean(values, axis=0) if len(values) else np.full(len(task.label_cols), np.nan)
     return np.nan_to_num(means, nan=0.5)
-
-
-def groups(task: Task) -> dict[str, list[int]]:
-    """Scored groups of columns: each regression column alone; each question's answers."""
-    if task.kind == "regression":
-        return {c: [i] for i, c in enumerate(task.label_cols)}
-    out, start = {}, 0
-    for q, answers in task.questions.items():
-        out[q] = list(range(start, start + len(answers)))
-        start += len(answers)
-    return out
 
 
 def scores(truth: np.ndarray, pred: np.ndarray, baseline: np.ndarray, samples: int, seed: int) -> dict:
@@ -99,7 +90,7 @@ def compute_target_metrics(truth, pred, baseline, task: Task, samples: int, seed
     """metrics.json's scores: per column (regression) or per question and per answer (votes), the macro mean
     over them as the headline, and for votes the agreed galaxies' most-voted-answer accuracy per question."""
     by_group = {name: scores(truth[:, cols], pred[:, cols], baseline[cols], samples, seed)
-                for name, cols in groups(task).items()}
+                for name, cols in task.groups().items()}
     scored = [s for s in by_group.values() if s["n"]]
 
     def mean(key: str) -> float | None:
@@ -107,17 +98,8 @@ def compute_target_metrics(truth, pred, baseline, task: Task, samples: int, seed
 
     result = {"task": task.kind, "n": int(len(truth)), "mae": mean("mae"), "rmse": mean("rmse"),
               "baseline_mae": mean("baseline_mae"), "baseline_rmse": mean("baseline_rmse"),
-              "per_column" if task.kind == "regression" else "per_question": by_group}
-    if task.kind == "votes":
-        result["per_answer"] = {c: scores(truth[:, [i]], pred[:, [i]], baseline[[i]], samples, seed)
-                                for i, c in enumerate(task.label_cols)}
-        agreement = {}
-        for q, cols in groups(task).items():
-            counts, n = agreement_confusion(truth, pred, cols)
-            agreement[q] = {"n_agreed": n, "accuracy": float(np.trace(counts) / n) if n else None,
-                            "confusion": counts.tolist()}
-        result["agreement"] = {"threshold": AGREEMENT, "per_question": agreement}
-    return result
+              GROUP_KEY[task.group_word]: by_group}
+    return result | TARGETS[task.kind].more_metrics(truth, pred, baseline, task, samples, seed)
 
 
 # ---- figures ----
@@ -131,20 +113,21 @@ def _grid(n: int, width: float = 3.4):
     return fig, axes.flat
 
 
-def predicted_vs_true(truth, pred, names: list[str], kind: str, path: Path, stamp, title: str) -> None:
-    """One hexbin per column (answer): predicted against true (volunteer fraction), the y = x line, the MAE."""
+def predicted_vs_true(truth, pred, names: list[str], fractions: bool, path: Path, stamp, title: str) -> None:
+    """One hexbin per column (answer): predicted against true (volunteer fraction: `fractions`, on [0, 1]), the
+    y = x line, the MAE."""
     fig, axes = _grid(len(names))
     for ax, i, name in zip(axes, range(len(names)), names):
         keep = np.isfinite(truth[:, i])
         t, p = truth[keep, i], pred[keep, i]
-        lo, hi = (0.0, 1.0) if kind == "votes" else (float(min(t.min(initial=0), p.min(initial=0))),
+        lo, hi = (0.0, 1.0) if fractions else (float(min(t.min(initial=0), p.min(initial=0))),
                                                       float(max(t.max(initial=1), p.max(initial=1))))
         if len(t):
             ax.hexbin(t, p, gridsize=20, extent=(lo, hi, lo, hi), cmap="viridis", mincnt=1)
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--")
         mae = float(np.abs(p - t).mean()) if len(t) else float("nan")
         ax.set_title(f"{name}\nMAE {mae:.3f} (n = {len(t)})", fontsize=8.5)
-        ax.set_xlabel("volunteer fraction" if kind == "votes" else "true")
+        ax.set_xlabel("volunteer fraction" if fractions else "true")
         ax.set_ylabel("predicted")
     figures.save(fig, path, stamp, title)
 
@@ -173,7 +156,7 @@ def error_map(points: pd.DataFrame, method: str, path: Path, stamp, title: str) 
 
 
 def largest_residuals_html(rows: pd.DataFrame, names: list[str], thumbnails: dict[str, bytes], run_label: str,
-                           kind: str) -> str:
+                           note: str = "") -> str:
     """errors.html for regression and votes: the test galaxies with the largest mean |residual|, each with its
     thumbnail and its true and predicted values."""
     import base64
@@ -184,9 +167,7 @@ def largest_residuals_html(rows: pd.DataFrame, names: list[str], thumbnails: dic
              "<title>Test-set largest residuals</title>", f"<style>{STYLE}</style></head><body>",
              f"<h1>The {len(rows)} test galaxies with the largest mean |predicted - true|</h1>",
              f'<p class="label">{esc(run_label)}</p>',
-             '<p class="note">Largest first. ' + ("True values are the volunteers' vote fractions; predicted, the "
-                                                  "Dirichlet mean. Empty: the question got no votes."
-                                                  if kind == "votes" else "") + "</p>", '<div class="cell">']
+             f'<p class="note">Largest first. {esc(note)}</p>', '<div class="cell">']
     for row in rows.itertuples(index=False):
         record = row._asdict()
         image = base64.b64encode(thumbnails[record["id_str"]]).decode("ascii")
@@ -206,7 +187,7 @@ def _cell(value) -> str:
 
 def summary_markdown(result: dict, task: Task, prov: dict, plots_link: str, errors_link: str, files: list[str],
                      reason: str | None) -> str:
-    what = "target column" if task.kind == "regression" else "question"
+    what, more = task.group_word, TARGETS[task.kind]
     lines = [f"# Zoobot fine-tuned for {task.kind}: test-set analysis", "", f"**Run:** {prov['run_label']}", ""]
     if not prov["real_run"]:
         lines += [f"> **NOT THE REAL RUN**: {prov['data_source']} galaxies and a {prov['encoder_source']} encoder."
@@ -225,10 +206,10 @@ def summary_markdown(result: dict, task: Task, prov: dict, plots_link: str, erro
               f"| Device | {prov['device']}, precision {prov['precision']} |",
               f"| Data | {prov['data_source']} ({prov['data_images']} images) |",
               f"| Encoder | {prov['encoder_source']} ({prov['encoder_arch']}, {prov['input_size']} px) |",
-              "", f"## Per {what}" + (" (galaxies with votes on the question)" if task.kind == "votes" else ""), "",
+              "", f"## Per {what}{more.heading}", "",
               "| | n | MAE | 95% CI | RMSE | 95% CI | constant MAE | constant RMSE |",
               "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    table = result["per_column" if task.kind == "regression" else "per_question"]
+    table = result[GROUP_KEY[what]]
     for name, s in table.items():
         if not s["n"]:
             lines.append(f"| {name} | 0 | n/a | | n/a | | | |")
@@ -236,13 +217,7 @@ def summary_markdown(result: dict, task: Task, prov: dict, plots_link: str, erro
         lines.append(f"| {name} | {s['n']} | {s['mae']:.4f} | {s['mae_ci95_low']:.4f} - {s['mae_ci95_high']:.4f} | "
                      f"{s['rmse']:.4f} | {s['rmse_ci95_low']:.4f} - {s['rmse_ci95_high']:.4f} | "
                      f"{s['baseline_mae']:.4f} | {s['baseline_rmse']:.4f} |")
-    if task.kind == "votes":
-        lines += ["", f"## Most-voted answer where volunteers agree (majority fraction >= {AGREEMENT})", "",
-                  "| question | agreed galaxies | accuracy of the predicted most-likely answer |",
-                  "| :--- | ---: | ---: |"]
-        for q, a in result["agreement"]["per_question"].items():
-            accuracy = "n/a" if a["accuracy"] is None else f"{a['accuracy']:.1%}"
-            lines.append(f"| {q} | {a['n_agreed']} | {accuracy} |")
+    lines += more.summary_lines(result)
     lines += ["", f"Not computed: {CLASSIFICATION_ONLY} (metrics/coverage.csv is header-only).", "",
               f"The test galaxies with the largest residuals, with thumbnails: [errors.html]({errors_link}).", "",
               "## Figures", ""]
@@ -253,14 +228,12 @@ def summary_markdown(result: dict, task: Task, prov: dict, plots_link: str, erro
 
 def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, reason: str | None) -> dict:
     """analyse() for regression and votes: the same outputs as for classification (see the module docstring)."""
-    from galaxy_finetune.analysis import analyse as helpers  # the shared readers; analyse imports this module
-
-    table = helpers.read_predictions(inputs.predictions)
+    table = read_predictions(inputs.predictions)
     if "row" not in table.columns:
         raise PipelineError(f"{inputs.predictions}: no `row` column (each galaxy's store row); rerun the predict stage")
     truth, pred = truth_and_prediction(table, task, str(inputs.predictions))
-    embeddings = helpers.read_embeddings(inputs.embeddings)
-    rows = helpers.embedding_rows(embeddings, table, inputs.embeddings)
+    embeddings = read_embeddings(inputs.embeddings)
+    rows = embedding_rows(embeddings, table, inputs.embeddings)
     train_ids = embeddings.galaxies["id_str"].to_numpy()[embeddings.split("train")]
     baseline = train_means(inputs.raw_dir, train_ids, task)
 
@@ -268,9 +241,8 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     run = config["run"]
     result.update({"best_val_loss": run.get("best_val_loss"), "kept": run.get("kept"),
                    "baseline_train_mean": dict(zip(task.label_cols, map(float, baseline)))})
-    if task.kind == "regression":
-        result.update(val_rmse=run.get("val_rmse"), baseline_val_rmse=run.get("baseline_val_rmse"),
-                      linear_probe_val_rmse=(run.get("linear_probe") or {}).get("val_rmse"))
+    more = TARGETS[task.kind]
+    result.update(more.run_scores(run))
     names = list(task.label_cols)
     with np.errstate(invalid="ignore"):
         mean_abs = np.nanmean(np.where(np.isfinite(truth), np.abs(pred - truth), np.nan), axis=1)
@@ -278,7 +250,7 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     per_galaxy = table[["id_str", *[f"true_{c}" for c in names], *[f"pred_{c}" for c in names]]].assign(
         mean_abs_residual=np.round(mean_abs, 6))
 
-    from galaxy_finetune.inference.neighbours import anomaly_scores
+    from galaxy_finetune.core.neighbours import anomaly_scores
 
     train = embeddings.split("train")
     score, nearest = anomaly_scores(embeddings.pca_features[train], embeddings.pca_features[rows], params.anomaly_k)
@@ -299,7 +271,7 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     which = np.clip(np.digitize(long["residual"], edges[1:-1]), 0, len(edges) - 2)
     long = long.assign(residual_bin=[f"[{edges[b]:+.1f},{edges[b + 1]:+.1f})" for b in which])
 
-    xy = helpers.map_points(embeddings.pca_features[rows], params.map, params.seed)
+    xy = map_points(embeddings.pca_features[rows], params.map, params.seed)
     map_frame = pd.DataFrame({"id_str": table["id_str"].to_numpy(), "x": np.round(xy[:, 0], 4),
                               "y": np.round(xy[:, 1], 4), "mean_abs_residual": np.round(mean_abs, 6)})
 
@@ -309,13 +281,11 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     shown = list(dict.fromkeys([*page_rows["id_str"], *unusual["id_str"]]))
     row_of = dict(zip(table["id_str"], table["row"]))
     pixels = dict(zip(shown, galaxy_pixels(inputs.store_dir, [row_of[i] for i in shown])))
-    stamp = figures.Stamp(prov["run_label"], helpers.footer(prov), warn=not prov["real_run"])
-    curves = helpers.read_curves(inputs.live_dir)
-    draw = [("predicted_vs_true.png", "Predicted vs " + ("volunteer vote fraction per answer" if task.kind == "votes"
-                                                         else "true value per column"),
-             lambda p, t: predicted_vs_true(truth, pred, names, task.kind, p, stamp, t)),
-            ("target_residuals.png", "Residual (predicted - true) per " + ("answer" if task.kind == "votes" else
-                                                                           "column"),
+    stamp = figures.Stamp(prov["run_label"], footer(prov), warn=not prov["real_run"])
+    curves = read_curves(inputs.live_dir)
+    draw = [("predicted_vs_true.png", f"Predicted vs {task.truth_words}",
+             lambda p, t: predicted_vs_true(truth, pred, names, more.fractions, p, stamp, t)),
+            ("target_residuals.png", f"Residual (predicted - true) per {task.column_word}",
              lambda p, t: residual_histograms(truth, pred, names, p, stamp, t)),
             ("training_curves.png", "Training curves (dvclive)",
              lambda p, t: figures.training_curves(curves, p, stamp, t)),
@@ -331,23 +301,84 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
                                               [f"#{r.rank} {r.id_str} (score {r.anomaly_score:.3f})\n"
                                                f"|res| {r.mean_abs_residual:.3f}" for r in unusual.itertuples()],
                                               ["0.5"] * len(unusual), p, stamp, t))]
-    if task.kind == "votes":
-        for q, cols in groups(task).items():
+    draw += more.figures(result, task, stamp)
+    plots_link = Path(os.path.relpath(out.plots, out.report.parent)).as_posix()
+    errors_link = Path(os.path.relpath(out.errors_page, out.report.parent)).as_posix()
+    report = summary_markdown(result, task, prov, plots_link, errors_link, [(f, t) for f, t, _ in draw], reason)
+    page = largest_residuals_html(page_rows, names, {i: thumbnail_png(pixels[i]) for i in page_rows["id_str"]},
+                                  prov["run_label"], more.page_note)
+    write_outputs(out, lambda folder: [fn(folder / name, title) for name, title, fn in draw],
+                          records_json(long), COVERAGE_HEADER, map_frame, anomalies, result, report, page)
+    return result
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+GROUP_KEY = {"target column": "per_column", "question": "per_question"}  # metrics.json's key of the group scores
+
+
+class RegressionScores:
+    """What a regression run's analysis adds: the run's val RMSE beside the train mean's and the probe's."""
+    heading = ""
+    fractions = False  # predictions on [0, 1] axes
+    page_note = ""
+
+    def more_metrics(self, truth, pred, baseline, task: Task, samples: int, seed: int) -> dict:
+        return {}
+
+    def run_scores(self, run: dict) -> dict:
+        return {"val_rmse": run.get("val_rmse"), "baseline_val_rmse": run.get("baseline_val_rmse"),
+                "linear_probe_val_rmse": (run.get("linear_probe") or {}).get("val_rmse")}
+
+    def summary_lines(self, result: dict) -> list[str]:
+        return []
+
+    def figures(self, result: dict, task: Task, stamp) -> list:
+        return []
+
+
+class VoteScores(RegressionScores):
+    """What a votes run's analysis adds: each answer's scores, and per question the confusion of the most-voted
+    answer on the galaxies whose volunteers agree (a table and a figure per question)."""
+    heading = " (galaxies with votes on the question)"
+    fractions = True
+    page_note = "True values are the volunteers' vote fractions; predicted, the Dirichlet mean. Empty: the question " \
+                "got no votes."
+
+    def more_metrics(self, truth, pred, baseline, task: Task, samples: int, seed: int) -> dict:
+        agreement = {}
+        for q, cols in task.groups().items():
+            counts, n = agreement_confusion(truth, pred, cols)
+            agreement[q] = {"n_agreed": n, "accuracy": float(np.trace(counts) / n) if n else None,
+                            "confusion": counts.tolist()}
+        return {"per_answer": {c: scores(truth[:, [i]], pred[:, [i]], baseline[[i]], samples, seed)
+                               for i, c in enumerate(task.label_cols)},
+                "agreement": {"threshold": AGREEMENT, "per_question": agreement}}
+
+    def run_scores(self, run: dict) -> dict:
+        return {}
+
+    def summary_lines(self, result: dict) -> list[str]:
+        lines = ["", f"## Most-voted answer where volunteers agree (majority fraction >= {AGREEMENT})", "",
+                 "| question | agreed galaxies | accuracy of the predicted most-likely answer |",
+                 "| :--- | ---: | ---: |"]
+        for q, a in result["agreement"]["per_question"].items():
+            accuracy = "n/a" if a["accuracy"] is None else f"{a['accuracy']:.1%}"
+            lines.append(f"| {q} | {a['n_agreed']} | {accuracy} |")
+        return lines
+
+    def figures(self, result: dict, task: Task, stamp) -> list:
+        names, draw = list(task.label_cols), []
+        for q, cols in task.groups().items():
             answers = [names[i].removeprefix(q).lstrip("_-") or names[i] for i in cols]
             counts = np.array(result["agreement"]["per_question"][q]["confusion"])
             acc = result["agreement"]["per_question"][q]["accuracy"] or 0.0
             draw.append((f"agreement_confusion_{_safe(q)}.png",
                          f"{q}: most-voted answer where volunteers agree (>= {AGREEMENT:.0%})",
                          lambda p, t, c=counts, a=answers, s=acc: figures.confusion_matrix(c, a, s, p, stamp, t)))
-    plots_link = Path(os.path.relpath(out.plots, out.report.parent)).as_posix()
-    errors_link = Path(os.path.relpath(out.errors_page, out.report.parent)).as_posix()
-    report = summary_markdown(result, task, prov, plots_link, errors_link, [(f, t) for f, t, _ in draw], reason)
-    page = largest_residuals_html(page_rows, names, {i: thumbnail_png(pixels[i]) for i in page_rows["id_str"]},
-                                  prov["run_label"], task.kind)
-    helpers.write_outputs(out, lambda folder: [fn(folder / name, title) for name, title, fn in draw],
-                          helpers.records_json(long), COVERAGE_HEADER, map_frame, anomalies, result, report, page)
-    return result
+        return draw
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+TARGETS = {"regression": RegressionScores(), "votes": VoteScores()}

@@ -24,7 +24,7 @@ EMBED_FEATURES = "features.npy"          # (N, D) float16 pooled encoder feature
 EMBED_PCA_FEATURES = "pca_features.npy"  # (N, K) float32, the train-fitted PCA projection
 EMBED_PCA = "pca.npz"                    # mean, components, explained_variance_ratio
 EMBED_RECORD = "embed.json"              # counts, dimensions, explained variance, speed
-EMBED_SHIFT = "shift.npz"                # the training reference of the shift score, val's scores (labels/shift.py)
+EMBED_SHIFT = "shift.npz"                # the training reference of the shift score, val's scores (inference/shift.py)
 # models/checkpoints/ (finetune_gpu's own, for resuming a killed run; not a DVC output)
 CHECKPOINT_FINGERPRINT = "fingerprint.json"  # what the checkpoints were trained from, and whether that run finished
 CHECKPOINT_INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed

@@ -1,6 +1,8 @@
 """params.yaml, validated in one place: every problem is reported at once, before any work starts."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,7 +13,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from galaxy_finetune.core.classes import (DATASET_CLASSES, LIBRARY_INTERNAL, SOURCES,
                                           VOTE_SCHEMAS, internal_dataset)
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.data.images import FitsView
+
+
+@dataclass(frozen=True)
+class FitsView:
+    """How FITS cutouts become RGB (params: data.fits_bands, data.fits_stretch, data.fits_q).
+
+    bands: which plane of a 3-band cube goes to red, green, blue (0-based, FITS plane order);
+    the default (2, 1, 0) puts the reddest band of a blue-to-red cube (g, r, z) in red.
+    stretch: the linear range of the asinh stretch, in units of the cutout's 99.5th-percentile intensity.
+    q: the asinh softening (larger: more of the faint outskirts visible, the core more compressed).
+    """
+    bands: tuple[int, int, int] = (2, 1, 0)
+    stretch: float = 0.3
+    q: float = 3.0
 
 class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -232,7 +247,7 @@ class LabelsParams(_Group):
     # who judges the train split's labels (val and test: the fine-tuned model's predictions): dynamics (the
     # fine-tuning run's training dynamics) | probe (out-of-fold probe on pretrained frozen features) | none
     train_judge: Literal["dynamics", "probe", "none"] = "dynamics"
-    # auto: measured on near copies of the run's own galaxies (labels/duplicates.py); or a cosine set by hand
+    # auto: measured on near copies of the run's own galaxies (data/duplicates.py); or a cosine set by hand
     near_duplicate_cosine: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = "auto"
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
     # at most this many labelled galaxies (a seeded sample keeping each split's and class's share; 0: all): bounds

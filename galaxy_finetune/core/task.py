@@ -1,9 +1,16 @@
-"""What a run learns from each galaxy, `train.task`, and the one reader of it for every later stage.
+"""What a run learns from each galaxy, `train.task`: one strategy class per task, picked once.
 
-- classification: one class per galaxy (`data.classes`); catalog columns `label` (0..k-1) and `label_name`.
-- regression: continuous values per galaxy, e.g. vote fractions in [0, 1]: the catalog columns `data.label_cols`.
-- votes: volunteer vote counts over a Galaxy Zoo decision tree: one count column per answer, grouped into
+- Classification: one class per galaxy (`data.classes`); catalog columns `label` (0..k-1) and `label_name`.
+- Regression: continuous values per galaxy, e.g. vote fractions in [0, 1]: the catalog columns `data.label_cols`.
+- Votes: volunteer vote counts over a Galaxy Zoo decision tree: one count column per answer, grouped into
   questions by `data.schema` (a Zoobot schema's name, e.g. gz2_ortho_schema, or question -> answer columns).
+
+Each class holds what differs per task in the data and its tables: how its targets are read and checked, how a
+split is stratified and summarised, the prediction columns, the truth the predictions are scored against and the
+groups they are scored in, and what the label budget can do for it. What differs per task in a heavier layer is
+looked up there once by `kind`: the head, loss and learning curve (training/heads.py), the analysis
+(analysis/analyse.py). `Task(kind, ...)` builds the kind's class, so a record, a param or a test names a task
+by its kind.
 
 fetch_data writes the task into data/raw/source.json; split, training, predict and analyse read it with
 `read_task`, and model.json carries `Task.record()` so galaxy-classify knows what the model outputs.
@@ -12,11 +19,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
 
 from galaxy_finetune.core.classes import read_source
 from galaxy_finetune.core.errors import PipelineError
 
-TASKS = ("classification", "regression", "votes")
+
+def numbers(values) -> tuple[np.ndarray, np.ndarray]:
+    """(floats, text): a column as numbers (empty cells NaN) and where it held text that is not a number."""
+    raw = pd.Series(values)
+    if not pd.api.types.is_numeric_dtype(raw):
+        raw = raw.replace("", np.nan)
+    numbers = pd.to_numeric(raw, errors="coerce")
+    return numbers.to_numpy(float), (numbers.isna() & raw.notna()).to_numpy()
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    """Six decimals, an empty cell for NaN (an unanswered question)."""
+    return np.where(np.isnan(values), "", np.char.mod("%.6f", np.nan_to_num(values)))
 
 
 @dataclass(frozen=True)
@@ -26,28 +49,193 @@ class Task:
     label_cols: tuple[str, ...] = ()            # regression: the target columns; votes: every answer's count column
     questions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # votes: question -> its answer columns
 
+    # the truth is one class per galaxy (a `label` column): per-class subsets, stratified splits and the label
+    # budget (wrong labels, learning curves) need it; otherwise it is the target columns `label_cols`
+    by_class: ClassVar[bool] = False
+    targets_param: ClassVar[str] = "data.label_cols"  # the parameter that names the targets, for messages
+
+    def __new__(cls, kind: str | None = None, *args, **kwargs):
+        if cls is Task:  # Task("votes", ...) is a Votes
+            if kind not in KINDS:
+                raise PipelineError(f"train.task: {kind!r} is not one of {list(TASKS)}")
+            cls = KINDS[kind]
+        return super().__new__(cls)
+
     def __post_init__(self):
-        if self.kind not in TASKS:
-            raise PipelineError(f"train.task: {self.kind!r} is not one of {list(TASKS)}")
-        if self.kind == "votes":
-            flat = tuple(c for answers in self.questions.values() for c in answers)
-            if self.label_cols and self.label_cols != flat:
-                raise PipelineError("votes: label_cols must be the questions' answer columns, in order")
-            object.__setattr__(self, "label_cols", flat)
+        if self.kind != type(self).kind_name:
+            raise PipelineError(f"train.task: {self.kind!r} is not a {type(self).kind_name} task")
 
     @property
     def outputs(self) -> int:
         """How many numbers the head gives per galaxy."""
-        return len(self.classes) if self.kind == "classification" else len(self.label_cols)
+        return len(self.label_cols)
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "classes": list(self.classes), "label_cols": list(self.label_cols),
+                "questions": {q: list(a) for q, a in self.questions.items()}}
+
+    @classmethod
+    def from_record(cls, record: dict | None, classes=()) -> Task:
+        """From `record()`; None (a model or source written before tasks existed) is classification of `classes`."""
+        if not record:
+            return Task("classification", tuple(classes))
+        return Task(record["kind"], tuple(record.get("classes", ())), tuple(record.get("label_cols", ())),
+                    {q: tuple(a) for q, a in record.get("questions", {}).items()})
+
+    # ---- the catalog: what each galaxy is labelled with ----
+
+    def labelled(self, frame: pd.DataFrame) -> bool:
+        """Whether `frame` carries this task's truth for each galaxy."""
+        return all(c in frame.columns for c in self.label_cols)
+
+    def missing_targets(self, columns) -> list[str]:
+        return [c for c in self.label_cols if c not in columns]
+
+    def target_values(self, values, unit_interval: bool = False):
+        """(values, bad, need): one target column as floats, which rows are not valid targets, and what a valid one
+        is (for the message); `unit_interval` also asks values in [0, 1] (galaxy-datasets' regression targets)."""
+        values = numbers(values)[0]
+        bad = ~np.isfinite(values)
+        if unit_interval:
+            return values, bad | (np.nan_to_num(values) < 0) | (np.nan_to_num(values) > 1), "a number in [0, 1]"
+        return values, bad, "a finite number"
+
+    target_dtype: ClassVar[type] = float
+
+    def check_source(self, name: str, has_classes: bool) -> None:
+        """A PipelineError when galaxy-datasets' `name` (classes when `has_classes`, else vote counts) cannot
+        give this task's truth."""
+
+    def catalog_columns(self) -> list[str]:
+        """The task's columns of catalog.csv after the shared ones (id_str, label, label_name, split, src)."""
+        return list(self.label_cols)
+
+    # ---- the split ----
+
+    def strata(self, frame: pd.DataFrame, fraction: float, what: str) -> np.ndarray | None:
+        """What a split of `frame` is stratified on (None: a seeded random split); a PipelineError when `frame`
+        is too small to hold one galaxy out."""
+        if len(frame) < 2:
+            raise PipelineError(f"split: {len(frame)} galax{'y' if len(frame) == 1 else 'ies'} left, too few to put "
+                                f"one in {what} and keep one in train; add galaxies")
+        return None
+
+    def truth(self, values: np.ndarray) -> np.ndarray:
+        """The values the predictions are scored against, from the catalog's target columns."""
+        return np.asarray(values, dtype=float)
+
+    def split_summary(self, splits: dict[str, pd.DataFrame]) -> str:
+        """The split stage's table: the mean truth per column in each split, and the galaxies."""
+        frames = {name: pd.DataFrame(self.truth(frame[list(self.label_cols)].to_numpy(float)),
+                                     columns=list(self.label_cols)) for name, frame in splits.items()}
+        table = pd.DataFrame({name: frame.mean() for name, frame in frames.items()}).round(3)
+        table.loc["galaxies"] = [len(frame) for frame in splits.values()]
+        return f"{self.kind}: {self.summary_what} per column\n{table.to_string()}"
+
+    summary_what: ClassVar[str] = "mean"
+
+    # ---- predictions ----
+
+    def prediction_header(self, labelled: bool, extra: list[str]) -> list[str]:
+        """id_str, [true_<col>...], pred_<col>..., then `extra` columns."""
+        cols = list(self.label_cols)
+        return ["id_str"] + ([f"true_{c}" for c in cols] if labelled else []) + [f"pred_{c}" for c in cols] + extra
+
+    def prediction_columns(self, out: np.ndarray, rows: pd.DataFrame, labelled: bool) -> list[np.ndarray]:
+        """The columns after id_str of a batch's CSV rows: its truth (when `labelled`) and the model's outputs."""
+        out = out.reshape(len(rows), -1)
+        columns = []
+        if labelled:
+            truth = self.truth(rows[list(self.label_cols)].to_numpy(float))
+            columns += [_fmt(truth[:, i]) for i in range(truth.shape[1])]
+        return columns + [_fmt(out[:, i]) for i in range(out.shape[1])]
+
+    # ---- scoring ----
+
+    def groups(self) -> dict[str, list[int]]:
+        """Scored groups of columns: each target column alone."""
+        return {c: [i] for i, c in enumerate(self.label_cols)}
+
+    group_word: ClassVar[str] = "target column"   # what a scored group is, in reports
+    column_word: ClassVar[str] = "column"         # what a prediction column is, in figure titles
+    truth_words: ClassVar[str] = "true value per column"
+
+
+class Classification(Task):
+    kind_name: ClassVar[str] = "classification"
+    by_class: ClassVar[bool] = True
+    targets_param: ClassVar[str] = "data.classes"
+
+    @property
+    def outputs(self) -> int:
+        return len(self.classes)
+
+    def labelled(self, frame: pd.DataFrame) -> bool:
+        return "label" in frame.columns
+
+    def check_source(self, name: str, has_classes: bool) -> None:
+        if not has_classes:
+            raise PipelineError(f"data.source {name} gives vote counts, not classes: use train.task votes (or "
+                                f"regression with data.label_cols)")
+
+    def catalog_columns(self) -> list[str]:
+        return []
+
+    def strata(self, frame: pd.DataFrame, fraction: float, what: str) -> np.ndarray:
+        counts = frame["label_name"].value_counts()  # the class as data.classes names it
+        if counts.min() < 2:
+            name, n = counts.idxmin(), int(counts.min())
+            raise PipelineError(f"split: class {name!r} has {n} galax{'y' if n == 1 else 'ies'} left, too few to put "
+                                f"one in {what} and keep one in train; add galaxies of that class, or drop it from "
+                                f"data.classes (and its galaxies from the catalog)")
+        return frame["label"]
+
+    def split_summary(self, splits: dict[str, pd.DataFrame]) -> str:
+        table = pd.DataFrame({name: frame["label_name"].value_counts().reindex(list(self.classes), fill_value=0)
+                              for name, frame in splits.items()})
+        table.loc["total"] = table.sum()
+        return table.to_string()
+
+    def prediction_header(self, labelled: bool, extra: list[str]) -> list[str]:
+        """id_str, [true_label], pred_label, p_<class>..., [p_true], confidence, then `extra` columns."""
+        return (["id_str"] + (["true_label"] if labelled else []) + ["pred_label"]
+                + [f"p_{c}" for c in self.classes] + (["p_true"] if labelled else []) + ["confidence"] + extra)
+
+    def prediction_columns(self, out: np.ndarray, rows: pd.DataFrame, labelled: bool) -> list[np.ndarray]:
+        classes = np.asarray(self.classes)
+        columns = [classes[rows["label"].to_numpy()]] if labelled else []
+        columns.append(classes[out.argmax(1)])
+        columns += [np.char.mod("%.6f", out[:, i]) for i in range(out.shape[1])]
+        if labelled:
+            columns.append(np.char.mod("%.6f", out[np.arange(len(out)), rows["label"].to_numpy()]))
+        return columns + [np.char.mod("%.6f", out.max(1))]
+
+
+class Regression(Task):
+    kind_name: ClassVar[str] = "regression"
+
+
+class Votes(Task):
+    kind_name: ClassVar[str] = "votes"
+    targets_param: ClassVar[str] = "data.schema"
+    summary_what: ClassVar[str] = "mean vote fraction"
+    group_word: ClassVar[str] = "question"
+    column_word: ClassVar[str] = "answer"
+    truth_words: ClassVar[str] = "volunteer vote fraction per answer"
+
+    def __post_init__(self):
+        super().__post_init__()
+        flat = tuple(c for answers in self.questions.values() for c in answers)
+        if self.label_cols and self.label_cols != flat:
+            raise PipelineError("votes: label_cols must be the questions' answer columns, in order")
+        object.__setattr__(self, "label_cols", flat)
 
     def zoobot_schema(self):
         """Zoobot's Schema for the votes head: one question per question, answers in column order.
 
         Zoobot names an answer's column question + answer; a column that does not start with its question's
         name gets the answer text '::<column>'. Batches carry the counts under `schema.label_cols`, which are
-        this task's label_cols position by position (see `schema_keys`)."""
-        if self.kind != "votes":
-            raise ValueError(f"a {self.kind} task has no Zoobot schema")
+        this task's label_cols position by position (see `batch_keys`)."""
         from zoobot.shared.schemas import Schema
 
         pairs = {q: [c[len(q):] if c.startswith(q) and len(c) > len(q) else f"::{c}" for c in answers]
@@ -58,17 +246,61 @@ class Task:
         """The batch keys of the votes head's counts, in label_cols order."""
         return list(self.zoobot_schema().label_cols)
 
-    def record(self) -> dict:
-        return {"kind": self.kind, "classes": list(self.classes), "label_cols": list(self.label_cols),
-                "questions": {q: list(a) for q, a in self.questions.items()}}
+    target_dtype: ClassVar[type] = np.int64
 
-    @classmethod
-    def from_record(cls, record: dict | None, classes=()) -> Task:
-        """From `record()`; None (a model or source written before tasks existed) is classification of `classes`."""
-        if not record:
-            return cls("classification", tuple(classes))
-        return cls(record["kind"], tuple(record.get("classes", ())), tuple(record.get("label_cols", ())),
-                   {q: tuple(a) for q, a in record.get("questions", {}).items()})
+    def target_values(self, values, unit_interval: bool = False):
+        """Vote counts: a question nobody was asked of a galaxy (empty) counts 0; each a whole number >= 0."""
+        values, text = numbers(values)
+        values = np.where(np.isnan(values), 0.0, values)
+        return values, text | ~np.isfinite(values) | (values < 0) | (values != np.round(values)), \
+            "a whole vote count >= 0"
+
+    def check_source(self, name: str, has_classes: bool) -> None:
+        if has_classes:
+            raise PipelineError(f"data.source {name} has classes, not votes: use train.task classification")
+
+    def strata(self, frame: pd.DataFrame, fraction: float, what: str) -> np.ndarray | None:
+        """The first question's most-voted answer when every such answer has at least two galaxies, else None."""
+        super().strata(frame, fraction, what)
+        top = frame[list(next(iter(self.questions.values())))].to_numpy().argmax(1)
+        counts = pd.Series(top).value_counts()
+        n_test = fraction * len(frame) if fraction < 1 else fraction
+        return top if counts.min() >= 2 and n_test >= len(counts) and len(frame) - n_test >= len(counts) else None
+
+    def truth(self, values: np.ndarray) -> np.ndarray:
+        return vote_fractions(values, self)
+
+    def prediction_header(self, labelled: bool, extra: list[str]) -> list[str]:
+        """id_str, [true_<answer>...] (volunteer fractions), pred_<answer>... (the Dirichlet mean vote fractions),
+        <question>_concentration... (how sure), then `extra`."""
+        return super().prediction_header(labelled, []) + [f"{q}_concentration" for q in self.questions] + extra
+
+    def prediction_columns(self, out: np.ndarray, rows: pd.DataFrame, labelled: bool) -> list[np.ndarray]:
+        fractions, totals = self.vote_outputs(out.reshape(len(rows), -1))
+        columns = super().prediction_columns(fractions, rows, labelled)
+        return columns + [np.char.mod("%.4f", totals[:, i]) for i in range(totals.shape[1])]
+
+    def vote_outputs(self, concentrations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted vote fraction per answer: the Dirichlet mean, Zoobot's expected_value_of_dirichlet_mixture;
+        concentration total per question: the larger, the surer) from the tree head's (N, answers) output."""
+        from zoobot.shared.stats import expected_value_of_dirichlet_mixture
+
+        schema = self.zoobot_schema()
+        fractions = expected_value_of_dirichlet_mixture(concentrations, schema)
+        totals = np.stack([concentrations[:, q.start_index:q.end_index + 1].sum(1) for q in schema.questions], axis=1)
+        return np.asarray(fractions), totals
+
+    def groups(self) -> dict[str, list[int]]:
+        """Each question's answers."""
+        out, start = {}, 0
+        for q, answers in self.questions.items():
+            out[q] = list(range(start, start + len(answers)))
+            start += len(answers)
+        return out
+
+
+KINDS: dict[str, type[Task]] = {c.kind_name: c for c in (Classification, Regression, Votes)}
+TASKS = tuple(KINDS)
 
 
 def named_schema_questions(name: str) -> dict[str, tuple[str, ...]]:
@@ -92,8 +324,6 @@ def read_task(raw_dir: Path) -> Task:
 def vote_fractions(counts, task: Task):
     """Volunteer vote fractions of (N, answers) counts in the task's column order: each count over its question's
     total, NaN where a question got no votes (predict's true_<answer> columns, analyse's baselines)."""
-    import numpy as np
-
     counts = np.asarray(counts, dtype=float)
     fractions = np.full(counts.shape, np.nan)
     start = 0

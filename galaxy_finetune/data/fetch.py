@@ -17,7 +17,7 @@ from pathlib import Path
 
 from galaxy_finetune.data import sources, zoo
 from galaxy_finetune.data.download import Unreachable
-from galaxy_finetune.training.encoder import encoder_identity, resolve_encoder
+from galaxy_finetune.data.encoder import encoder_identity, resolve_encoder
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
 from galaxy_finetune.core.task import Task, named_schema_questions
@@ -82,9 +82,7 @@ def load_source(params: Params, cache: Path, task: Task | None = None) -> source
         raw = sources.galaxy_mnist_64(cache / "galaxy_mnist_64", d.local_dir, f.timeout_s, f.retries)
     else:
         raw = zoo.dataset(d.source, task, cache / d.source, d.local_dir, f.timeout_s, f.retries)
-    if task.kind != "classification":
-        return raw
-    return sources.select_classes(raw, d.classes, DATA_NAMES[d.source])
+    return sources.select_classes(raw, d.classes, DATA_NAMES[d.source]) if task.by_class else raw
 
 
 def synthetic_galaxies(params: Params, cache: Path, task: Task | None = None) -> sources.RawData:
@@ -99,7 +97,7 @@ def synthetic_galaxies(params: Params, cache: Path, task: Task | None = None) ->
     task = task or run_task(params)
     raw = sources.synthetic(d.synthetic_n_per_class, d.synthetic_image_size, d.synthetic_seed, cache)
     name = DATA_NAMES["synthetic"]
-    if task.kind == "classification":
+    if task.by_class:
         if d.source == "synthetic" or set(d.classes) <= set(raw.classes):
             return sources.select_classes(raw, d.classes, name)
         if len(d.classes) > len(raw.classes):
@@ -109,7 +107,7 @@ def synthetic_galaxies(params: Params, cache: Path, task: Task | None = None) ->
         catalog = raw.catalog[raw.catalog["label"] < len(d.classes)].reset_index(drop=True)
         return sources.RawData(catalog, tuple(d.classes), record={**raw.record, "shapes": shapes})
     shapes = raw.catalog["label"].to_numpy()
-    if task.kind == "votes":
+    if task.questions:  # votes: counts over each question's answers
         targets = generator.synthetic_votes(shapes, task.questions, d.synthetic_seed)
         schema = schema_name(params)
         what = f"synthetic vote counts over {schema if isinstance(schema, str) else 'the questions of data.schema'}"
@@ -183,7 +181,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     catalog = sources.canonical_catalog(raw, task)
     source = {"source": "synthetic" if data_substituted else d.source, "classes": list(raw.classes),
               "task": task.record(), "record": raw.record}
-    if task.kind == "votes" and isinstance(schema_name(params), str):
+    if task.questions and isinstance(schema_name(params), str):
         source["schema"] = schema_name(params)  # the Zoobot schema the questions are from
     source["fingerprint"] = sources.source_fingerprint(catalog, source)
     previous_source = _read_if_there(raw_out / SOURCE)
@@ -221,7 +219,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         "data": {**raw.record, "substituted": data_substituted, "description": description},
         "encoder": encoder,
     }
-    if task.kind != "classification":  # no classes: the task and each target's mean instead
+    if not task.by_class:  # no classes: the task and each target's mean instead
         manifest.update(task=task.kind, target_means={c: round(float(catalog[c].mean()), 6) for c in task.label_cols})
     with atomic_path(raw_out) as tmp:
         tmp.mkdir()

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import gzip
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.params import FitsView
 
 FITS_MAGIC = b"SIMPLE  ="  # every FITS file starts with this card
 GZIP_MAGIC = b"\x1f\x8b"
@@ -29,20 +29,6 @@ NORM_PERCENTILE = 99.5
 
 class FitsWarning(UserWarning):
     """A FITS cutout was decoded, but something in it deserves a look (NaNs filled, a blank band)."""
-
-
-@dataclass(frozen=True)
-class FitsView:
-    """How FITS cutouts become RGB (params: data.fits_bands, data.fits_stretch, data.fits_q).
-
-    bands: which plane of a 3-band cube goes to red, green, blue (0-based, FITS plane order);
-    the default (2, 1, 0) puts the reddest band of a blue-to-red cube (g, r, z) in red.
-    stretch: the linear range of the asinh stretch, in units of the cutout's 99.5th-percentile intensity.
-    q: the asinh softening (larger: more of the faint outskirts visible, the core more compressed).
-    """
-    bands: tuple[int, int, int] = (2, 1, 0)
-    stretch: float = 0.3
-    q: float = 3.0
 
 
 def is_fits(path: str | Path) -> bool:

@@ -17,7 +17,8 @@ import torch
 from galaxy_finetune.data.augment import eval_view, train_view
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, require
-from galaxy_finetune.data.images import FitsView, decode_image
+from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.core.params import AugmentParams
 from galaxy_finetune.data.store import open_images, read_rows
 
@@ -112,12 +113,12 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def galaxies_of(store_dir: str | Path, frame: pd.DataFrame, task=None) -> StoreGalaxies:
     """The store rows of a split's frame, with what `task` learns from (core.task.Task; None: classification)."""
-    if task is None or task.kind == "classification":
+    if task is None or task.by_class:
         return StoreGalaxies(store_dir, frame["row"], frame["label"])
-    missing = [c for c in task.label_cols if c not in frame.columns]
+    missing = task.missing_targets(frame.columns)
     if missing:
         raise PipelineError(f"splits: no {task.kind} column(s) {missing}; rerun dvc repro (fetch_data and split)")
-    keys = task.schema_keys() if task.kind == "votes" else ()
+    keys = task.schema_keys() if task.questions else ()  # the votes head reads its counts by the schema's keys
     return StoreGalaxies(store_dir, frame["row"], frame["label"], frame[list(task.label_cols)].to_numpy(float), keys)
 
 

@@ -22,7 +22,7 @@ from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.data.download import check_md5, download, gunzip, md5sum
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path
-from galaxy_finetune.core.task import Task
+from galaxy_finetune.core.task import Task, numbers
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")  # any case
@@ -70,16 +70,6 @@ def obtain(resource: Resource, cache_dir: Path, local_dir: str, timeout: float, 
 
 def _resource_record(resources, paths) -> list[dict]:
     return [{"file": r.filename, "url": r.url, "md5": r.md5, "path": str(p)} for r, p in zip(resources, paths)]
-
-
-def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retries: int = 3,
-                 resources: tuple[Resource, ...] | None = None) -> RawData:
-    """The galaxy-datasets GalaxyMNIST release (224 px JPEGs, 8000 train / 2000 test), through
-    galaxy_finetune.data.zoo: the library's own file list (or `resources`) and reader."""
-    from galaxy_finetune.data import zoo
-
-    return zoo.dataset("galaxy_mnist", Task("classification", GALAXY_MNIST_CLASSES), cache_dir, local_dir, timeout,
-                       retries, resources)
 
 
 def read_hdf5(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +166,7 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     """
     path = Path(path)
     task = task or Task("classification", tuple(classes))
-    if task.kind != "classification":
+    if not task.by_class:
         return _target_catalog(path, task)
     frame, src = read_catalog_file(path, {"file_loc", "label"}, "data.catalog")
     record = {"catalog": str(path), "catalog_md5": md5sum(path)}
@@ -245,23 +235,18 @@ def _target_catalog(path: Path, task: Task) -> RawData:
     """An own catalog for regression or votes: its target columns as floats beside id_str, split and src
     (label -1: no class)."""
     frame, src = read_catalog_file(path, {"file_loc"}, "data.catalog")
-    what = "data.label_cols" if task.kind == "regression" else "data.schema"
-    missing = [c for c in task.label_cols if c not in frame.columns]
+    missing = task.missing_targets(frame.columns)
     if missing:
-        raise PipelineError(f"{path}: missing {task.kind} column(s) {missing} named by {what}; the catalog has "
+        raise PipelineError(f"{path}: missing {task.kind} column(s) {missing} named by {task.targets_param}; the catalog has "
                             f"{[c for c in frame.columns if c not in ('file_loc', 'id_str', 'split')]}")
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
-    for col in task.label_cols:
-        raw = frame[col] if pd.api.types.is_numeric_dtype(frame[col]) else frame[col].replace("", np.nan)
-        values = pd.to_numeric(raw, errors="coerce")
-        text = values.isna() & raw.notna()
+    for col in task.label_cols:  # numbers or empty here; validate() checks each against the task
+        values, text = numbers(frame[col])
         if text.any():
-            row = int(np.flatnonzero(text.to_numpy())[0])
-            raise PipelineError(f"{path}: column {col!r}, row {row}: {raw.iloc[row]!r} is not a number")
-        if task.kind == "votes":
-            values = values.fillna(0.0)  # a question nobody was asked
-        catalog[col] = values.astype(float)
+            row = int(np.flatnonzero(text)[0])
+            raise PipelineError(f"{path}: column {col!r}, row {row}: {frame[col].iloc[row]!r} is not a number")
+        catalog[col] = task.target_values(values)[0]
     return RawData(catalog, (), record={"catalog": str(path), "catalog_md5": md5sum(path)})
 
 
@@ -318,7 +303,7 @@ def validate(raw: RawData, task: Task | None = None) -> None:
     dupes = ids[ids.duplicated()]
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
-    if task.kind == "classification":
+    if task.by_class:
         bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
         if len(bad):
             raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
@@ -340,12 +325,7 @@ def validate_targets(cat: pd.DataFrame, task: Task) -> None:
     for col in task.label_cols:
         if col not in cat.columns:
             raise PipelineError(f"catalog: no column {col!r} ({task.kind} target)")
-        values = pd.to_numeric(cat[col], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values)
-        need = "a finite number"
-        if task.kind == "votes":
-            bad |= (values < 0) | (np.round(values) != values)
-            need = "a whole vote count >= 0"
+        _, bad, need = task.target_values(pd.to_numeric(cat[col], errors="coerce"))
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise PipelineError(f"catalog: column {col!r}, row {row} (id {cat['id_str'].iloc[row]!r}): "
@@ -357,12 +337,11 @@ def canonical_catalog(raw: RawData, task: Task | None = None) -> pd.DataFrame:
     label -1 and label_name empty, then the task's target columns as the source names them."""
     task = task or Task("classification", tuple(raw.classes))
     validate(raw, task)
-    classification = task.kind == "classification"
     catalog = raw.catalog.assign(id_str=raw.catalog["id_str"].astype(str),
                                  src=[p if os.path.isabs(p) else os.path.abspath(p) for p in map(str, raw.catalog["src"])],
-                                 label=raw.catalog["label"] if classification else -1,
-                                 label_name=[raw.classes[i] for i in raw.catalog["label"]] if classification else "")
-    return catalog[CATALOG_COLUMNS + ([] if classification else list(task.label_cols))].reset_index(drop=True)
+                                 label=raw.catalog["label"] if task.by_class else -1,
+                                 label_name=[raw.classes[i] for i in raw.catalog["label"]] if task.by_class else "")
+    return catalog[CATALOG_COLUMNS + task.catalog_columns()].reset_index(drop=True)
 
 
 def source_fingerprint(catalog: pd.DataFrame, record: dict) -> str:

@@ -11,6 +11,7 @@ from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_table
 from galaxy_finetune.core.layout import CATALOG
 from galaxy_finetune.core.task import Task
+from galaxy_finetune.data.subsets import subset_per_class
 
 
 def read_catalog(raw_dir: Path) -> pd.DataFrame:
@@ -29,11 +30,12 @@ def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: flo
     val is held out. Rows marked split=val (galaxy-datasets' own layout) are the validation set; otherwise
     val_fraction of the remaining training pool becomes it.
 
-    `groups`: for each row, the first row of its group of identical images (labels.duplicates.exact_groups of
+    `groups`: for each row, the first row of its group of identical images (data.duplicates.exact_groups of
     the store's row hashes). A group goes to one split: test if any member is marked test, else val if any is
     marked val, else where its first row is drawn. `train_per_class` > 0 keeps that many training galaxies per
     class (nested: a smaller budget is a subset of a larger one; val and test unchanged), for learning curves.
     """
+    task = task or Task("classification")  # stratified on the label column
     if catalog["id_str"].duplicated().any():
         raise PipelineError("catalog.csv: duplicate id_str values; fix the source catalog")
     position = np.arange(len(catalog))
@@ -56,18 +58,16 @@ def split_catalog(catalog: pd.DataFrame, val_fraction: float, test_fraction: flo
     else:
         train, val = _carve(pool, val_fraction, seed, "val", task)
     if train_per_class:
-        if task is not None and task.kind != "classification":
+        if not task.by_class:
             raise PipelineError(f"split.train_per_class: per class, so for train.task classification only "
                                 f"(this run's task is {task.kind}); set it to 0")
-        from galaxy_finetune.labels.subsets import subset_per_class
-
         train = train.iloc[subset_per_class(train["label"].to_numpy(), train_per_class, seed)]
     splits = {"train": train, "val": val, "test": test}
     return {name: frame.drop(columns=["split", "src", "_pos", "_group"], errors="ignore").sort_values("id_str")
             .reset_index(drop=True) for name, frame in splits.items()}
 
 
-def _carve(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task | None = None):
+def _carve(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task):
     """(kept, held): a stratified draw of each duplicate group's first row; the other members follow it."""
     first = frame[frame["_group"] == frame["_pos"]]
     if len(first) == len(frame):
@@ -88,56 +88,17 @@ def write_splits(splits: dict[str, pd.DataFrame], out_dir: Path, extra: dict[str
             frame.to_csv(tmp / name, index=False)
 
 
-def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task | None = None):
-    if task is not None and task.kind != "classification":
-        return _unstratified(frame, fraction, seed, what, task)
-    counts = frame["label_name"].value_counts()  # the class as data.classes names it
-    if counts.min() < 2:
-        name, n = counts.idxmin(), int(counts.min())
-        raise PipelineError(f"split: class {name!r} has {n} galax{'y' if n == 1 else 'ies'} left, too few to put one "
-                            f"in {what} and keep one in train; add galaxies of that class, or drop it from "
-                            f"data.classes (and its galaxies from the catalog)")
-    try:
-        return train_test_split(frame, test_size=fraction, stratify=frame["label"], random_state=seed)
-    except ValueError as exc:
-        raise PipelineError(f"split: cannot carve a stratified {what} set ({exc}); raise split.{what}_fraction "
-                            f"or add examples") from None
-
-
-def _unstratified(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task):
-    """Regression: a seeded random split. Votes: stratified on the first question's most-voted answer when
-    every such answer has at least two galaxies, else random."""
-    if len(frame) < 2:
-        raise PipelineError(f"split: {len(frame)} galax{'y' if len(frame) == 1 else 'ies'} left, too few to put one "
-                            f"in {what} and keep one in train; add galaxies")
-    stratify = None
-    if task.kind == "votes":
-        first = list(next(iter(task.questions.values())))
-        top = frame[first].to_numpy().argmax(1)
-        counts = pd.Series(top).value_counts()
-        n_test = fraction * len(frame) if fraction < 1 else fraction
-        if counts.min() >= 2 and n_test >= len(counts) and len(frame) - n_test >= len(counts):
-            stratify = top
+def _stratified(frame: pd.DataFrame, fraction: float, seed: int, what: str, task: Task):
+    """(kept, held): a seeded split, stratified on what the task stratifies on (Task.strata)."""
+    stratify = task.strata(frame, fraction, what)
     try:
         return train_test_split(frame, test_size=fraction, stratify=stratify, random_state=seed)
     except ValueError as exc:
-        raise PipelineError(f"split: cannot carve a {what} set ({exc}); raise split.{what}_fraction "
+        kind = "a stratified" if stratify is not None and task.by_class else "a"
+        raise PipelineError(f"split: cannot carve {kind} {what} set ({exc}); raise split.{what}_fraction "
                             f"or add examples") from None
 
 
-def summary(splits: dict[str, pd.DataFrame], classes: list[str], task: Task | None = None) -> str:
-    if task is not None and task.kind != "classification":
-        cols = list(task.label_cols)
-        if task.kind == "votes":  # the mean volunteer fraction of each answer
-            frames = {name: pd.concat([frame[list(a)].div(frame[list(a)].sum(1).replace(0, float("nan")), axis=0)
-                                       for a in task.questions.values()], axis=1) for name, frame in splits.items()}
-            what = "mean vote fraction"
-        else:
-            frames, what = {name: frame[cols] for name, frame in splits.items()}, "mean"
-        table = pd.DataFrame({name: frame.mean() for name, frame in frames.items()}).round(3)
-        table.loc["galaxies"] = [len(frame) for frame in splits.values()]
-        return f"{task.kind}: {what} per column\n{table.to_string()}"
-    table = pd.DataFrame({name: frame["label_name"].value_counts().reindex(classes, fill_value=0)
-                          for name, frame in splits.items()})
-    table.loc["total"] = table.sum()
-    return table.to_string()
+def summary(splits: dict[str, pd.DataFrame], task: Task) -> str:
+    """The split stage's table of what each split holds (Task.split_summary)."""
+    return task.split_summary(splits)

@@ -22,7 +22,8 @@ import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, require, write_json
-from galaxy_finetune.data.images import FitsView, decode_image
+from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD, STORE_ROW_HASHES
 
 CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images

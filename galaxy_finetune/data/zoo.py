@@ -27,6 +27,7 @@ import pandas as pd
 
 from galaxy_finetune.core.classes import (
     DATASET_CLASSES,
+    GALAXY_MNIST_CLASSES,
     LIBRARY_INTERNAL,
     LIBRARY_PUBLIC,
     VOTE_SCHEMAS,
@@ -165,33 +166,24 @@ def _plain(value):
 
 
 def targets(frame: pd.DataFrame, task: Task, where: str | Path) -> pd.DataFrame:
-    """A regression or votes task's target columns of `frame`, checked, named as in the source.
+    """A regression or votes task's target columns of `frame`, checked (Task.target_values), named as in the source.
 
     votes: every answer's count, a question nobody was asked (NaN) counts 0, each a whole number >= 0 (int64);
-    regression: each value a number in [0, 1] (e.g. a vote fraction)."""
-    what = "data.label_cols" if task.kind == "regression" else "data.schema"
-    missing = [c for c in task.label_cols if c not in frame.columns]
+    regression: each value a number in [0, 1] (galaxy-datasets' regression targets are vote fractions)."""
+    missing = task.missing_targets(frame.columns)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise PipelineError(f"{where}: no {task.kind} column(s) {missing[:3]}{more} (named by {what}); its columns "
-                            f"include {[c for c in frame.columns if c not in ('file_loc',)][:8]}")
+        raise PipelineError(f"{where}: no {task.kind} column(s) {missing[:3]}{more} (named by {task.targets_param}); "
+                            f"its columns include {[c for c in frame.columns if c not in ('file_loc',)][:8]}")
     out = {}
     for col in task.label_cols:
-        values = pd.to_numeric(frame[col], errors="coerce")
-        text = values.isna() & frame[col].notna()
-        if task.kind == "votes":
-            values = values.fillna(0.0)  # the question was not asked of this galaxy
-            bad = text | (values < 0) | (values != np.round(values))
-            need = "a whole vote count >= 0"
-        else:
-            bad = values.isna() | (values < 0) | (values > 1)
-            need = "a number in [0, 1]"
+        values, bad, need = task.target_values(frame[col].to_numpy(), unit_interval=True)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise PipelineError(f"{where}: column {col!r}, row {row}: {_plain(frame[col].iloc[row])!r} is not {need} "
                                 f"({int(bad.sum())} such value(s))")
-        out[col] = values.astype(np.int64) if task.kind == "votes" else values.astype(float)
-    return pd.DataFrame(out, index=frame.index)
+        out[col] = values
+    return pd.DataFrame(out, index=frame.index).astype({c: task.target_dtype for c in task.label_cols})
 
 
 def read_official(name: str, root: Path, task: Task, origin: str | Path = "") -> RawData:
@@ -202,11 +194,7 @@ def read_official(name: str, root: Path, task: Task, origin: str | Path = "") ->
     columns (label -1). Classification: the dataset's classes (CLASSES) from the library's label column.
     `origin` names the archive in the message about missing images."""
     check_public(name)
-    if task.kind == "classification" and name not in CLASSES:
-        raise PipelineError(f"data.source {name} gives vote counts, not classes: use train.task votes (or "
-                            f"regression with data.label_cols)")
-    if task.kind == "votes" and name in CLASSES:
-        raise PipelineError(f"data.source {name} has classes, not votes: use train.task classification")
+    task.check_source(name, name in CLASSES)
     root = Path(root).absolute()
     images = str(root / "images")
     real_images = os.path.realpath(images)
@@ -217,7 +205,7 @@ def read_official(name: str, root: Path, task: Task, origin: str | Path = "") ->
         frame, label_cols = _read_split(name, root, train, where)
         src = [real_images + f[len(images):] if f.startswith(images) else f for f in frame["file_loc"].astype(str)]
         part = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
-        if task.kind == "classification":
+        if task.by_class:
             part["label"] = _class_labels(frame, label_cols[0], CLASSES[name], where)
         else:
             part = pd.concat([part, targets(frame, task, where).set_axis(part.index)], axis=1)
@@ -228,8 +216,7 @@ def read_official(name: str, root: Path, task: Task, origin: str | Path = "") ->
         origin = origin or images
         raise PipelineError(f"{origin}: {len(absent)} image(s) named in the catalogs are missing, e.g. "
                             f"{os.path.basename(absent[0])}; delete {real_images} and the archive, then retry")
-    classes = CLASSES[name] if task.kind == "classification" else ()
-    return RawData(catalog, classes, record={"dataset": f"galaxy-datasets {name}"})
+    return RawData(catalog, CLASSES[name] if task.by_class else (), record={"dataset": f"galaxy-datasets {name}"})
 
 
 def _class_labels(frame: pd.DataFrame, column: str, classes: tuple[str, ...], where: Path) -> np.ndarray:
@@ -255,3 +242,11 @@ def dataset(name: str, task: Task, cache_dir: Path, local_dir: str = "", timeout
     raw = read_official(name, root, task, origin=archive)
     raw.record = {**raw.record, "root": str(root), "resources": record}
     return raw
+
+
+def galaxy_mnist(cache_dir: Path, local_dir: str = "", timeout: float = 60, retries: int = 3,
+                 resources: tuple[Resource, ...] | None = None) -> RawData:
+    """The galaxy-datasets GalaxyMNIST release (224 px JPEGs, 8000 train / 2000 test), through
+    galaxy_finetune.data.zoo: the library's own file list (or `resources`) and reader."""
+    return dataset("galaxy_mnist", Task("classification", GALAXY_MNIST_CLASSES), cache_dir, local_dir, timeout,
+                       retries, resources)

@@ -55,7 +55,7 @@ def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Pat
     start = time.perf_counter()
     features = embed_galaxies(model, config, store_dir, galaxies["row"].tolist(), batch_size, device)
     seconds = time.perf_counter() - start
-    from galaxy_finetune.labels.shift import weights_sha256
+    from galaxy_finetune.inference.shift import weights_sha256
 
     return write_embeddings(out_dir, galaxies, features, pca_components,
                             {"accelerator": device.type, "images_per_s": round(len(galaxies) / seconds, 1),

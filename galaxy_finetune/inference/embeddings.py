@@ -34,7 +34,7 @@ def write_embeddings(out_dir: Path, galaxies: pd.DataFrame, features: np.ndarray
                      extra: dict | None = None, model_sha256: str | None = None) -> dict:
     """Write galaxies.csv, the float16 features, a PCA fitted on the train rows and its projection of every row
     (all or nothing); return the record written to embed.json. With `model_sha256` (the weights the features
-    came from), also shift.npz: the reference of the shift score (labels/shift.py), calibrated on val."""
+    came from), also shift.npz: the reference of the shift score (inference/shift.py), calibrated on val."""
     features16 = np.asarray(features).astype(np.float16)
     train = features16[(galaxies["split"] == "train").to_numpy()].astype(np.float32)
     pca = fit_pca(train, pca_components)
@@ -50,7 +50,7 @@ def write_embeddings(out_dir: Path, galaxies: pd.DataFrame, features: np.ndarray
         np.savez(tmp / EMBED_PCA, mean=pca.mean_.astype(np.float32), components=pca.components_.astype(np.float32),
                  explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float32))
         if model_sha256 is not None:
-            from galaxy_finetune.labels.shift import SHIFT_K, ShiftReference
+            from galaxy_finetune.inference.shift import SHIFT_K, ShiftReference
 
             split = galaxies["split"].to_numpy()
             shift = ShiftReference.build(pca.mean_, pca.components_, features16[split == "train"],

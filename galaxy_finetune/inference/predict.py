@@ -29,7 +29,7 @@ from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, write_csv, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
-from galaxy_finetune.core.task import Task, vote_fractions
+from galaxy_finetune.core.task import Task
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned, model_task
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
@@ -73,48 +73,14 @@ def damaged_table(galaxies: pd.DataFrame, damaged: list) -> pd.DataFrame:
                          "reason": [r for _, r in damaged]})
 
 
-def predictions_header(classes: list[str], labelled: bool, extra: list[str]) -> list[str]:
-    """id_str, [true_label], pred_label, p_<class>..., [p_true], confidence, then `extra` columns."""
-    return (["id_str"] + (["true_label"] if labelled else []) + ["pred_label"] + [f"p_{c}" for c in classes]
-            + (["p_true"] if labelled else []) + ["confidence"] + extra)
-
-
-def target_header(task: Task, labelled: bool, extra: list[str]) -> list[str]:
-    """regression: id_str, [true_<col>...], pred_<col>...; votes: id_str, [true_<answer>...] (volunteer fractions),
-    pred_<answer>... (the Dirichlet mean vote fractions), <question>_concentration... (how sure); then `extra`."""
-    cols = list(task.label_cols)
-    head = ["id_str"] + ([f"true_{c}" for c in cols] if labelled else []) + [f"pred_{c}" for c in cols]
-    if task.kind == "votes":
-        head += [f"{q}_concentration" for q in task.questions]
-    return head + extra
-
-
-def votes_outputs(concentrations: np.ndarray, task: Task) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted vote fraction per answer: the Dirichlet mean, Zoobot's expected_value_of_dirichlet_mixture;
-    concentration total per question: the larger, the surer) from the tree head's (N, answers) output."""
-    from zoobot.shared.stats import expected_value_of_dirichlet_mixture
-
-    schema = task.zoobot_schema()
-    fractions = expected_value_of_dirichlet_mixture(concentrations, schema)
-    totals = np.stack([concentrations[:, q.start_index:q.end_index + 1].sum(1) for q in schema.questions], axis=1)
-    return np.asarray(fractions), totals
-
-
-def _fmt(values: np.ndarray) -> np.ndarray:
-    return np.where(np.isnan(values), "", np.char.mod("%.6f", np.nan_to_num(values)))
-
-
 class CsvPartWriter(BasePredictionWriter):
     """Appends each batch's predictions, prefixed by their input index, to this rank's part file."""
 
-    def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, classes: list[str], extra: list[str],
-                 task: Task | None = None, scorer=None):
+    def __init__(self, parts_dir: Path, galaxies: pd.DataFrame, task: Task, extra: list[str], scorer=None):
         super().__init__(write_interval="batch")
-        self.parts_dir, self.galaxies, self.classes, self.extra = Path(parts_dir), galaxies, classes, extra
-        self.task = task or Task("classification", tuple(classes))
-        self.labelled = (all(c in galaxies.columns for c in self.task.label_cols) if self.task.kind != "classification"
-                         else "label" in galaxies.columns)
-        self.scorer = scorer  # per-batch columns computed from the batch's forward pass (labels.shift.ShiftScorer)
+        self.parts_dir, self.galaxies, self.task, self.extra = Path(parts_dir), galaxies, task, extra
+        self.labelled = task.labelled(galaxies)
+        self.scorer = scorer  # per-batch columns computed from the batch's forward pass (inference.shift.ShiftScorer)
         self.file = self.skipped = None
 
     def on_predict_start(self, trainer, pl_module):
@@ -140,19 +106,10 @@ class CsvPartWriter(BasePredictionWriter):
         prediction, batch, keep = self._skip_damaged(prediction, batch)
         if len(batch["index"]) == 0:
             return
-        if self.task.kind != "classification":
-            return self._write_targets(prediction, batch, keep)
-        probs = prediction.float().cpu().numpy()
         index = batch["index"].cpu().numpy()
         rows = self.galaxies.iloc[index]
-        columns = [index, rows["id_str"].to_numpy()]
-        if self.labelled:
-            columns.append(np.asarray(self.classes)[rows["label"].to_numpy()])
-        columns.append(np.asarray(self.classes)[probs.argmax(1)])
-        columns += [np.char.mod("%.6f", probs[:, i]) for i in range(probs.shape[1])]
-        if self.labelled:
-            columns.append(np.char.mod("%.6f", probs[np.arange(len(probs)), rows["label"].to_numpy()]))
-        columns.append(np.char.mod("%.6f", probs.max(1)))
+        out = prediction.float().cpu().numpy().reshape(len(index), -1)
+        columns = [index, rows["id_str"].to_numpy(), *self.task.prediction_columns(out, rows, self.labelled)]
         columns += [rows[name].to_numpy() for name in self.extra]
         columns += self._scores(keep)
         lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
@@ -164,28 +121,6 @@ class CsvPartWriter(BasePredictionWriter):
         if self.scorer is None:
             return []
         return [c if keep is None else c[keep] for c in self.scorer.columns()]
-
-    def _write_targets(self, prediction, batch, keep=None) -> None:
-        out = prediction.float().cpu().numpy().reshape(len(batch["index"]), -1)
-        index = batch["index"].cpu().numpy()
-        rows = self.galaxies.iloc[index]
-        columns = [index, rows["id_str"].to_numpy()]
-        cols = list(self.task.label_cols)
-        if self.labelled:
-            truth = rows[cols].to_numpy(float)
-            truth = vote_fractions(truth, self.task) if self.task.kind == "votes" else truth
-            columns += [_fmt(truth[:, i]) for i in range(truth.shape[1])]
-        if self.task.kind == "votes":
-            fractions, totals = votes_outputs(out, self.task)
-            columns += [_fmt(fractions[:, i]) for i in range(fractions.shape[1])]
-            columns += [np.char.mod("%.4f", totals[:, i]) for i in range(totals.shape[1])]
-        else:
-            columns += [_fmt(out[:, i]) for i in range(out.shape[1])]
-        columns += [rows[name].to_numpy() for name in self.extra]
-        columns += self._scores(keep)
-        lines = pd.DataFrame({i: c for i, c in enumerate(columns)}).to_csv(header=False, index=False)
-        self.file.write(lines)
-        self.file.flush()
 
     def on_predict_end(self, trainer, pl_module):
         self.file.close()
@@ -285,7 +220,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
                    workers: int = 0, extra: list[str] = (), progress: bool = True, scorer=None) -> dict:
     """Predictions for every galaxy of `dataset` (row i described by galaxies.iloc[i]: id_str, optional
     label, `extra` columns) written to `out_path`; resumes from `parts_dir` when it holds the same run.
-    `scorer` (labels.shift.ShiftScorer) adds its columns (`scorer.names`) after `extra`."""
+    `scorer` (inference.shift.ShiftScorer) adds its columns (`scorer.names`) after `extra`."""
     parts_dir = Path(parts_dir)
     key = _run_key(model_dir, galaxies, str(out_path)) | {"scores": list(scorer.names) if scorer is not None else []}
     run_file = parts_dir / RUN
@@ -300,7 +235,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     device, precision = resolve_accelerator(accelerator, "auto")
     data = PredictionData(dataset, done, attempts + 1, eval_transform(config), batch_size, workers)
     task = model_task(config)
-    writer = CsvPartWriter(parts_dir, galaxies, config["classes"], list(extra), task, scorer)
+    writer = CsvPartWriter(parts_dir, galaxies, task, list(extra), scorer)
     trainer = L.Trainer(accelerator=device, devices=devices, precision=precision, logger=False,
                         callbacks=[writer], enable_model_summary=False, enable_progress_bar=progress)
     start = time.perf_counter()
@@ -315,8 +250,7 @@ def predict_to_csv(model, config: dict, model_dir: Path, dataset, galaxies: pd.D
     if not trainer.is_global_zero:
         return {}
     extra_names = list(extra) + (list(scorer.names) if scorer is not None else [])
-    header = (predictions_header(config["classes"], writer.labelled, extra_names) if task.kind == "classification"
-              else target_header(task, writer.labelled, extra_names))
+    header = task.prediction_header(writer.labelled, extra_names)
     skipped = skipped_images(parts_dir, galaxies)
     listed = write_skipped(out_path, skipped)
     if len(skipped) == len(galaxies):
@@ -334,11 +268,11 @@ def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: P
                    batch_size: int, accelerator: str = "auto", parts_root: Path = Path(".partial/predict"),
                    embeddings_dir: Path | None = None) -> dict:
     """data/predictions/<split>.csv (with each galaxy's store `row`, and with `embeddings_dir` each galaxy's
-    distance from the training set: labels/shift.py) and timing.json for each split."""
+    distance from the training set: inference/shift.py) and timing.json for each split."""
     model, config = load_finetuned(model_dir)
     scorer = None
     if embeddings_dir is not None:
-        from galaxy_finetune.labels.shift import shift_scorer
+        from galaxy_finetune.inference.shift import shift_scorer
 
         scorer = shift_scorer(embeddings_dir, model_dir)
     timing = {}

@@ -23,7 +23,7 @@ from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
-from galaxy_finetune.inference.neighbours import CosineIndex
+from galaxy_finetune.core.neighbours import CosineIndex
 
 SHEET_QUERIES = 5  # queries of a folder drawn on the contact sheet, one row each (the CSV has them all)
 SHEET_NEIGHBOURS = 7  # neighbours drawn per query row
@@ -82,14 +82,14 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
 def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.DataFrame, store_dir: Path,
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
-    from galaxy_finetune.analysis import figures
+    from galaxy_finetune.core import gallery
     from galaxy_finetune.data.store import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
                                             for row in neighbours.itertuples()]
     edges = ["black"] + ["0.6"] * len(neighbours)
-    figures.galaxy_grid(images, captions, edges, path, None, f"The {len(neighbours)} galaxies most like {query_name}",
+    gallery.galaxy_grid(images, captions, edges, path, None, f"The {len(neighbours)} galaxies most like {query_name}",
                         cols=min(5, len(images)))
 
 
@@ -136,7 +136,7 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
 
 def folder_sheet(shown: list, store_dir: Path, k: int, path: Path) -> None:
     """One row per query: the query, then its first SHEET_NEIGHBOURS neighbours."""
-    from galaxy_finetune.analysis import figures
+    from galaxy_finetune.core import gallery
     from galaxy_finetune.data.store import galaxy_pixels
 
     cols = 1 + min(k, SHEET_NEIGHBOURS)
@@ -148,7 +148,7 @@ def folder_sheet(shown: list, store_dir: Path, k: int, path: Path) -> None:
         captions += [f"query\n{name}"] + [f"#{r.rank} {r.id_str}\n{r.label_name}, sim {r.similarity:.3f}"
                                            for r in near.itertuples()] + [""] * (cols - 1 - len(near))
         edges += ["black"] + ["0.6"] * (cols - 1)
-    figures.galaxy_grid(images, captions, edges, path, None, f"The galaxies most like each of the first {len(shown)} "
+    gallery.galaxy_grid(images, captions, edges, path, None, f"The galaxies most like each of the first {len(shown)} "
                         f"queries", cols=cols)
 
 

@@ -62,7 +62,7 @@ def mc_head_probs(model, features: torch.Tensor, passes: int, seed: int = 0) -> 
 def k_center_greedy(features: np.ndarray, k: int, first: int = 0) -> np.ndarray:
     """k row indexes spread out in cosine distance: start at `first`, then repeatedly the row farthest from
     every row already picked (Gonzalez's greedy k-center)."""
-    from galaxy_finetune.inference.neighbours import unit_rows
+    from galaxy_finetune.core.neighbours import unit_rows
 
     unit = unit_rows(features)
     k = min(k, len(unit))

@@ -4,7 +4,7 @@
   the fine-tuned model's predictions for val and test, the run's training dynamics or an out-of-fold probe for
   train), most suspect first, with the judge's name;
 - near_duplicates.csv: pairs of galaxies at least as alike as the run's own measured near copies
-  (labels/duplicates.py), on the starting encoder's features when pretrained, else on the fine-tuned encoder's;
+  (data/duplicates.py), on the starting encoder's features when pretrained, else on the fine-tuned encoder's;
 - learning_curve.csv (+ learning_curve_runs.csv), active_learning.csv and active_learning_mean.csv: the linear probe
   on a PCA of the pretrained starting encoder's frozen features, over nested class-balanced budgets and against
   random labelling, beside its distance from the fine-tuned model on the same val split. With a random-init
@@ -26,7 +26,7 @@ from galaxy_finetune.core.files import atomic_path, read_table, write_json
 from galaxy_finetune.core.layout import SPLIT_DUPLICATES
 from galaxy_finetune.core.params import LabelsParams
 from galaxy_finetune.labels.curve import learning_curve
-from galaxy_finetune.labels.duplicates import calibrate_near, near_pairs, near_warning, nearest_neighbour_cosine
+from galaxy_finetune.data.duplicates import calibrate_near, near_pairs, near_warning, nearest_neighbour_cosine
 from galaxy_finetune.labels.issues import (ISSUE_COLUMNS, Judged, find_suspects, issues_record, judge_records,
                                            judges_sentence, probe_judged)
 from galaxy_finetune.labels.simulate import label_saving, simulate_active
@@ -240,16 +240,16 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     from galaxy_finetune.core.task import read_task
     from galaxy_finetune.data.loading import read_split
     from galaxy_finetune.data.store import galaxy_pixels
-    from galaxy_finetune.labels.duplicates import near_copies
+    from galaxy_finetune.data.duplicates import near_copies
     from galaxy_finetune.labels.features import frozen_encoder, pixel_features, store_features
     from galaxy_finetune.labels.issues import dynamics_judged, finetuned_judged
     from galaxy_finetune.training.dynamics import DYNAMICS_FILE
-    from galaxy_finetune.training.encoder import encoder_record
+    from galaxy_finetune.data.encoder import encoder_record
     from galaxy_finetune.training.model_io import load_finetuned
     from galaxy_finetune.training.recipe import is_pretrained
 
     task = read_task(raw_dir)
-    if task.kind != "classification":
+    if not task.by_class:  # wrong labels, per-class curves and acquisition need a class per galaxy
         return not_applicable(task.kind, out_dir)
     labels = params.labels
     classes = read_classes(raw_dir)
@@ -266,7 +266,7 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
         described = "the fine-tuned encoder's features (the starting encoder is a random init)"
     features = store_features(encoder, config, store_dir, galaxies["row"], labels.batch_size, device)
     sample = np.sort(np.random.default_rng(0).choice(len(galaxies), min(COPY_SAMPLE, len(galaxies)), replace=False))
-    from galaxy_finetune.inference.neighbours import unit_rows
+    from galaxy_finetune.core.neighbours import unit_rows
 
     originals = unit_rows(features[sample])
     copy_cosines = {kind: (unit_rows(pixel_features(encoder, config, pixels, labels.batch_size, device))

@@ -3,7 +3,7 @@
 The learner is the linear probe (training/probe.py: a logistic regression, its strength picked on val) on frozen
 pretrained encoder features. It is a cheap proxy and a LOWER BOUND of fine-tuning: lpft starts from this probe and
 only keeps fine-tuned weights that beat it on val (measured on GZ2: +2.5 points at 50 labels per class, +4.3 with
-all). The fine-tuned curve is `dvc exp run --queue -S split.train_per_class=N` per budget (see the README).
+all). The fine-tuned curve is `dvc exp run --queue -S split.train_per_class=N` per budget (see docs/label-budget.md).
 
 The test error of the curve is fitted as err(n) = a * n^-b + c (n: labels in all, c: the floor the learner tends
 to), which says how many labels reach a target accuracy, or that the target lies below the fitted floor.
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.core.stats import bootstrap_interval
-from galaxy_finetune.labels.subsets import nested_subsets
+from galaxy_finetune.data.subsets import nested_subsets
 from galaxy_finetune.training.probe import fit_linear_probe
 
 METRICS = ("accuracy", "balanced_accuracy")

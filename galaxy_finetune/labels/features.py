@@ -13,7 +13,7 @@ import torch
 
 from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.data.store import galaxy_pixels
-from galaxy_finetune.training.encoder import build_encoder
+from galaxy_finetune.data.encoder import build_encoder
 
 
 @torch.inference_mode()

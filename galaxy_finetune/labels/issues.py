@@ -222,7 +222,7 @@ def suspects_html(suspects: pd.DataFrame, thumbnails: dict[str, bytes], record: 
 def errors_page_section(label_budget_dir, store_dir, shown: int = 60) -> tuple[dict, tuple[str, str, list[str]]]:
     """What the analyse stage takes from metrics/label_budget/: metrics.json's `label_issues` and `duplicates`,
     and the errors page's section of labels that look wrong (thumbnails from the store)."""
-    from galaxy_finetune.analysis.mistakes_page import thumbnail_png
+    from galaxy_finetune.core.gallery import thumbnail_png
     from galaxy_finetune.core.files import read_json, read_table
     from galaxy_finetune.data.store import galaxy_pixels
 

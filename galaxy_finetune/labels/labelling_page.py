@@ -38,7 +38,8 @@ from PIL import Image
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, write_csv
-from galaxy_finetune.data.images import FitsView, decode_image
+from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.data.images import decode_image
 
 LABEL_COLUMNS = ["id_str", "label", "who", "when", "queue", "kind", "file"]
 SKIP, ARTEFACT = "skip", "artefact"  # the answers that are not a class

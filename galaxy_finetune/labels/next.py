@@ -28,7 +28,7 @@ from galaxy_finetune.inference.predict import damaged_table, readable_batches, w
 from galaxy_finetune.data.loading import ImageFiles, make_loader
 from galaxy_finetune.inference.classify import galaxies_from
 from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
-from galaxy_finetune.labels.shift import optional_scorer
+from galaxy_finetune.inference.shift import optional_scorer
 from galaxy_finetune.training.model_io import eval_transform, fits_view, load_finetuned
 
 SHEET_MAX = 50  # galaxies drawn on the contact sheet (the CSV has all k)
@@ -97,7 +97,7 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def contact_sheet(table: pd.DataFrame, how: str, config: dict, path: Path) -> None:
-    from galaxy_finetune.analysis import figures
+    from galaxy_finetune.core import gallery
     from galaxy_finetune.data.images import decode_image
 
     shown = table.head(SHEET_MAX)
@@ -105,7 +105,7 @@ def contact_sheet(table: pd.DataFrame, how: str, config: dict, path: Path) -> No
     captions = [f"#{r.rank} {r.id_str}\n{r.pred_label}, {how} {getattr(r, how):.3f}" for r in shown.itertuples()]
     title = f"Label these next: the {len(table)} highest {how}" + (f" (first {SHEET_MAX} shown)" if len(table) >
                                                                    SHEET_MAX else "")
-    figures.galaxy_grid(images, captions, ["0.6"] * len(images), path, None, title, cols=min(5, max(1, len(images))))
+    gallery.galaxy_grid(images, captions, ["0.6"] * len(images), path, None, title, cols=min(5, max(1, len(images))))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.labels.acquisition import score
-from galaxy_finetune.labels.subsets import subset_per_class
+from galaxy_finetune.data.subsets import subset_per_class
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ LOW_SCRATCH_LR = 1e-4  # below this a random init barely moves in a few epochs (
 HIGH_FINETUNE_LR = 1e-4  # above this, fine-tuning a pretrained encoder risks wrecking it (lpft's lr, measured)
 FEW_PER_CLASS = 100  # fewer training images per class than this is little for any encoder
 # below this many labels per class, a random init trained from scratch on real galaxies learned far less than a
-# pretrained encoder from the same labels (benchmarks/recipes.py; README "Which recipe runs"); synthetic galaxies
+# pretrained encoder from the same labels (benchmarks/recipes.py; docs/recipes.md); synthetic galaxies
 # are easy enough at any size
 SCRATCH_FEW_PER_CLASS = 1000
 
@@ -57,7 +57,7 @@ def scratch_warning(n_train: int, n_classes: int, synthetic: bool) -> str | None
         return None
     return (f"training a random init from scratch on {n_train} labelled galaxies ({per_class:.0f} per class, under "
             f"{SCRATCH_FEW_PER_CLASS} per class): on real galaxies this learns far less than pretrained weights do "
-            f"from the same labels (README, 'Which recipe runs'); set model.encoder to pretrained weights (a Zoobot "
+            f"from the same labels (docs/recipes.md); set model.encoder to pretrained weights (a Zoobot "
             f"hf_hub: encoder, or a .safetensors file), or label several times more galaxies")
 
 
@@ -138,14 +138,12 @@ VAL_RMSE = "finetuning/val_rmse"  # logged by Zoobot's regressor
 
 
 class TargetCurve(Callback):
-    """The regression and votes tasks' LearningCurve: val loss (and RMSE for regression) after every validation.
+    """The regression task's LearningCurve: val loss and RMSE after every validation, judged against
+    `baseline_rmse`, the val RMSE of always predicting the train mean: a run whose best val RMSE is not below it
+    learned nothing."""
 
-    Regression judges against `baseline_rmse`, the val RMSE of always predicting the train mean: a run whose best
-    val RMSE is not below it learned nothing. Votes has no such yardstick in the loss's units; a run whose val
-    loss never fell below its first validation's is said to have learned nothing."""
-
-    def __init__(self, kind: str, baseline_rmse: float | None = None):
-        self.kind, self.baseline_rmse = kind, baseline_rmse
+    def __init__(self, baseline_rmse: float | None = None):
+        self.baseline_rmse = baseline_rmse
         self.val_loss: list[float] = []
         self.val_rmse: list[float] = []
 
@@ -171,12 +169,20 @@ class TargetCurve(Callback):
 
     @property
     def warning(self) -> str | None:
-        if self.kind == "regression" and self.val_rmse and self.baseline_rmse is not None:
-            if min(self.val_rmse) >= self.baseline_rmse:
-                return (f"this run learned nothing: best val RMSE {min(self.val_rmse):.4f} is not below "
-                        f"{self.baseline_rmse:.4f}, the RMSE of always predicting the train mean. Try: more steps, "
-                        f"pretrained weights (model.encoder), or check that the target columns match the images.")
-        if self.kind == "votes" and len(self.val_loss) > 1 and min(self.val_loss[1:]) >= self.val_loss[0]:
+        if self.val_rmse and self.baseline_rmse is not None and min(self.val_rmse) >= self.baseline_rmse:
+            return (f"this run learned nothing: best val RMSE {min(self.val_rmse):.4f} is not below "
+                    f"{self.baseline_rmse:.4f}, the RMSE of always predicting the train mean. Try: more steps, "
+                    f"pretrained weights (model.encoder), or check that the target columns match the images.")
+        return None
+
+
+class VoteCurve(TargetCurve):
+    """The votes task's curve: no yardstick in the loss's units, so a run whose val loss never fell below its first
+    validation's is said to have learned nothing."""
+
+    @property
+    def warning(self) -> str | None:
+        if len(self.val_loss) > 1 and min(self.val_loss[1:]) >= self.val_loss[0]:
             return (f"this run learned nothing: val loss never fell below its first validation's "
                     f"({self.val_loss[0]:.4f}). Try: more steps, pretrained weights (model.encoder), or check that "
                     f"the vote columns match the images.")

@@ -8,7 +8,6 @@ eval_transform()), the encoder's record and the training run's record (`run`).
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from pathlib import Path
 
@@ -17,54 +16,25 @@ import torch
 from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_model_config, write_json
-from galaxy_finetune.data.images import FitsView
+from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.core.params import TrainParams
 from galaxy_finetune.core.task import Task
-
-WARMUP_FRACTION = 0.05  # of a cosine schedule's steps
-
-
-def build_classifier(encoder: torch.nn.Module, num_classes: int, train: TrainParams, schedule_steps: int = 0):
-    """Zoobot's classifier around `encoder` (zoobot 2.9 API); with `schedule_steps` and train.schedule cosine,
-    its lr warms up over 5% of the steps, then decays along a cosine (classifier.GalaxyClassifier)."""
-    from galaxy_finetune.training.classifier import GalaxyClassifier
-
-    steps = schedule_steps if train.schedule == "cosine" else 0
-    return GalaxyClassifier(
-        schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
-        frozen_batchnorm=train.batchnorm == "frozen",
-        encoder=encoder, num_classes=num_classes, training_mode=train.training_mode,
-        learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
-        head_dropout_prob=train.dropout, seed=train.seed)
-
+from galaxy_finetune.training.heads import head_for
 
 def build_model(encoder: torch.nn.Module, task: Task, train: TrainParams, schedule_steps: int = 0,
                 unit_interval: bool = True):
-    """The head for `task` around `encoder`: Zoobot's classifier, regressor (one output per target column; a
-    sigmoid on the outputs when `unit_interval`) or decision tree (the task's schema), each with the step
-    budget's schedule (classifier.BudgetSchedule)."""
-    if task.kind == "classification":
-        return build_classifier(encoder, len(task.classes), train, schedule_steps)
-    from galaxy_finetune.training.classifier import GalaxyRegressor, GalaxyTree
-
-    steps = schedule_steps if train.schedule == "cosine" else 0
-    common = dict(schedule_steps=steps, warmup_steps=math.ceil(WARMUP_FRACTION * steps),
-                  frozen_batchnorm=train.batchnorm == "frozen", encoder=encoder, training_mode=train.training_mode,
-                  learning_rate=train.lr, layer_decay=train.layer_decay, weight_decay=train.weight_decay,
-                  head_dropout_prob=train.dropout, seed=train.seed)
-    if task.kind == "regression":
-        return GalaxyRegressor(n_outputs=len(task.label_cols), loss="mse", unit_interval=unit_interval, **common)
-    return GalaxyTree(schema=task.zoobot_schema(), **common)
+    """The head for `task` around `encoder` (training/heads.py): Zoobot's classifier, regressor (one output per
+    target column; a sigmoid on the outputs when `unit_interval`) or decision tree (the task's schema), each with
+    the step budget's schedule (classifier.BudgetSchedule)."""
+    return head_for(task, unit_interval).build(encoder, train, schedule_steps)
 
 
 def model_task(config: dict) -> Task:
     """The task a model.json's model was trained for: its `task` record, or classification of its classes
-    (models written before tasks existed)."""
+    (models written before tasks existed); a classifier's classes are model.json's, whatever the record says."""
     task = Task.from_record(config.get("task"), config.get("classes", ()))
-    if task.kind == "classification":  # model.json's classes are the classifier's, whatever the record says
-        return Task("classification", tuple(config.get("classes", task.classes)))
-    return task
+    return Task("classification", tuple(config.get("classes", task.classes))) if task.by_class else task
 
 
 def save_finetuned(model_dir: Path, model: torch.nn.Module, config: dict, tables: dict | None = None) -> None:

@@ -140,3 +140,36 @@ def fit_ridge_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
         if best is None or probe.val_loss < best.val_loss:
             best = probe
     return best
+
+
+def frozen_features(encoder, data, seed: int, accelerator: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keep, train features, val features): the frozen encoder's pooled features of (at most PROBE_MAX_TRAIN, a
+    class-stratified sample `keep` of) the train galaxies and of every val galaxy of `data` (a GalaxyDataModule)."""
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    encoder.to(device)
+    train, val = data.dataset("train"), data.dataset("val")
+    keep = stratified_sample(train.labels.numpy(), PROBE_MAX_TRAIN, seed)
+
+    def features(dataset, rows):
+        batches = (dataset.__getitems__(rows[i:i + data.batch_size])["image"]
+                   for i in range(0, len(rows), data.batch_size))
+        return pooled_features(encoder, batches, data.eval_view)
+
+    try:
+        return keep, features(train, keep), features(val, np.arange(len(val)))
+    finally:
+        encoder.to("cpu")
+
+
+def linear_probe(encoder, data, n_classes: int, seed: int, accelerator: str) -> LinearProbe:
+    """The logistic regression of the classes on the frozen encoder's features (frozen_features)."""
+    keep, train_x, val_x = frozen_features(encoder, data, seed, accelerator)
+    train, val = data.dataset("train"), data.dataset("val")
+    return fit_linear_probe(train_x, train.labels.numpy()[keep], val_x, val.labels.numpy(), n_classes, seed)
+
+
+def ridge_probe(encoder, data, seed: int, accelerator: str, unit_interval: bool) -> RidgeProbe:
+    """The ridge regression of the targets on the frozen encoder's features (frozen_features)."""
+    keep, train_x, val_x = frozen_features(encoder, data, seed, accelerator)
+    train, val = data.dataset("train"), data.dataset("val")
+    return fit_ridge_probe(train_x, train.targets.numpy()[keep], val_x, val.targets.numpy(), unit_interval)

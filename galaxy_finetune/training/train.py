@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -28,20 +27,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
 from galaxy_finetune.data.loading import GalaxyDataModule, read_split
-from galaxy_finetune.training.encoder import build_encoder, encoder_record
-from galaxy_finetune.core.classes import read_classes
+from galaxy_finetune.data.encoder import build_encoder, encoder_record
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
                                     CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
-from galaxy_finetune.training.learning import (VAL_LOSS, Baseline, LearningCurve, RunContext, TargetCurve,
-                                               scratch_warning)
-from galaxy_finetune.training.dynamics import DYNAMICS_FILE, TrainingDynamics
-from galaxy_finetune.training.model_io import build_model, save_finetuned
+from galaxy_finetune.training.heads import head_for
+from galaxy_finetune.training.learning import VAL_LOSS, RunContext
+from galaxy_finetune.training.model_io import save_finetuned
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
-from galaxy_finetune.training.probe import (PROBE_MAX_TRAIN, LinearProbe, RidgeProbe, fit_linear_probe,
-                                            fit_ridge_probe, load_into_head, pooled_features, stratified_sample)
+from galaxy_finetune.training.probe import load_into_head
 from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
 from galaxy_finetune.data.store import read_record
 
@@ -298,43 +294,19 @@ def training_budget(train: TrainParams, n_train: int) -> dict:
     return {"max_epochs": train.epochs, "schedule_steps": train.epochs * per_epoch}
 
 
-def linear_probe(encoder, data: GalaxyDataModule, n_classes: int, seed: int, accelerator: str,
-                 unit_interval: bool | None = None) -> LinearProbe | RidgeProbe:
-    """The probe of the frozen encoder: features of (at most PROBE_MAX_TRAIN) train and all val galaxies. A
-    logistic regression of the classes; for a regression task (`unit_interval` set) a ridge of the targets."""
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-    encoder.to(device)
-    train, val = data.dataset("train"), data.dataset("val")
-    keep = stratified_sample(train.labels.numpy(), PROBE_MAX_TRAIN, seed)
-
-    def features(dataset, rows):
-        batches = (dataset.__getitems__(rows[i:i + data.batch_size])["image"]
-                   for i in range(0, len(rows), data.batch_size))
-        return pooled_features(encoder, batches, data.eval_view)
-
-    if unit_interval is not None:
-        probe = fit_ridge_probe(features(train, keep), train.targets.numpy()[keep],
-                                features(val, np.arange(len(val))), val.targets.numpy(), unit_interval)
-    else:
-        probe = fit_linear_probe(features(train, keep), train.labels.numpy()[keep],
-                                 features(val, np.arange(len(val))), val.labels.numpy(), n_classes, seed)
-    encoder.to("cpu")
-    return probe
-
-
 def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: dict, job: FinetuneJob,
              workers: int | str = "auto", callbacks=()) -> dict:
     """Fit (resuming a killed run when allowed), then export the best weights to job.model_out; the run's record.
 
-    The linear probe of the frozen encoder is fitted first: it is the yardstick reported beside the
-    fine-tuned model, and with train.head_init linear_probe the head's starting weights. Then the best
-    checkpoint on val loss is exported, or the probe's head on the untouched encoder when fine-tuning never
-    beat the probe's val loss. `recipe`: the params group the values came from (Params.recipe); `callbacks`
-    are added to the Trainer's (benchmarks time epochs with one); job.live_dir None logs nothing.
+    The task's head (training/heads.py) fits the linear probe of the frozen encoder first: it is the yardstick
+    reported beside the fine-tuned model, and with train.head_init linear_probe the head's starting weights.
+    Then the best checkpoint on val loss is exported, or the probe's head on the untouched encoder when
+    fine-tuning never beat the probe's val loss. `recipe`: the params group the values came from (Params.recipe);
+    `callbacks` are added to the Trainer's (benchmarks time epochs with one); job.live_dir None logs nothing.
 
     Returns {} in DDP processes other than rank zero (rank zero exports)."""
     task = read_task(job.raw_dir)
-    classes = read_classes(job.raw_dir) if task.kind == "classification" else []
+    head = head_for(task)
     accelerator, precision = resolve_accelerator(train.accelerator, train.precision)
     if accelerator == "cpu" and train.accelerator == "auto":
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
@@ -344,53 +316,31 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
                             loader_workers(workers, accelerator), encoder_info.get("normalisation"), task)
     n_train = len(data.dataset("train"))
     pretrained = encoder_info["source"] != "random"
-    if task.kind == "classification" and not pretrained and _rank_zero() and (few := scratch_warning(n_train, len(classes),
-                                                                   manifest.get("source") == "synthetic")):
-        warnings.warn(few, stacklevel=1)
+    if _rank_zero():
+        head.warnings(n_train, pretrained, manifest.get("source") == "synthetic")
     budget = training_budget(train, n_train)
-    encoder = build_encoder(job.encoder_dir)
-    unit_interval = None
-    if task.kind != "classification":
-        targets = np.concatenate([data.dataset(s).targets.numpy() for s in ("train", "val")])
-        unit_interval = bool(((targets >= 0) & (targets <= 1)).all()) if task.kind == "regression" else None
-    if task.kind == "votes":
-        probe = None
-        if train.head_init == "linear_probe" and _rank_zero():
-            print("finetune_gpu: votes: no linear probe for the Dirichlet head; its head starts from Zoobot's "
-                  "random init (head_init random)")
-    else:
-        probe = linear_probe(encoder, data, len(classes), train.seed, accelerator, unit_interval)
-    model = build_model(encoder, task, train, budget.pop("schedule_steps"),
-                        unit_interval=bool(unit_interval))
-    head_from_probe = train.head_init == "linear_probe" and probe is not None
-    if head_from_probe:
+    encoder = build_encoder(job.encoder_dir, encoder_info)
+    head.fit_data(data)
+    probe = head.probe(encoder, data, train, accelerator)
+    model = head.build(encoder, train, budget.pop("schedule_steps"))
+    probe_weights = None
+    if train.head_init == "linear_probe" and probe is not None:
         load_into_head(model.head.linear, probe)
-    probe_weights = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if head_from_probe else None)
+        probe_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if accelerator == "gpu":
         model = model.to(memory_format=torch.channels_last)
-    inputs_fingerprint = fingerprint(train, augment, classes if task.kind == "classification" else task.record(),
-                                     job.split_dir, job.store_dir / STORE_RECORD,
+    inputs_fingerprint = fingerprint(train, augment, task.record(), job.split_dir, job.store_dir / STORE_RECORD,
                                      job.encoder_dir)
     rank_zero = _rank_zero()
     ckpt_path = resume_checkpoint(job.checkpoint_dir, inputs_fingerprint, train.resume, rank_zero)
     if ckpt_path and rank_zero:
         print(f"finetune_gpu: resuming the killed run from {ckpt_path} (train.resume: auto, inputs unchanged)")
-    baseline_rmse = None
-    if task.kind == "classification":
-        learning = LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(classes)),
-                                 train.majority_margin, RunContext(pretrained, recipe, train.lr, n_train))
-    else:
-        if task.kind == "regression":  # always predicting the train mean
-            mean = data.dataset("train").targets.numpy().mean(0)
-            baseline_rmse = float(np.sqrt(np.mean((data.dataset("val").targets.numpy() - mean) ** 2)))
-        learning = TargetCurve(task.kind, baseline_rmse)
-    # how hard each training label was to fit: the label budget's judge of the train split's labels
-    dynamics = [TrainingDynamics(n_train, len(classes))] if task.kind == "classification" else []
+    curve = head.curve(data, train, RunContext(pretrained, recipe, train.lr, n_train))
+    extra = head.callbacks(n_train)
     trainer = build_trainer(job.checkpoint_dir, job.live_dir, patience=train.patience, accelerator=accelerator,
                             precision=precision, devices=train.devices, num_nodes=train.num_nodes,
                             strategy=train.strategy, resumed=ckpt_path is not None,
-                            callbacks=[*callbacks, learning, *dynamics], **budget)
+                            callbacks=[*callbacks, curve, *extra], **budget)
     wall = fit(trainer, model, data, ckpt_path, job.checkpoint_dir)
     if not trainer.is_global_zero:
         return {}
@@ -400,7 +350,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     run = {
         "run_label": manifest["run_label"],
         "recipe": recipe,
-        "learning_warning": learning.warning,
+        "learning_warning": curve.warning,
         "device": device_name(accelerator),
         "accelerator": accelerator,
         "precision": precision,
@@ -410,10 +360,10 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "epochs_run": trainer.current_epoch,
         "steps_run": trainer.global_step,
         "linear_probe": probe.record() if probe is not None else None,
-        "val_curve": learning.state_dict(),  # val accuracy (val RMSE) and loss at every validation
+        "val_curve": curve.state_dict(),  # val accuracy (val RMSE) and loss at every validation
         "kept": "linear_probe" if keep_probe else "fine_tuned",
         "best_val_loss": probe.val_loss if keep_probe else best_loss,
-        **task_scores(task, probe, learning, keep_probe, baseline_rmse),
+        **head.scores(probe, curve, keep_probe),
         "train_images": n_train,
         "samples_per_epoch": seen.per_epoch,
         "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
@@ -421,9 +371,8 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "augment": augment.model_dump(),
         "versions": versions(),
     }
-    config = model_config(job.encoder_dir, read_record(job.store_dir), classes, train, augment, run, task,
-                          unit_interval)
-    tables = {DYNAMICS_FILE: dynamics[0].table(read_split(job.split_dir, "train"), classes)} if dynamics else {}
+    config = model_config(encoder_info, read_record(job.store_dir), train, augment, run, task, head.config())
+    tables = head.tables(extra, read_split(job.split_dir, "train"))
     if keep_probe:
         model.load_state_dict(probe_weights)
         run.update(best_epoch=0, best_step=0)
@@ -435,29 +384,15 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     return run
 
 
-def task_scores(task: Task, probe, learning, keep_probe: bool, baseline_rmse: float | None) -> dict:
-    """The run record's task-specific scores: classification val_accuracy; regression val_rmse beside the train
-    mean's (baseline_val_rmse); votes the first validation's loss."""
-    if task.kind == "classification":
-        return {"val_accuracy": probe.val_accuracy if keep_probe else learning.accuracy_at_best_loss()}
-    if task.kind == "regression":
-        return {"task": task.kind, "val_rmse": probe.val_rmse if keep_probe else learning.rmse_at_best_loss(),
-                "baseline_val_rmse": baseline_rmse}
-    return {"task": task.kind, "first_val_loss": learning.val_loss[0] if learning.val_loss else float("nan")}
-
-
-def model_config(encoder_dir: Path, store: dict, classes: list[str], train: TrainParams, augment: AugmentParams,
-                 run: dict, task: Task | None = None, unit_interval: bool | None = None) -> dict:
-    """What model.json records: how to rebuild the classifier and view its inputs exactly as training did (the
-    store's decode: its size and FITS view; then the eval view: zoom, input size, the encoder's
-    normalisation), and where it came from."""
-    encoder = encoder_record(encoder_dir)
-    return {"arch": encoder["arch"], "classes": classes, "input_size": train.input_size,
+def model_config(encoder: dict, store: dict, train: TrainParams, augment: AugmentParams, run: dict,
+                 task: Task, head_config: dict | None = None) -> dict:
+    """What model.json records: how to rebuild the model (its task and `head_config`, Head.config()) and view its
+    inputs exactly as training did (the store's decode: its size and FITS view; then the eval view: zoom, input
+    size, the encoder's normalisation), and where it came from; `encoder`: the encoder's record (encoder.json)."""
+    return {"arch": encoder["arch"], "classes": list(task.classes), "input_size": train.input_size,
             "store_size": store["image_size"], "fits_view": store.get("fits_view"), "eval_zoom": augment.eval_zoom,
             "normalisation": encoder.get("normalisation"), "training_mode": train.training_mode,
-            "dropout": train.dropout, "encoder": encoder, "run": run,
-            "task": (task or Task("classification", tuple(classes))).record(),
-            **({"unit_interval": unit_interval} if unit_interval is not None else {})}
+            "dropout": train.dropout, "encoder": encoder, "run": run, "task": task.record(), **(head_config or {})}
 
 
 def export_best(model, best_checkpoint: str | Path, model_out: Path, config: dict, tables: dict | None = None) -> int:

@@ -11,7 +11,7 @@ sample beyond), k, and the sorted scores of the validation galaxies against them
 1 - FAR_QUANTILE (10%) of validation galaxies are farther, so about 10% of galaxies like the training set are far;
 galaxy-classify warns when more than WARN_SHARE (half) of a run is. Scoring a batch costs one (batch x
 MAX_REFERENCE x D) product, whatever the catalog's size. Measured on real galaxies (benchmarks/label_budget.py):
-see the README, "Galaxies unlike the training set".
+see docs/label-budget.md, "Galaxies unlike the training set".
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import require, sha256sum
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
-from galaxy_finetune.inference.neighbours import anomaly_scores
+from galaxy_finetune.core.neighbours import anomaly_scores
 
 SHIFT_K = 10            # neighbours averaged (as analyse.anomaly_k's default)
 MAX_REFERENCE = 20_000  # training galaxies the score compares with (bounds a batch's cost)

@@ -4,7 +4,7 @@ A query is one matrix-vector product against the unit-normalised features and an
 16-24 ms median for 100,000 galaxies x 40 components on a shared, loaded 2-core machine, 3-4x faster than
 scikit-learn's brute-force NearestNeighbors with the same answers (benchmarks/similarity.py, RESULTS.md).
 The cost grows linearly with the catalog; for millions of galaxies, or many queries per second, an
-approximate index (faiss, hnswlib) is the tool (see the README).
+approximate index (faiss, hnswlib) is the tool (see docs/survey-scale.md).
 """
 from __future__ import annotations
 

@@ -137,13 +137,14 @@ def input_normalisation(config: dict, name: str) -> dict | None:
     return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
 
 
-def build_encoder(encoder_dir: str | Path):
-    """The timm encoder (no classifier head, a torch Module) recorded in `encoder_dir`, with its weights loaded."""
+def build_encoder(encoder_dir: str | Path, record: dict | None = None):
+    """The timm encoder (no classifier head, a torch Module) recorded in `encoder_dir` (its encoder.json, or
+    `record` when the caller has read it), with its weights loaded."""
     import timm
     import torch
 
     encoder_dir = Path(encoder_dir)
-    record = read_json(encoder_dir / ENCODER_RECORD)
+    record = record or encoder_record(encoder_dir)
     if record["source"] == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(record["seed"])

@@ -76,3 +76,15 @@ def test_read_table_keeps_ids_and_names_as_written(tmp_path):
     assert table["label_name"].tolist() == ["None", "null", "nan"] and table["split"].tolist() == ["", "test", "val"]
     assert table["label"].tolist() == [0, 1, 2]
     assert table["score"].iloc[0] == 1.5 and pd.isna(table["score"].iloc[1])  # a blank number is missing
+
+
+def test_a_missing_upstream_file_names_the_stage_to_run(tmp_path):
+    from galaxy_finetune.core.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"^.*nope\.csv: not found; run the split stage first \(dvc repro split\)$"):
+        files.require(tmp_path / "nope.csv", "split")
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(PipelineError, match=r"model.json: not valid JSON .*; rerun the finetune_gpu stage"):
+        files.read_model_config(tmp_path)
+    (tmp_path / "model.json").write_text('{"classes": ["a"]}')
+    assert files.read_model_config(tmp_path) == {"classes": ["a"]}

@@ -15,13 +15,14 @@ from galaxy_finetune.analysis import figures
 from galaxy_finetune.labels.issues import errors_page_section
 from galaxy_finetune.analysis.targets import analyse_targets
 from galaxy_finetune.analysis.common import (Inputs, Outputs, count_weights, embedding_rows, footer, map_points, number,
-                                             percent, provenance, read_curves, read_input_json, read_predictions,
-                                             records_json, write_outputs)
+                                             percent, provenance, read_curves, read_predictions, records_json,
+                                             write_outputs)
 from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import read_model_config, read_stage_json
 from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
                                      residuals, validated_probabilities)
@@ -132,9 +133,9 @@ def anomalies_table(embeddings: Embeddings, rows: np.ndarray, table: pd.DataFram
 
 def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     """Validate the inputs, compute the metrics, then write every output of `out` (all or none); return the metrics."""
-    manifest = read_input_json(inputs.raw_dir / MANIFEST, "fetch_data")
-    config = read_input_json(inputs.model_dir / MODEL_CONFIG, "finetune_gpu")
-    timing = read_input_json(inputs.timing, "predict") if inputs.timing else None
+    manifest = read_stage_json(inputs.raw_dir / MANIFEST, "fetch_data")
+    config = read_model_config(inputs.model_dir)
+    timing = read_stage_json(inputs.timing, "predict") if inputs.timing else None
     try:
         prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
         trained_on = list(config.get("classes", []))

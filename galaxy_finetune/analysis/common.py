@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_json, read_table, write_json, write_text
+from galaxy_finetune.core.files import atomic_path, read_table, require, write_json, write_text
 from galaxy_finetune.inference.embeddings import Embeddings
 
 
@@ -111,21 +111,11 @@ def footer(prov: dict) -> str:
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the predict stage first")
+    require(path, "predict")
     try:
         return read_table(path)
     except Exception as exc:
         raise PipelineError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-
-
-def read_input_json(path: Path, stage: str) -> dict:
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the {stage} stage first")
-    try:
-        return read_json(path)
-    except ValueError as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); rerun the {stage} stage") from None
 
 
 def read_curves(live_dir: Path | None) -> dict[str, dict[str, pd.DataFrame]]:

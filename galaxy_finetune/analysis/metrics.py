@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax
 from sklearn import metrics as skm
 
 from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.stats import bootstrap_interval, log_loss
 
 SUM_TOLERANCE = 1e-3  # the CSV stores 6 decimals per probability; a real mismatch is far larger
 BASE_COLUMNS = ("id_str", "true_label", "pred_label")
@@ -99,10 +99,9 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def negative_log_likelihood(probs: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:
-    """The log loss: mean -log p(true class), probabilities floored at PROB_FLOOR (the CSV rounds smaller ones
-    to 0), after temperature scaling by `temperature` (1: none)."""
-    log_p = log_softmax(np.log(np.clip(probs, PROB_FLOOR, None)) / temperature, axis=1)
-    return float(-log_p[np.arange(len(y_true)), y_true].mean())
+    """The log loss (core.stats.log_loss): mean -log p(true class), probabilities floored at PROB_FLOOR (the CSV
+    rounds smaller ones to 0), after temperature scaling by `temperature` (1: none)."""
+    return log_loss(y_true, logits=np.log(np.clip(probs, PROB_FLOOR, None)) / temperature)
 
 
 def probability_scores(probs: np.ndarray, y_true: np.ndarray, ece_bins: int = 15) -> dict:
@@ -117,29 +116,26 @@ def probability_scores(probs: np.ndarray, y_true: np.ndarray, ece_bins: int = 15
 
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, samples: int, seed: int,
                  level: float = 0.95) -> dict:
-    """Percentile bootstrap (resampling galaxies, seeded) of overall accuracy and of each class's recall.
+    """Percentile bootstrap (core.stats.bootstrap_interval: resampling galaxies, seeded) of overall accuracy and of
+    each class's recall.
 
     Returns {"accuracy": (low, high), "per_class": [(low, high) | (nan, nan) for a class never in y_true]}.
     """
-    rng = np.random.default_rng(seed)
     n = len(y_true)
-    idx = rng.integers(0, n, size=(samples, n))
-    t, p = y_true[idx], y_pred[idx]
-    correct = t == p
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    acc = correct.mean(1)
-    per_class = []
-    for c in range(n_classes):
-        in_class = t == c
-        counts = in_class.sum(1)
-        if not counts.any():
-            per_class.append((np.nan, np.nan))
-            continue
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = (correct & in_class).sum(1) / counts
-        recall = recall[counts > 0]  # a resample that drew none of a rare class says nothing about it
-        per_class.append((float(np.percentile(recall, lo)), float(np.percentile(recall, hi))))
-    return {"accuracy": (float(np.percentile(acc, lo)), float(np.percentile(acc, hi))), "per_class": per_class}
+    accuracy = bootstrap_interval(lambda idx: (y_true[idx] == y_pred[idx]).mean(1), n, samples, seed, level)
+
+    def recall(c: int):
+        def per_resample(idx: np.ndarray) -> np.ndarray:
+            t, p = y_true[idx], y_pred[idx]
+            in_class = t == c
+            counts = in_class.sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                recalls = ((t == p) & in_class).sum(1) / counts
+            return recalls[counts > 0]  # a resample that drew none of a rare class says nothing about it
+        return per_resample
+
+    return {"accuracy": accuracy,
+            "per_class": [bootstrap_interval(recall(c), n, samples, seed, level) for c in range(n_classes)]}
 
 
 def top_confusions(confusion: np.ndarray, classes: list[str], k: int = 5) -> list[dict]:
@@ -239,14 +235,8 @@ def confusion_array(metrics: dict, classes: list[str]) -> np.ndarray:
 
 def bootstrap_mean_ci(per_galaxy: np.ndarray, samples: int, seed: int, level: float = 0.95,
                       transform=None) -> tuple[float, float]:
-    """Percentile bootstrap (resampling galaxies, seeded, as bootstrap_ci) of the mean of a per-galaxy value,
+    """Percentile bootstrap (core.stats.bootstrap_interval, as bootstrap_ci) of the mean of a per-galaxy value,
     `transform`ed after averaging (np.sqrt turns per-galaxy squared errors into an RMSE interval)."""
     values = np.asarray(per_galaxy, dtype=float)
-    if not len(values):
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(1)
-    if transform is not None:
-        means = transform(means)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return float(np.percentile(means, lo)), float(np.percentile(means, hi))
+    mean = transform or (lambda means: means)
+    return bootstrap_interval(lambda idx: mean(values[idx].mean(1)), len(values), samples, seed, level)

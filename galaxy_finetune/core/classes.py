@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import read_json
+from galaxy_finetune.core.files import read_json, require
 from galaxy_finetune.core.layout import SOURCE
 
 # GalaxyMNIST's integer labels 0..3, in the order of its release (and of galaxy-datasets' catalogs).
@@ -38,12 +38,15 @@ def internal_dataset(name: str) -> str:
             f"in a CSV/parquet catalog and use data.source: catalog")
 
 
+def read_source(raw_dir: Path) -> dict:
+    """data/raw/source.json, written by fetch_data: the one reader (the classes here, core.task.read_task)."""
+    return read_json(require(Path(raw_dir) / SOURCE, "fetch_data"))
+
+
 def read_classes(raw_dir: Path) -> list[str]:
     """The run's classes, label i = classes[i]: every stage after fetch_data reads them here, and only here."""
     path = Path(raw_dir) / SOURCE
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the fetch_data stage first (dvc repro fetch_data)")
-    classes = read_json(path).get("classes")
+    classes = read_source(raw_dir).get("classes")
     if not classes:
         raise PipelineError(f"{path}: no `classes`; rerun the fetch_data stage (dvc repro -f fetch_data)")
     return list(classes)

@@ -1,7 +1,9 @@
 """The one place that writes outputs (always to a temporary sibling, then renamed into place) and reads back
 the tables the stages exchange.
 
-A stage killed halfway, or one that fails on bad input, leaves no half-written file or folder behind.
+A stage killed halfway, or one that fails on bad input, leaves no half-written file or folder behind. A file an
+earlier stage writes is checked by `require`, the one "not found; run the X stage first" message, and the JSON
+records by `read_stage_json` (model.json by `read_model_config`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.layout import MODEL_CONFIG
 
 
 @contextlib.contextmanager
@@ -64,6 +69,28 @@ def read_table(path: str | Path):
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def require(path: str | Path, stage: str, what: str | None = None) -> Path:
+    """`path`, a file the `stage` stage writes; when it is not there, the one-line error that says which stage to
+    run: '<what, default the path>: not found; run the <stage> stage first (dvc repro <stage>)'."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{what or path}: not found; run the {stage} stage first (dvc repro {stage})")
+    return path
+
+
+def read_stage_json(path: str | Path, stage: str) -> dict:
+    """The JSON record `stage` wrote at `path` (require'd; one line for a file that is not valid JSON)."""
+    try:
+        return read_json(require(path, stage))
+    except ValueError as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc}); rerun the {stage} stage") from None
+
+
+def read_model_config(model_dir: str | Path) -> dict:
+    """The fine-tuned model's model.json (finetune_gpu; what it holds: training/model_io.py): the one reader."""
+    return read_stage_json(Path(model_dir) / MODEL_CONFIG, "finetune_gpu")
 
 
 def files_under(root: str | Path) -> list[tuple[str, Path]]:

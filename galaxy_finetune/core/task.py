@@ -24,9 +24,8 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.core.classes import read_source
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import read_json
-from galaxy_finetune.core.layout import SOURCE
 
 
 def numbers(values) -> tuple[np.ndarray, np.ndarray]:
@@ -318,10 +317,7 @@ def named_schema_questions(name: str) -> dict[str, tuple[str, ...]]:
 
 def read_task(raw_dir: Path) -> Task:
     """The run's task from data/raw/source.json (written by fetch_data)."""
-    path = Path(raw_dir) / SOURCE
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the fetch_data stage first (dvc repro fetch_data)")
-    record = read_json(path)
+    record = read_source(raw_dir)
     return Task.from_record(record.get("task"), record.get("classes", ()))
 
 

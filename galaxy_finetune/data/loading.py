@@ -16,7 +16,7 @@ import torch
 
 from galaxy_finetune.data.augment import eval_view, train_view
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import read_table
+from galaxy_finetune.core.files import read_table, require
 from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.core.params import AugmentParams
@@ -24,10 +24,7 @@ from galaxy_finetune.data.store import open_images, read_rows
 
 
 def read_split(split_dir: Path, name: str) -> pd.DataFrame:
-    path = Path(split_dir) / f"{name}.csv"
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the split stage first (dvc repro split)")
-    return read_table(path)
+    return read_table(require(Path(split_dir) / f"{name}.csv", "split"))
 
 
 class StoreGalaxies(torch.utils.data.Dataset):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_json, write_json
+from galaxy_finetune.core.files import atomic_path, read_json, require, write_json
 from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD, STORE_ROW_HASHES
@@ -93,10 +93,7 @@ def build_store(catalog: pd.DataFrame, out_dir: Path, size: int, threads: int = 
 
 def open_images(store_dir: str | Path) -> np.ndarray:
     """The stored images as a read-only (N, S, S, 3) uint8 memory map (nothing is read until indexed)."""
-    path = Path(store_dir) / STORE_IMAGES
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the store stage first (dvc repro store)")
-    return np.load(path, mmap_mode="r")
+    return np.load(require(Path(store_dir) / STORE_IMAGES, "store"), mmap_mode="r")
 
 
 def read_rows(images: np.ndarray, rows: Sequence[int], where: str | Path) -> np.ndarray:
@@ -126,7 +123,4 @@ def read_row_hashes(store_dir: str | Path) -> np.ndarray | None:
 
 
 def read_record(store_dir: str | Path) -> dict:
-    path = Path(store_dir) / STORE_RECORD
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the store stage first (dvc repro store)")
-    return read_json(path)
+    return read_json(require(Path(store_dir) / STORE_RECORD, "store"))

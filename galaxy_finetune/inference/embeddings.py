@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_table, write_json
+from galaxy_finetune.core.files import atomic_path, read_table, require, write_json
 from galaxy_finetune.core.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
                                     EMBED_RECORD)
 
@@ -83,9 +83,7 @@ class Embeddings:
 
 def read_embeddings(embed_dir: Path, mmap: bool = False) -> Embeddings:
     embed_dir = Path(embed_dir)
-    path = embed_dir / EMBED_GALAXIES
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the embed stage first (dvc repro embed)")
+    path = require(embed_dir / EMBED_GALAXIES, "embed")
     mode = "r" if mmap else None
     pca = np.load(embed_dir / EMBED_PCA)
     embeddings = Embeddings(read_table(path),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import sha256sum
+from galaxy_finetune.core.files import require, sha256sum
 from galaxy_finetune.core.layout import EMBED_PCA, EMBED_SHIFT, MODEL_WEIGHTS
 from galaxy_finetune.core.neighbours import anomaly_scores
 
@@ -79,9 +79,7 @@ class ShiftReference:
     @classmethod
     def load(cls, embed_dir: str | Path) -> "ShiftReference":
         embed_dir = Path(embed_dir)
-        path = embed_dir / EMBED_SHIFT
-        if not path.is_file():
-            raise PipelineError(f"{path}: not found; run the embed stage (dvc repro embed)")
+        path = require(embed_dir / EMBED_SHIFT, "embed")
         shift, pca = np.load(path, allow_pickle=False), np.load(embed_dir / EMBED_PCA, allow_pickle=False)
         return cls(pca["mean"], pca["components"], shift["reference"].astype(np.float32), shift["val_scores"], int(shift["k"]),
                    str(shift["model_sha256"]))

@@ -236,6 +236,7 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     labelled galaxies of a classification run, then label_budget(); a regression or votes run gets not_applicable."""
     from galaxy_finetune.core.accelerator import torch_device
     from galaxy_finetune.core.classes import read_classes
+    from galaxy_finetune.core.files import read_model_config
     from galaxy_finetune.core.task import read_task
     from galaxy_finetune.data.loading import read_split
     from galaxy_finetune.data.store import galaxy_pixels
@@ -244,7 +245,7 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     from galaxy_finetune.labels.issues import dynamics_judged, finetuned_judged
     from galaxy_finetune.training.dynamics import DYNAMICS_FILE
     from galaxy_finetune.data.encoder import encoder_record
-    from galaxy_finetune.training.model_io import load_finetuned, read_config
+    from galaxy_finetune.training.model_io import load_finetuned
     from galaxy_finetune.training.recipe import is_pretrained
 
     task = read_task(raw_dir)
@@ -255,7 +256,7 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     labelled = pd.concat([read_split(splits_dir, name).assign(split=name) for name in ("train", "val", "test")],
                          ignore_index=True)
     galaxies = budget_sample(labelled, labels.max_galaxies)
-    config = read_config(model_dir)
+    config = read_model_config(model_dir)
     pretrained = is_pretrained(encoder_record(encoder_dir))
     device = torch_device(params.train.accelerator)
     if pretrained:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.core.stats import bootstrap_interval
 from galaxy_finetune.data.subsets import nested_subsets
 from galaxy_finetune.training.probe import fit_linear_probe
 
@@ -38,12 +39,12 @@ def metric_per_resample(y_true: np.ndarray, y_pred: np.ndarray, metric: str, n_c
 def bootstrap_mean_metric(y_true: np.ndarray, predictions: list[np.ndarray], metric: str, n_classes: int,
                           samples: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
     """(value, low, high): `metric` averaged over the seeds' `predictions` of one test set, with a percentile
-    bootstrap over the test galaxies (the same resamples for every seed)."""
-    idx = np.random.default_rng(seed).integers(0, len(y_true), size=(samples, len(y_true)))
+    bootstrap over the test galaxies (core.stats.bootstrap_interval: the same resamples for every seed)."""
     value = float(np.mean([metric_per_resample(y_true[None], p[None], metric, n_classes)[0] for p in predictions]))
-    boot = np.mean([metric_per_resample(y_true[idx], p[idx], metric, n_classes) for p in predictions], axis=0)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return value, float(np.percentile(boot, lo)), float(np.percentile(boot, hi))
+    low, high = bootstrap_interval(
+        lambda idx: np.mean([metric_per_resample(y_true[idx], p[idx], metric, n_classes) for p in predictions], axis=0),
+        len(y_true), samples, seed, level)
+    return value, low, high
 
 
 def learning_curve(train_x, train_y, val_x, val_y, test_x, test_y, n_classes: int, per_class: list[int],

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.core.stats import log_loss
 from galaxy_finetune.training.probe import C_GRID
 
 ISSUE_COLUMNS = ["rank", "id_str", "split", "given_label", "suggested_label", "p_given", "p_suggested", "quality",
@@ -125,8 +126,6 @@ def _logistic(C: float):
 
 def _pick_C(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> float:
     """The probe grid's C with the lowest log loss on one held-out fold of these rows alone."""
-    from sklearn.metrics import log_loss
-
     smallest = np.bincount(labels)[np.unique(labels)].min()
     fit_idx, held = next(_stratified(int(max(2, min(folds, smallest))), seed).split(features, labels))
     losses = [log_loss(labels[held], _logistic(c).fit(features[fit_idx], labels[fit_idx]).predict_proba(features[held]),

@@ -24,7 +24,7 @@ import pandas as pd
 
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_table, write_csv
+from galaxy_finetune.core.files import atomic_path, read_table, require, write_csv
 from galaxy_finetune.labels.labelling_page import ACTIONS, ARTEFACT, SKIP
 
 AUDIT_COLUMNS = ["label_before", "label_by", "label_when"]
@@ -79,9 +79,7 @@ def write_catalog(path: Path, frame: pd.DataFrame) -> None:
 
 def catalog_from_raw(raw_catalog: Path) -> pd.DataFrame:
     """An own catalog holding a run's galaxies (data/raw/catalog.csv: id_str, src, label_name, split)."""
-    if not raw_catalog.is_file():
-        raise PipelineError(f"--from-raw {raw_catalog}: not found; run dvc repro fetch_data first")
-    raw = read_table(raw_catalog)
+    raw = read_table(require(raw_catalog, "fetch_data", what=f"--from-raw {raw_catalog}"))
     if (raw["label"].astype(int) < 0).any():
         raise PipelineError(f"--from-raw {raw_catalog}: this run learns targets, not classes; galaxy-label-merge "
                             f"merges class labels")

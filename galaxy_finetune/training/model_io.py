@@ -15,7 +15,7 @@ import torch
 
 from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_json, write_json
+from galaxy_finetune.core.files import atomic_path, read_model_config, write_json
 from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.core.params import TrainParams
@@ -57,7 +57,7 @@ def load_finetuned(model_dir: str | Path):
     from safetensors.torch import load_file
 
     model_dir = Path(model_dir)
-    config = read_config(model_dir)
+    config = read_model_config(model_dir)
     encoder = timm.create_model(config["arch"], pretrained=False, num_classes=0)
     train = TrainParams(training_mode=config["training_mode"], dropout=config["dropout"])
     model = build_model(encoder, model_task(config), train, unit_interval=config.get("unit_interval", True))
@@ -80,10 +80,3 @@ def eval_transform(config: dict):
     encoder's normalisation), for predict, galaxy-classify, embed and galaxy-similar alike."""
     return partial(eval_view, size=config["input_size"], zoom=config["eval_zoom"],
                    normalisation=config.get("normalisation"))
-
-
-def read_config(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / MODEL_CONFIG
-    if not path.is_file():
-        raise PipelineError(f"{path}: not found; run the finetune_gpu stage first")
-    return read_json(path)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from galaxy_finetune.core.stats import log_loss
+
 PROBE_MAX_TRAIN = 20_000  # galaxies the regression is fitted on at most (a class-stratified sample beyond)
 C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strengths tried; the one with the lowest val log loss wins
 
@@ -56,12 +58,6 @@ def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(labels)), labels].mean())
-
-
 def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                      n_classes: int, seed: int = 0) -> LinearProbe:
     """Multinomial logistic regression on the raw pooled features (what the head sees), its strength C picked by
@@ -84,7 +80,7 @@ def fit_linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray
             bias[absent] = -30.0  # a class the train split lacks is never predicted
         logits = val_x @ weight.T + bias
         probe = LinearProbe(weight.astype(np.float32), bias.astype(np.float32), C, len(train_y),
-                            float(np.mean(logits.argmax(axis=1) == val_y)), _cross_entropy(logits, val_y))
+                            float(np.mean(logits.argmax(axis=1) == val_y)), log_loss(val_y, logits=logits))
         if best is None or probe.val_loss < best.val_loss:
             best = probe
     return best

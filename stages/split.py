@@ -9,9 +9,9 @@ from pathlib import Path
 from galaxy_finetune.core.cli import run_stage
 from galaxy_finetune.core.layout import SPLIT_DUPLICATES
 from galaxy_finetune.core.task import read_task
+from galaxy_finetune.data.duplicates import exact_groups, exact_warning, pairs_frame
 from galaxy_finetune.data.split import read_catalog, split_catalog, summary, write_splits
 from galaxy_finetune.data.store import read_row_hashes
-from galaxy_finetune.data.duplicates import exact_groups, exact_warning, pairs_frame
 
 
 def add_arguments(parser):

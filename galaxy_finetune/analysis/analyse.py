@@ -12,25 +12,25 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.analysis import figures
-from galaxy_finetune.labels.issues import errors_page_section
-from galaxy_finetune.analysis.targets import analyse_targets
+from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.analysis.common import (Inputs, Outputs, count_weights, embedding_rows, footer, map_points, number,
                                              percent, provenance, read_curves, read_predictions, records_json,
                                              write_outputs)
-from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
-from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident,
+                                              reliability, residuals, validated_probabilities)
+from galaxy_finetune.analysis.mistakes_page import mistakes_html
+from galaxy_finetune.analysis.targets import analyse_targets
 from galaxy_finetune.core.classes import read_classes
-from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_model_config, read_stage_json
-from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
-from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident, reliability,
-                                     residuals, validated_probabilities)
-from galaxy_finetune.analysis.mistakes_page import mistakes_html
 from galaxy_finetune.core.gallery import thumbnail_png
+from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
 from galaxy_finetune.core.neighbours import anomaly_scores
 from galaxy_finetune.core.params import AnalyseParams
+from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.data.store import galaxy_pixels
+from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
+from galaxy_finetune.labels.issues import errors_page_section
 
 COVERAGES = (0.5, 0.8, 0.9)  # reported in metrics.json; the whole curve is in the coverage plot
 # how the report names train.training_mode: never "full", which would read as "the real, full run"

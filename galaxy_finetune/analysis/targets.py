@@ -21,13 +21,14 @@ from galaxy_finetune.analysis.common import (embedding_rows, footer, map_points,
                                              records_json, write_outputs)
 from galaxy_finetune.analysis.metrics import bootstrap_mean_ci
 from galaxy_finetune.analysis.mistakes_page import STYLE
-from galaxy_finetune.core.gallery import thumbnail_png
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table
+from galaxy_finetune.core.gallery import thumbnail_png
 from galaxy_finetune.core.layout import CATALOG
+from galaxy_finetune.core.neighbours import anomaly_scores
 from galaxy_finetune.core.task import Task
-from galaxy_finetune.inference.embeddings import read_embeddings
 from galaxy_finetune.data.store import galaxy_pixels
+from galaxy_finetune.inference.embeddings import read_embeddings
 
 AGREEMENT = 0.8  # volunteers agree on a question when its most-voted answer has at least this share
 LARGEST = 12  # galaxies on the largest-residuals figure (the errors page lists LARGEST_PAGE)
@@ -250,7 +251,6 @@ def analyse_targets(inputs, params, out, config: dict, prov: dict, task: Task, r
     per_galaxy = table[["id_str", *[f"true_{c}" for c in names], *[f"pred_{c}" for c in names]]].assign(
         mean_abs_residual=np.round(mean_abs, 6))
 
-    from galaxy_finetune.core.neighbours import anomaly_scores
 
     train = embeddings.split("train")
     score, nearest = anomaly_scores(embeddings.pca_features[train], embeddings.pca_features[rows], params.anomaly_k)

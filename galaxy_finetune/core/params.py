@@ -10,8 +10,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from galaxy_finetune.core.classes import (DATASET_CLASSES, LIBRARY_INTERNAL, SOURCES,
-                                          VOTE_SCHEMAS, internal_dataset)
+from galaxy_finetune.core.classes import DATASET_CLASSES, LIBRARY_INTERNAL, SOURCES, VOTE_SCHEMAS, internal_dataset
 from galaxy_finetune.core.errors import PipelineError
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from galaxy_finetune.core.neighbours import unit_rows
 
 SHOWN = 5  # groups named in one warning line; the rest are counted (all are in the CSV)
 
@@ -59,8 +60,6 @@ def exact_warning(pairs: pd.DataFrame, csv_path) -> str | None:
 def near_pairs(features: np.ndarray, threshold: float, batch: int = 2048) -> pd.DataFrame:
     """(i, j, similarity) of row pairs i < j whose cosine similarity is >= threshold, most similar first (memory
     bounded by batch x N)."""
-    from galaxy_finetune.core.neighbours import unit_rows
-
     unit = unit_rows(features)
     found = []
     for start in range(0, len(unit), batch):
@@ -112,8 +111,6 @@ def near_copies(pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 def nearest_neighbour_cosine(features: np.ndarray, batch: int = 2048) -> np.ndarray:
     """Each row's largest cosine similarity to another row (memory bounded by batch x N)."""
-    from galaxy_finetune.core.neighbours import unit_rows
-
     unit = unit_rows(features)
     out = np.empty(len(unit), np.float32)
     for start in range(0, len(unit), batch):

@@ -10,10 +10,10 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_json, sha256sum, write_json
 from galaxy_finetune.core.layout import ENCODER_RECORD, ENCODER_WEIGHTS
+from galaxy_finetune.data.download import Unreachable
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -15,14 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
+from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
+from galaxy_finetune.core.params import Params
+from galaxy_finetune.core.task import Task, named_schema_questions
 from galaxy_finetune.data import sources, zoo
 from galaxy_finetune.data.download import Unreachable
 from galaxy_finetune.data.encoder import encoder_identity, resolve_encoder
-from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
-from galaxy_finetune.core.task import Task, named_schema_questions
-from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
-from galaxy_finetune.core.params import Params
 
 DATA_NAMES = {"galaxy_mnist": "GalaxyMNIST", "galaxy_mnist_64": "GalaxyMNIST (64 px release)",
               "catalog": "own catalog", "synthetic": "synthetic galaxies",

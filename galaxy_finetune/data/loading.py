@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from galaxy_finetune.data.augment import eval_view, train_view
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, require
-from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.core.params import AugmentParams, FitsView
+from galaxy_finetune.data.augment import eval_view, train_view
 from galaxy_finetune.data.images import decode_image
-from galaxy_finetune.core.params import AugmentParams
 from galaxy_finetune.data.store import open_images, read_rows
 
 

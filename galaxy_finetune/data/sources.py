@@ -19,10 +19,10 @@ import pandas as pd
 from PIL import Image
 
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.data.download import check_md5, download, gunzip, md5sum
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path
 from galaxy_finetune.core.task import Task, numbers
+from galaxy_finetune.data.download import check_md5, download, gunzip, md5sum
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".fits", ".fit", ".fits.gz", ".fit.gz")  # any case

@@ -22,9 +22,9 @@ import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, require, write_json
+from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD, STORE_ROW_HASHES
 from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.data.images import decode_image
-from galaxy_finetune.core.layout import STORE_IMAGES, STORE_RECORD, STORE_ROW_HASHES
 
 CHUNK = 256  # galaxies decoded per step: bounds the memory of a build to CHUNK decoded images
 HASH_BYTES = 16  # blake2b digest of each stored row (row_hashes.npy)

@@ -25,14 +25,8 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.core.classes import (
-    DATASET_CLASSES,
-    GALAXY_MNIST_CLASSES,
-    LIBRARY_INTERNAL,
-    LIBRARY_PUBLIC,
-    VOTE_SCHEMAS,
-    internal_dataset,
-)
+from galaxy_finetune.core.classes import (DATASET_CLASSES, GALAXY_MNIST_CLASSES, LIBRARY_INTERNAL, LIBRARY_PUBLIC,
+                                          VOTE_SCHEMAS, internal_dataset)
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.task import Task
 from galaxy_finetune.data.download import extract_tar, known_md5

@@ -20,12 +20,12 @@ import pandas as pd
 
 from galaxy_finetune.core.accelerator import loader_workers, resolve_accelerator
 from galaxy_finetune.core.cli import run_command
-from galaxy_finetune.data.loading import ImageFiles
 from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.training.model_io import fits_view, load_finetuned
+from galaxy_finetune.data.loading import ImageFiles
+from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
 from galaxy_finetune.inference.predict import predict_to_csv
 from galaxy_finetune.inference.shift import optional_scorer, warn_if_shifted
-from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
+from galaxy_finetune.training.model_io import fits_view, load_finetuned
 
 
 def galaxies_from(source: Path) -> pd.DataFrame:

@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 
 from galaxy_finetune.core.accelerator import torch_device
-from galaxy_finetune.inference.embeddings import SPLITS, write_embeddings
 from galaxy_finetune.data.loading import read_split
-from galaxy_finetune.training.model_io import eval_transform, load_finetuned
 from galaxy_finetune.data.store import galaxy_pixels
+from galaxy_finetune.inference.embeddings import SPLITS, write_embeddings
+from galaxy_finetune.inference.shift import weights_sha256
+from galaxy_finetune.training.model_io import eval_transform, load_finetuned
 
 
 @torch.inference_mode()
@@ -55,7 +56,6 @@ def embed_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: Pat
     start = time.perf_counter()
     features = embed_galaxies(model, config, store_dir, galaxies["row"].tolist(), batch_size, device)
     seconds = time.perf_counter() - start
-    from galaxy_finetune.inference.shift import weights_sha256
 
     return write_embeddings(out_dir, galaxies, features, pca_components,
                             {"accelerator": device.type, "images_per_s": round(len(galaxies) / seconds, 1),

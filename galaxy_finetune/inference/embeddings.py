@@ -14,8 +14,8 @@ import pandas as pd
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_table, require, write_json
-from galaxy_finetune.core.layout import (EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES,
-                                    EMBED_RECORD)
+from galaxy_finetune.core.layout import EMBED_FEATURES, EMBED_GALAXIES, EMBED_PCA, EMBED_PCA_FEATURES, EMBED_RECORD
+from galaxy_finetune.inference.shift import SHIFT_K, ShiftReference
 
 SPLITS = ("train", "val", "test")
 
@@ -50,8 +50,6 @@ def write_embeddings(out_dir: Path, galaxies: pd.DataFrame, features: np.ndarray
         np.savez(tmp / EMBED_PCA, mean=pca.mean_.astype(np.float32), components=pca.components_.astype(np.float32),
                  explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float32))
         if model_sha256 is not None:
-            from galaxy_finetune.inference.shift import SHIFT_K, ShiftReference
-
             split = galaxies["split"].to_numpy()
             shift = ShiftReference.build(pca.mean_, pca.components_, features16[split == "train"],
                                          features16[split == "val"], SHIFT_K, model_sha256)

@@ -25,11 +25,12 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from galaxy_finetune.core.accelerator import resolve_accelerator
-from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, write_csv, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
 from galaxy_finetune.core.task import Task
+from galaxy_finetune.data.loading import StoreGalaxies, make_loader, read_split
+from galaxy_finetune.inference.shift import shift_scorer
 from galaxy_finetune.training.model_io import eval_transform, load_finetuned, model_task
 
 RUN = "run.json"  # in parts_dir: which model and inputs the parts belong to
@@ -272,8 +273,6 @@ def predict_splits(model_dir: Path, store_dir: Path, split_dir: Path, out_dir: P
     model, config = load_finetuned(model_dir)
     scorer = None
     if embeddings_dir is not None:
-        from galaxy_finetune.inference.shift import shift_scorer
-
         scorer = shift_scorer(embeddings_dir, model_dir)
     timing = {}
     with atomic_path(out_dir) as tmp:

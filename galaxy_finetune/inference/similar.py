@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from galaxy_finetune.core.cli import run_command
-from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
 from galaxy_finetune.core.neighbours import CosineIndex
+from galaxy_finetune.data.images import decode_image
+from galaxy_finetune.data.store import galaxy_pixels
+from galaxy_finetune.inference.embeddings import Embeddings, read_embeddings
 
 SHEET_QUERIES = 5  # queries of a folder drawn on the contact sheet, one row each (the CSV has them all)
 SHEET_NEIGHBOURS = 7  # neighbours drawn per query row
@@ -68,7 +70,6 @@ def embed_image(path: Path, model_dir: Path, embeddings: Embeddings, accelerator
     """(pixels, PCA features) of an image file through the fine-tuned model's eval view and encoder."""
     from galaxy_finetune.core.accelerator import torch_device
     from galaxy_finetune.inference.embed import encoder_features, load_finetuned
-    from galaxy_finetune.data.images import decode_image
     from galaxy_finetune.training.model_io import eval_transform, fits_view
 
     model, config = load_finetuned(model_dir)
@@ -83,7 +84,6 @@ def contact_sheet(query_pixels: np.ndarray, query_name: str, neighbours: pd.Data
                   path: Path) -> None:
     """The query, then each neighbour with its rank, id, similarity and class."""
     from galaxy_finetune.core import gallery
-    from galaxy_finetune.data.store import galaxy_pixels
 
     images = [query_pixels, *galaxy_pixels(store_dir, neighbours["row"].tolist())]
     captions = [f"query\n{query_name}"] + [f"#{row.rank} {row.id_str}\n{row.label_name}, sim {row.similarity:.3f}"
@@ -137,7 +137,6 @@ def like_folder(folder: Path, search: SimilaritySearch, model_dir: Path, store_d
 def folder_sheet(shown: list, store_dir: Path, k: int, path: Path) -> None:
     """One row per query: the query, then its first SHEET_NEIGHBOURS neighbours."""
     from galaxy_finetune.core import gallery
-    from galaxy_finetune.data.store import galaxy_pixels
 
     cols = 1 + min(k, SHEET_NEIGHBOURS)
     images, captions, edges = [], [], []
@@ -169,7 +168,6 @@ def find_similar(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         neighbours = search.like_galaxy(args.query, args.k)
         seconds = time.perf_counter() - start
-        from galaxy_finetune.data.store import galaxy_pixels
 
         query_row = int(search.embeddings.galaxies["row"].iloc[search.position[args.query]])
         query_pixels = galaxy_pixels(args.store, [query_row])[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from galaxy_finetune.core.neighbours import unit_rows
 
 SCORES = ("entropy", "margin", "bald")
 
@@ -62,8 +63,6 @@ def mc_head_probs(model, features: torch.Tensor, passes: int, seed: int = 0) -> 
 def k_center_greedy(features: np.ndarray, k: int, first: int = 0) -> np.ndarray:
     """k row indexes spread out in cosine distance: start at `first`, then repeatedly the row farthest from
     every row already picked (Gonzalez's greedy k-center)."""
-    from galaxy_finetune.core.neighbours import unit_rows
-
     unit = unit_rows(features)
     k = min(k, len(unit))
     picked = [first]

@@ -22,15 +22,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.core.files import atomic_path, read_table, write_json
+from galaxy_finetune.core.accelerator import torch_device
+from galaxy_finetune.core.classes import read_classes
+from galaxy_finetune.core.files import atomic_path, read_model_config, read_table, write_json
 from galaxy_finetune.core.layout import SPLIT_DUPLICATES
+from galaxy_finetune.core.neighbours import unit_rows
 from galaxy_finetune.core.params import LabelsParams
+from galaxy_finetune.core.task import read_task
+from galaxy_finetune.data.duplicates import (calibrate_near, near_copies, near_pairs, near_warning,
+                                             nearest_neighbour_cosine)
+from galaxy_finetune.data.encoder import encoder_record
+from galaxy_finetune.data.loading import read_split
+from galaxy_finetune.data.store import galaxy_pixels
+from galaxy_finetune.inference.embeddings import fit_pca
 from galaxy_finetune.labels.curve import learning_curve
-from galaxy_finetune.data.duplicates import calibrate_near, near_pairs, near_warning, nearest_neighbour_cosine
-from galaxy_finetune.labels.issues import (ISSUE_COLUMNS, Judged, find_suspects, issues_record, judge_records,
-                                           judges_sentence, probe_judged)
+from galaxy_finetune.labels.features import frozen_encoder, pixel_features, store_features
+from galaxy_finetune.labels.issues import (ISSUE_COLUMNS, Judged, dynamics_judged, find_suspects, finetuned_judged,
+                                           issues_record, judge_records, judges_sentence, probe_judged)
 from galaxy_finetune.labels.simulate import label_saving, simulate_active
-from galaxy_finetune.training.probe import fit_linear_probe
+from galaxy_finetune.training.dynamics import DYNAMICS_FILE
+from galaxy_finetune.training.model_io import load_finetuned
+from galaxy_finetune.training.probe import fit_linear_probe, stratified_sample
+from galaxy_finetune.training.recipe import is_pretrained
 
 LEARNER = "linear probe on a PCA of the pretrained starting encoder's frozen features"
 RANDOM_INIT = ("the starting encoder is a random init: a probe on its features says nothing about what the "
@@ -56,16 +69,12 @@ class Evidence:
 
 def pca_project(train: np.ndarray, everything: np.ndarray, components: int) -> np.ndarray:
     """`everything` projected on a PCA fitted on `train` (unsupervised: no label is used)."""
-    from galaxy_finetune.inference.embeddings import fit_pca
-
     return fit_pca(train, components).transform(everything.astype(np.float32)).astype(np.float32)
 
 
 def budget_sample(galaxies: pd.DataFrame, limit: int, seed: int = 0) -> pd.DataFrame:
     """At most `limit` of the labelled galaxies (0: all), each (split, class) keeping its share: what bounds the
     stage's cost (the encoder pass, the pairwise near-duplicate search) whatever the catalog's size."""
-    from galaxy_finetune.training.probe import stratified_sample
-
     if not limit or len(galaxies) <= limit:
         return galaxies
     key = pd.factorize(galaxies["split"].astype(str) + "/" + galaxies["label"].astype(str))[0]
@@ -234,20 +243,6 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
                      predictions_dir: Path, out_dir: Path, params) -> dict:
     """The label_budget stage: gather the evidence (features, each split's judge, measured near copies) for the
     labelled galaxies of a classification run, then label_budget(); a regression or votes run gets not_applicable."""
-    from galaxy_finetune.core.accelerator import torch_device
-    from galaxy_finetune.core.classes import read_classes
-    from galaxy_finetune.core.files import read_model_config
-    from galaxy_finetune.core.task import read_task
-    from galaxy_finetune.data.loading import read_split
-    from galaxy_finetune.data.store import galaxy_pixels
-    from galaxy_finetune.data.duplicates import near_copies
-    from galaxy_finetune.labels.features import frozen_encoder, pixel_features, store_features
-    from galaxy_finetune.labels.issues import dynamics_judged, finetuned_judged
-    from galaxy_finetune.training.dynamics import DYNAMICS_FILE
-    from galaxy_finetune.data.encoder import encoder_record
-    from galaxy_finetune.training.model_io import load_finetuned
-    from galaxy_finetune.training.recipe import is_pretrained
-
     task = read_task(raw_dir)
     if not task.by_class:  # wrong labels, per-class curves and acquisition need a class per galaxy
         return not_applicable(task.kind, out_dir)
@@ -266,7 +261,6 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
         described = "the fine-tuned encoder's features (the starting encoder is a random init)"
     features = store_features(encoder, config, store_dir, galaxies["row"], labels.batch_size, device)
     sample = np.sort(np.random.default_rng(0).choice(len(galaxies), min(COPY_SAMPLE, len(galaxies)), replace=False))
-    from galaxy_finetune.core.neighbours import unit_rows
 
     originals = unit_rows(features[sample])
     copy_cosines = {kind: (unit_rows(pixel_features(encoder, config, pixels, labels.batch_size, device))

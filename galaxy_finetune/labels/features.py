@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from galaxy_finetune.data.augment import eval_view
-from galaxy_finetune.data.store import galaxy_pixels
 from galaxy_finetune.data.encoder import build_encoder
+from galaxy_finetune.data.store import galaxy_pixels
 
 
 @torch.inference_mode()

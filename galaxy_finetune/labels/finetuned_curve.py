@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.files import atomic_path
+from galaxy_finetune.core.params import load_params
 
 CURVE_FILE = Path("metrics/finetuned_curve.csv")
 COLUMNS = ["experiment", "per_class", "n_labels", "accuracy", "ci_low", "ci_high"]
@@ -81,8 +84,6 @@ def describe(points: pd.DataFrame, fit: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from galaxy_finetune.core.cli import run_command
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: here)")
     parser.add_argument("--target", type=float, default=None, help="accuracy to reach (default: labels.target)")
@@ -92,8 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     def body():
         import dvc.api
 
-        from galaxy_finetune.core.files import atomic_path
-        from galaxy_finetune.core.params import load_params
 
         target = args.target if args.target is not None else load_params(args.repo / "params.yaml").labels.target
         points = curve_points(dvc.api.exp_show(repo=str(args.repo)))

@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from galaxy_finetune.core.files import read_json, read_table
+from galaxy_finetune.core.gallery import thumbnail_png
 from galaxy_finetune.core.stats import log_loss
+from galaxy_finetune.data.store import galaxy_pixels
 from galaxy_finetune.training.probe import C_GRID
 
 ISSUE_COLUMNS = ["rank", "id_str", "split", "given_label", "suggested_label", "p_given", "p_suggested", "quality",
@@ -222,10 +225,6 @@ def suspects_html(suspects: pd.DataFrame, thumbnails: dict[str, bytes], record: 
 def errors_page_section(label_budget_dir, store_dir, shown: int = 60) -> tuple[dict, tuple[str, str, list[str]]]:
     """What the analyse stage takes from metrics/label_budget/: metrics.json's `label_issues` and `duplicates`,
     and the errors page's section of labels that look wrong (thumbnails from the store)."""
-    from galaxy_finetune.core.gallery import thumbnail_png
-    from galaxy_finetune.core.files import read_json, read_table
-    from galaxy_finetune.data.store import galaxy_pixels
-
     folder = Path(label_budget_dir)
     summary = read_json(folder / "summary.json")
     suspects = read_table(folder / "label_issues.csv")

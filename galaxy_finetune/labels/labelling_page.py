@@ -38,8 +38,11 @@ from PIL import Image
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, write_csv
-from galaxy_finetune.core.params import FitsView
+from galaxy_finetune.core.params import FitsView, load_params
 from galaxy_finetune.data.images import decode_image
+from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
+from galaxy_finetune.data.store import galaxy_pixels, open_images, read_rows
+from galaxy_finetune.labels import labelling_assets as assets
 
 LABEL_COLUMNS = ["id_str", "label", "who", "when", "queue", "kind", "file"]
 SKIP, ARTEFACT = "skip", "artefact"  # the answers that are not a class
@@ -95,7 +98,6 @@ def load_queue(source: Path, classes: list[str], store: Path | None = None, fits
         _check_names(source, "given_label", [i.given for i in items], classes)
         queue = Queue("review", source, classes, items, store, fits)
         if items:
-            from galaxy_finetune.data.store import open_images, read_rows
             read_rows(open_images(store), [i.row for i in items], f"{source} (column row)")  # rows exist
     elif NEXT_NEEDS <= columns:
         table = read_table(source)
@@ -117,8 +119,6 @@ def load_queue(source: Path, classes: list[str], store: Path | None = None, fits
 def image_files(source: Path) -> list[tuple[str, str]]:
     """(id_str, absolute file) of a folder's images (sorted by name; ids as galaxy-classify names them) or of a
     catalog's rows (its id_str, else each file's name). The page reads these without the model's imports."""
-    from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
-
     if source.is_dir():
         root = os.path.abspath(source)
         with os.scandir(root) as entries:
@@ -242,7 +242,6 @@ class Labelling:
         """Queue galaxy n's image as PNG bytes (IMAGE_SIDE pixels a side), asinh-stretched on request."""
         item = self.queue.items[n]
         if item.row >= 0:
-            from galaxy_finetune.data.store import galaxy_pixels
             pixels = galaxy_pixels(self.queue.store, [item.row])[0]
             pixels = np.asarray(Image.fromarray(pixels).resize((IMAGE_SIDE, IMAGE_SIDE), Image.BICUBIC))
         else:
@@ -253,8 +252,6 @@ class Labelling:
 
 
 def make_handler(book: Labelling, allowed_hosts: set[str]):
-    from galaxy_finetune.labels import labelling_assets as assets
-
     static = {"/": ("text/html; charset=utf-8", assets.PAGE_HTML), "/app.js": ("text/javascript", assets.PAGE_JS),
               "/app.css": ("text/css", assets.PAGE_CSS)}
 
@@ -363,7 +360,6 @@ def queue_classes(args: argparse.Namespace) -> tuple[list[str], FitsView]:
     fits = FitsView()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else []
     if Path(args.params).is_file():
-        from galaxy_finetune.core.params import load_params
         data = load_params(args.params).data
         fits = FitsView(tuple(data.fits_bands), data.fits_stretch, data.fits_q)
         classes = classes or list(data.classes)

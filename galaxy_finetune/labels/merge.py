@@ -25,6 +25,8 @@ import pandas as pd
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_table, require, write_csv
+from galaxy_finetune.core.params import load_params
+from galaxy_finetune.data.sources import catalog_ids, id_from_file
 from galaxy_finetune.labels.labelling_page import ACTIONS, ARTEFACT, SKIP
 
 AUDIT_COLUMNS = ["label_before", "label_by", "label_when"]
@@ -89,8 +91,6 @@ def catalog_from_raw(raw_catalog: Path) -> pd.DataFrame:
 
 def merge(catalog: pd.DataFrame, catalog_path: Path, labels: pd.DataFrame, classes: list[str]):
     """(the merged catalog, the artefact rows removed from it, the count of each outcome)."""
-    from galaxy_finetune.data.sources import catalog_ids, id_from_file
-
     base = os.path.abspath(catalog_path.parent)
     files = [os.path.normpath(os.path.join(base, str(p))) for p in catalog["file_loc"]]
     ids = catalog_ids(catalog, files)
@@ -172,8 +172,6 @@ def merge(catalog: pd.DataFrame, catalog_path: Path, labels: pd.DataFrame, class
 
 
 def merge_labels(args: argparse.Namespace) -> dict:
-    from galaxy_finetune.core.params import load_params
-
     params = load_params(args.params)
     if params.train.task != "classification":
         raise PipelineError(f"{args.params}: train.task is {params.train.task}; galaxy-label-merge merges class "

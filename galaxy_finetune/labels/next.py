@@ -20,15 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from galaxy_finetune.core import gallery
 from galaxy_finetune.core.accelerator import torch_device
 from galaxy_finetune.core.cli import run_command
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
-from galaxy_finetune.inference.predict import damaged_table, readable_batches, write_skipped
+from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.data.loading import ImageFiles, make_loader
 from galaxy_finetune.inference.classify import galaxies_from
-from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
+from galaxy_finetune.inference.predict import damaged_table, readable_batches, write_skipped
 from galaxy_finetune.inference.shift import optional_scorer
+from galaxy_finetune.labels.acquisition import SCORES, mc_head_probs, pick, score
 from galaxy_finetune.training.model_io import eval_transform, fits_view, load_finetuned
 
 SHEET_MAX = 50  # galaxies drawn on the contact sheet (the CSV has all k)
@@ -97,9 +99,6 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def contact_sheet(table: pd.DataFrame, how: str, config: dict, path: Path) -> None:
-    from galaxy_finetune.core import gallery
-    from galaxy_finetune.data.images import decode_image
-
     shown = table.head(SHEET_MAX)
     images = [decode_image(f, config["store_size"], fits=fits_view(config)) for f in shown["file"]]
     captions = [f"#{r.rank} {r.id_str}\n{r.pred_label}, {how} {getattr(r, how):.3f}" for r in shown.itertuples()]

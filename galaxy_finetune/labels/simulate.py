@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from galaxy_finetune.labels.acquisition import score
 from galaxy_finetune.data.subsets import subset_per_class
+from galaxy_finetune.labels.acquisition import score
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

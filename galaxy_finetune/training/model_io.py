@@ -13,13 +13,12 @@ from pathlib import Path
 
 import torch
 
-from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_model_config, write_json
-from galaxy_finetune.core.params import FitsView
 from galaxy_finetune.core.layout import MODEL_CONFIG, MODEL_WEIGHTS
-from galaxy_finetune.core.params import TrainParams
+from galaxy_finetune.core.params import FitsView, TrainParams
 from galaxy_finetune.core.task import Task
+from galaxy_finetune.data.augment import eval_view
 from galaxy_finetune.training.classifier import build_module
 
 def build_model(encoder: torch.nn.Module, task: Task, train: TrainParams, schedule_steps: int = 0,

@@ -26,20 +26,20 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
-from galaxy_finetune.data.loading import GalaxyDataModule, read_split
-from galaxy_finetune.data.encoder import build_encoder, encoder_record
-from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
-                                    CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
-from galaxy_finetune.training.heads import head_for
-from galaxy_finetune.training.learning import VAL_LOSS, RunContext
-from galaxy_finetune.training.model_io import save_finetuned
+                                         CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
+from galaxy_finetune.core.task import Task, read_task
+from galaxy_finetune.data.encoder import build_encoder, encoder_record
+from galaxy_finetune.data.loading import GalaxyDataModule, read_split
+from galaxy_finetune.data.store import read_record
+from galaxy_finetune.training.heads import head_for
+from galaxy_finetune.training.learning import RunContext, VAL_LOSS
+from galaxy_finetune.training.model_io import save_finetuned
 from galaxy_finetune.training.probe import load_into_head
 from galaxy_finetune.training.recipe import is_pretrained, recipe_line, recipe_record
-from galaxy_finetune.data.store import read_record
 
 STEP_VALIDATIONS = 20  # validations along a step budget (early stopping counts them)
 

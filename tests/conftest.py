@@ -1,8 +1,11 @@
 """Shared fixtures: a throwaway HTTP server on 127.0.0.1, the session's one tiny `dvc repro` run
-(`pipeline_run`, `pipeline_two_runs`) and its one tiny trained model (`tiny_model`).
+(`pipeline_run`), its one queued sweep of DVC experiments (`sweep`) and the two-commit repo made from it
+(`pipeline_two_runs`), and its one tiny trained model (`tiny_model`).
 
 `pytest` runs on two pytest-xdist workers (pyproject.toml); the modules sharing a session fixture are one
-xdist_group, so each fixture is built once."""
+xdist_group, so each fixture is built once, and the groups that build an end-to-end configuration are handed out
+first, costliest first (`HEAVY_FIRST`), so the two workers share the heavy ones instead of one worker finishing
+the suite alone."""
 from __future__ import annotations
 
 import functools
@@ -116,13 +119,30 @@ def http_server(tmp_path_factory, monkeypatch):
         thread.join(timeout=5)
 
 
+# The xdist groups that build end-to-end configurations (dvc repro runs, trainings in subprocesses), costliest
+# first. With `--no-loadscope-reorder` (pyproject.toml) pytest-xdist hands the groups out in collection order: these
+# go first, one to each worker as it frees up, then every other group in file order. The "pipeline" group (the
+# default configuration's repro, its sweep and the tests that change a copy) is about a third of the suite's
+# work on its own; the other worker takes the own-catalog configurations and the rest.
+HEAVY_FIRST = ("pipeline", "test_targets_e2e", "test_own_fits_e2e", "test_distributed", "test_train",
+               "test_gpu_check", "test_cli", "test_analyse", "test_finetuned_curve", "tiny_model")
+
+
+def _group(item) -> str:
+    return "_".join(sorted(str(m.args[0]) for m in item.iter_markers("xdist_group")))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist's loadgroup, a module without an xdist_group is its own group: its tests stay on one
-    worker, so a module-scoped fixture is built once (modules sharing a session fixture name one group)."""
+    worker, so a module-scoped fixture is built once (modules sharing a session fixture name one group). The
+    heavy groups are moved to the front (HEAVY_FIRST), each keeping its tests' order."""
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(_group(item), len(rank)), order[id(item)]))
 
 
 @pytest.fixture
@@ -146,17 +166,69 @@ def pipeline_run(tmp_path_factory):
     return repo, env, repro_and_commit(repo, env, "first run")
 
 
-@pytest.fixture(scope="session")
-def pipeline_two_runs(pipeline_run, tmp_path_factory):
-    """A copy of `pipeline_run` after a second `dvc repro` commit (1 epoch and analyse.seed 1): two revisions
-    for the metrics/plots diff and the explore tests, which only read it."""
-    from tests.pipeline_repo import copy_repo, repro_and_commit, set_params
+# The sweep's two experiments, each a change from the first run: `lr-0.002` sets the lr of the recipe that trains
+# a random init (scratch.lr) and train.lr, which that recipe ignores: training and everything after it rerun; and
+# `analyse-seed-5` changes only analyse's seed: only analyse reruns.
+SWEEP = {"lr-0.002": ("scratch.lr=0.002", "train.lr=3e-5"), "analyse-seed-5": ("analyse.seed=5",)}
 
-    repo, env, _ = pipeline_run
-    repo = copy_repo(repo, tmp_path_factory.mktemp("two-runs") / "repo")
-    set_params(repo, {"scratch": {"epochs": 1}, "analyse": {"seed": 1}})
-    repro_and_commit(repo, env, "second run: one epoch")
-    return repo, env
+
+@pytest.fixture(scope="session")
+def sweep(pipeline_run, tmp_path_factory):
+    """A copy of `pipeline_run` after DVC's queue ran the two experiments of SWEEP on two queue workers:
+    SimpleNamespace(repo, env, experiments={name: (params, metrics, recipe)} from `dvc exp show --json`,
+    logs={name: what `dvc queue logs` printed})."""
+    import json
+    import re
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from tests.pipeline_repo import copy_repo, run
+
+    path, env, _ = pipeline_run
+    path = copy_repo(path, tmp_path_factory.mktemp("sweep") / "repo")
+    for name, settings in SWEEP.items():
+        run(["dvc", "exp", "run", "--queue", *(arg for s in settings for arg in ("-S", s)), "-n", name], path, env)
+    # the queue's workers are daemons that outlive `dvc queue start`: give them no pipe of ours to hold open
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=path, env=env, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a finished experiment is a git ref named after it (milliseconds to list); `dvc queue status` costs a second
+    # and a half of CPU, so it is asked only now and then, for a failed (or never started) experiment
+    deadline, asked = time.time() + 900, 0.0
+    while time.time() < deadline:
+        done = run(["git", "for-each-ref", "--format=%(refname:lstrip=-1)", "refs/exps"], path, env).stdout.split()
+        if set(SWEEP) <= set(done) or time.time() - asked > 30:  # then the queue's own word: still at work?
+            status, asked = run(["dvc", "queue", "status"], path, env).stdout, time.time()
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+        time.sleep(1 if len(done) < len(SWEEP) else 2)
+    run(["dvc", "queue", "stop"], path, env, check=False)
+    logs = {name: run(["dvc", "queue", "logs", name], path, env, check=False).stdout for name in SWEEP}
+    assert "Failed" not in status, "\n".join(log[-3000:] for log in logs.values())
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], path, env).stdout)
+    experiments = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            rev = exp["revs"][0]
+            data = rev.get("data") or {}
+            experiments[exp.get("name") or rev.get("name")] = (
+                data["params"]["params.yaml"]["data"], data["metrics"]["metrics/metrics.json"]["data"],
+                data["metrics"]["metrics/recipe.json"]["data"])
+    return SimpleNamespace(repo=path, env=env, experiments=experiments, logs=logs)
+
+
+@pytest.fixture(scope="session")
+def pipeline_two_runs(sweep, tmp_path_factory):
+    """A copy of the sweep's repo with its `lr-0.002` experiment applied and committed: two revisions, the first
+    run (HEAD~1) and the lr change (HEAD), for the metrics/plots diff and the explore tests, which only read it.
+    Nothing trains here: the experiment's outputs come from the DVC cache."""
+    from tests.pipeline_repo import copy_repo, run
+
+    repo = copy_repo(sweep.repo, tmp_path_factory.mktemp("two-runs") / "repo")
+    run(["dvc", "exp", "apply", "lr-0.002"], repo, sweep.env)
+    run(["git", "add", "-A"], repo, sweep.env)
+    run(["git", "commit", "-qm", "second run: the lr-0.002 experiment"], repo, sweep.env)
+    return repo, sweep.env
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,32 @@ TINY = {
 }
 
 
+STAGES = ["fetch_data", "store", "split", "finetune_gpu", "embed", "predict", "label_budget", "analyse"]
+# what must run before what (DVC may order independent stages either way)
+BEFORE = [("fetch_data", "store"), ("store", "split"), ("split", "finetune_gpu"), ("finetune_gpu", "embed"),
+          ("embed", "predict"), ("finetune_gpu", "label_budget"), ("predict", "analyse"), ("label_budget", "analyse")]
+
+
+def in_dag_order(stages: list[str], expected: set[str]) -> bool:
+    """`stages` are exactly `expected`, each once, every upstream stage before its downstream ones."""
+    return (sorted(stages) == sorted(expected)
+            and all(stages.index(a) < stages.index(b) for a, b in BEFORE if a in stages and b in stages))
+
+
+def ran(output: str) -> list[str]:
+    """The stages a `dvc repro` (or an experiment's queue log) ran, in order."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def _subprocess_env(env: dict) -> dict:
+    """A stage process compiles the package once and reuses the bytecode, as Python does by default (an
+    environment with PYTHONDONTWRITEBYTECODE set would make every one of them compile it again, ~2 s each)."""
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def dvc_env(cache: Path) -> dict:
-    env = dict(os.environ)
+    env = _subprocess_env(dict(os.environ))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["GALAXY_FINETUNE_CACHE"] = str(cache)
     env["HF_HUB_OFFLINE"] = "1"  # the tests never reach for the hub
@@ -39,7 +64,7 @@ def stage_cmd(name: str, *args) -> list[str]:
 def checkout_env(**extra) -> dict:
     """The environment for running this checkout's stages from another folder: its root first on sys.path."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    return dict(os.environ, PYTHONPATH=path, **extra)
+    return _subprocess_env(dict(os.environ, PYTHONPATH=path, **extra))
 
 
 def run(args: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:

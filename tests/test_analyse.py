@@ -183,16 +183,37 @@ def test_read_curves_groups_by_metric_and_leaves_out_epoch(tmp_path):
     assert read_curves(tmp_path / "nowhere") == {}
 
 
-def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
+def stage_args(inputs: Inputs, root: Path) -> list[str]:
+    """stages/analyse.py's command line (after `python -m stages.analyse`) on `inputs`, writing under `root`."""
     out = outputs(root)
-    return subprocess.run(
-        [sys.executable, "-m", "stages.analyse", str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir),
-         str(inputs.model_dir), str(inputs.live_dir), str(inputs.embeddings),
-         "--val-predictions", str(inputs.val_predictions),
-         "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),
-         "--coverage", str(out.coverage), "--map", str(out.embedding_map), "--anomalies", str(out.anomalies),
-         "--plots", str(out.plots), "--report", str(out.report), "--errors-page", str(out.errors_page)],
-        cwd=ROOT, capture_output=True, text=True)
+    return [str(inputs.predictions), str(inputs.raw_dir), str(inputs.store_dir), str(inputs.model_dir),
+            str(inputs.live_dir), str(inputs.embeddings), "--val-predictions", str(inputs.val_predictions),
+            "--timing", str(inputs.timing), "--metrics", str(out.metrics), "--residuals", str(out.residuals),
+            "--coverage", str(out.coverage), "--map", str(out.embedding_map), "--anomalies", str(out.anomalies),
+            "--plots", str(out.plots), "--report", str(out.report), "--errors-page", str(out.errors_page)]
+
+
+def run_stage(inputs: Inputs, root: Path) -> subprocess.CompletedProcess:
+    """The stage as dvc runs it: its own process, in the project folder (params.yaml)."""
+    return subprocess.run([sys.executable, "-m", "stages.analyse", *stage_args(inputs, root)], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def run_stage_here(inputs: Inputs, root: Path, capfd) -> tuple[int, str, str]:
+    """The stage through the same shell (stages/analyse.py's run_stage) in this process, with the project's
+    params.yaml: (exit status, stdout, stderr), read from the file descriptors, as a subprocess's would be."""
+    import stages.analyse as stage
+    from galaxy_finetune.core.cli import run_stage as stage_shell
+
+    capfd.readouterr()
+    try:
+        stage_shell(stage.__doc__, stage.add_arguments, stage.main,
+                    [*stage_args(inputs, root), "--params", str(ROOT / "params.yaml")])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capfd.readouterr()
+    return code, out, err
 
 
 def break_missing_column(table):
@@ -213,14 +234,15 @@ def break_class_names(table):
     ("predictions", break_class_names, "true_label has unknown class name(s) ['cigar']"),
     ("val_predictions", break_sums, "not 1"),
 ])
-def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, which, damage, message):
+def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, capfd, which, damage, message):
+    """The stage's shell in this process (test_stage_failure_midway... runs it as its own process)."""
     inputs = make_inputs(tmp_path / "in", n=12)
     path = getattr(inputs, which)
     damage(pd.read_csv(path)).to_csv(path, index=False)
-    proc = run_stage(inputs, tmp_path / "out")
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    code, _, stderr = run_stage_here(inputs, tmp_path / "out", capfd)
+    assert code == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
     assert str(path) in lines[0]
     assert not (tmp_path / "out").exists()  # validation comes before any output folder is made
 

@@ -1,4 +1,5 @@
-"""DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process."""
+"""DDP through Lightning on CPU (gloo): two processes see every sample once and agree with one process (the
+two-process runs are subprocesses, as a user starts them; the one-process references run in this process)."""
 import json
 import subprocess
 import sys
@@ -35,20 +36,30 @@ def inputs(tmp_path_factory):
     return root
 
 
-def _finetune(root: Path, devices: int, batch_size: int) -> dict:
+def _finetune(root: Path, devices: int, batch_size: int, monkeypatch=None) -> dict:
+    """The finetune_gpu stage in run{devices}/, as dvc.yaml runs it: two processes (DDP) in a subprocess, whose
+    processes Lightning starts; one process in this one (`monkeypatch` given), through the same stage shell."""
     run_dir = root / f"run{devices}"
     run_dir.mkdir()
     (run_dir / "params.yaml").write_text(yaml.safe_dump(_params(devices, batch_size)))
-    cmd = stage_cmd("finetune_gpu", root / "data/raw", root / "data/store", root / "data/splits", root / "models/encoder",
-                    "models/finetuned", "--live-dir", "metrics/training")
-    proc = subprocess.run(cmd, cwd=run_dir, capture_output=True, text=True, timeout=600,
-                          env=checkout_env(PYTHONUNBUFFERED="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [root / "data/raw", root / "data/store", root / "data/splits", root / "models/encoder", "models/finetuned",
+            "--live-dir", "metrics/training"]
+    if monkeypatch is not None:
+        import stages.finetune_gpu as stage
+        from galaxy_finetune.core.cli import run_stage
+
+        with monkeypatch.context() as m:
+            m.chdir(run_dir)
+            run_stage(stage.__doc__, stage.add_arguments, stage.main, [str(a) for a in args])
+    else:
+        proc = subprocess.run(stage_cmd("finetune_gpu", *args), cwd=run_dir, capture_output=True, text=True,
+                              timeout=600, env=checkout_env(PYTHONUNBUFFERED="1"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "models/finetuned" / MODEL_CONFIG).read_text())["run"]
 
 
-def test_two_processes_match_one(inputs):
-    single = _finetune(inputs, devices=1, batch_size=8)
+def test_two_processes_match_one(inputs, monkeypatch):
+    single = _finetune(inputs, devices=1, batch_size=8, monkeypatch=monkeypatch)
     ddp = _finetune(inputs, devices=2, batch_size=4)  # the same global batch of 8
     assert single["world_size"] == 1 and ddp["world_size"] == 2
     assert single["samples_per_epoch"] == ddp["samples_per_epoch"] == [24, 24]
@@ -57,9 +68,11 @@ def test_two_processes_match_one(inputs):
     assert not list((inputs / "run2").glob("models/checkpoints/*-v1.ckpt"))  # saved once, by rank 0
 
 
-def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
+def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path, monkeypatch):
     """Each rank writes its own part through the prediction writer; the merge keeps input order."""
-    _finetune(inputs, devices=1, batch_size=8) if not (inputs / "run1").exists() else None
+    from galaxy_finetune.inference.classify import main
+
+    _finetune(inputs, devices=1, batch_size=8, monkeypatch=monkeypatch) if not (inputs / "run1").exists() else None
     folder = tmp_path / "survey"
     folder.mkdir()
     for src in read_catalog(inputs / "data/raw")["src"][:13]:  # odd: the ranks get 7 and 6
@@ -72,6 +85,6 @@ def test_classify_on_two_processes_writes_every_galaxy_once(inputs, tmp_path):
     out = pd.read_csv(tmp_path / "out.csv")
     assert out["id_str"].tolist() == sorted(p.stem for p in folder.iterdir())
     single = tmp_path / "single.csv"
-    subprocess.run(cmd[:5] + ["-o", str(single), "--accelerator", "cpu"], cwd=tmp_path, check=True,
-                   capture_output=True, env=checkout_env())
+    monkeypatch.chdir(tmp_path)  # where the two-process run ran (no data/embeddings there)
+    main(cmd[3:5] + ["-o", str(single), "--accelerator", "cpu"])  # one process: galaxy-classify in this one
     pd.testing.assert_frame_equal(out, pd.read_csv(single), atol=1e-5)

@@ -1,4 +1,4 @@
-"""End to end, on the tiny two-commit pipeline run (tests/conftest.py): embeddings, galaxy-similar, anomalies,
+"""End to end, on the tiny two-commit pipeline run (`pipeline_two_runs`, tests/conftest.py): embeddings, galaxy-similar, anomalies,
 calibration, selective prediction and the mistakes page, all read from what `dvc repro` wrote."""
 import html.parser
 import json
@@ -17,6 +17,7 @@ from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.inference.embeddings import read_embeddings
 from galaxy_finetune.core.neighbours import CosineIndex
 from galaxy_finetune.inference.similar import SimilaritySearch, embed_image
+from galaxy_finetune.inference.similar import main as similar_main
 from tests.pipeline_repo import run
 
 # with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
@@ -77,7 +78,7 @@ def test_a_duplicated_image_is_its_own_neighbours_neighbour(repo, tmp_path):
     assert set(rows[0]) == {copy_row, original_row}
 
 
-def test_galaxy_similar_by_id_and_by_image(repo, tmp_path):
+def test_galaxy_similar_by_id_and_by_image(repo, tmp_path, monkeypatch):
     repo, env = repo
     emb = read_embeddings(repo / "data/embeddings")
     query = emb.galaxies["id_str"].iloc[0]
@@ -93,10 +94,10 @@ def test_galaxy_similar_by_id_and_by_image(repo, tmp_path):
     with Image.open(tmp_path / "s.png") as sheet:
         assert sheet.size[0] > 600 and "most like" in sheet.info["Title"]
     image = read_csv(repo / "data/raw/catalog.csv").set_index("id_str").loc[query, "src"]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", str(image), "-k", "3", "-o",
-                           str(tmp_path / "i.csv"), "--sheet", str(tmp_path / "i.png"), "--accelerator", "cpu"],
-                          cwd=repo, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    # by image: galaxy-similar in this process (the command line itself ran just above), in the repo as a user runs it
+    monkeypatch.chdir(repo)
+    similar_main([str(image), "-k", "3", "-o", str(tmp_path / "i.csv"), "--sheet", str(tmp_path / "i.png"),
+                  "--accelerator", "cpu"])
     assert read_csv(tmp_path / "i.csv")["id_str"].iloc[0] == query  # the file's own galaxy comes first
     proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", "no-such-galaxy"], cwd=repo, env=env,
                           capture_output=True, text=True)

@@ -7,8 +7,6 @@ import csv
 import html.parser
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ import pytest
 from astropy.io import fits
 
 from galaxy_finetune.data.images import decode_image
+from galaxy_finetune.inference.classify import main as classify_main
+from galaxy_finetune.inference.similar import main as similar_main
 from galaxy_finetune.core.params import Params
 from tests.pipeline_repo import make_repo, repro_and_commit
 
@@ -169,38 +169,32 @@ def test_ids_are_carried_as_written_through_every_table(fits_repo):
 
 
 @pytest.mark.parametrize("query", ["NA", "null", "0042"])
-def test_galaxy_similar_finds_a_galaxy_by_an_id_a_reader_could_misread(fits_repo, tmp_path, query):
-    repo, env = fits_repo[:2]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", query, "-k", "3", "-o",
-                           str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+def test_galaxy_similar_finds_a_galaxy_by_an_id_a_reader_could_misread(fits_repo, tmp_path, monkeypatch, query):
+    """galaxy-similar in this process (the command line runs in test_explore_e2e.py), in the run's folder."""
+    monkeypatch.chdir(fits_repo[0])
+    similar_main([query, "-k", "3", "-o", str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")])
     found = column(tmp_path / "s.csv", "id_str")
     assert len(found) == 3 and query not in found and set(found) <= set(IDS)
 
 
-def test_galaxy_classify_and_similar_decode_new_fits_files_as_the_store_did(fits_repo, tmp_path):
+def test_galaxy_classify_and_similar_decode_new_fits_files_as_the_store_did(fits_repo, tmp_path, monkeypatch):
     """model.json carries the store's FITS view: galaxy-classify on the test galaxies' own FITS files gives the
-    predict stage's probabilities, and galaxy-similar finds each file's own galaxy, at similarity 1."""
-    repo, env, _, folder = fits_repo
+    predict stage's probabilities, and galaxy-similar finds each file's own galaxy, at similarity 1 (both commands
+    in this process, in the run's folder; their command lines run in test_targets_e2e.py)."""
+    repo, _, _, folder = fits_repo
+    monkeypatch.chdir(repo)
     config = json.loads((repo / "models/finetuned/model.json").read_text())
     assert config["fits_view"] == {"bands": FITS_VIEW["fits_bands"], "stretch": FITS_VIEW["fits_stretch"],
                                    "q": FITS_VIEW["fits_q"]}
     rows = [row for row in as_written(folder / "catalog.csv") if row["id_str"] in TEST_IDS]
     pd.DataFrame({"id_str": [r["id_str"] for r in rows], "file_loc": [r["file_loc"] for r in rows]}).to_csv(
         folder / "new.csv", index=False)
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.classify", "models/finetuned",
-                           str(folder / "new.csv"), "-o", str(tmp_path / "new.csv"), "--accelerator", "cpu"],
-                          cwd=repo, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    classify_main(["models/finetuned", str(folder / "new.csv"), "-o", str(tmp_path / "new.csv"), "--accelerator", "cpu"])
     new = pd.read_csv(tmp_path / "new.csv", keep_default_na=False).set_index("id_str")
     stage = pd.read_csv(repo / "data/predictions/test.csv", keep_default_na=False).set_index("id_str")
     probs = [f"p_{c}" for c in CLASSES]
     np.testing.assert_allclose(new.loc[stage.index, probs].to_numpy(), stage[probs].to_numpy(), atol=2e-6)
     query = folder / rows[0]["file_loc"]
-    proc = subprocess.run([sys.executable, "-m", "galaxy_finetune.inference.similar", str(query), "-k", "1", "-o",
-                           str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")], cwd=repo, env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    similar_main([str(query), "-k", "1", "-o", str(tmp_path / "s.csv"), "--sheet", str(tmp_path / "s.png")])
     found = as_written(tmp_path / "s.csv")[0]
     assert found["id_str"] == rows[0]["id_str"] and float(found["similarity"]) > 0.999

@@ -1,4 +1,7 @@
-"""End to end: real `dvc repro` runs of the whole DAG in a throwaway git repo with tiny params."""
+"""End to end: real `dvc repro` runs of the whole DAG in a throwaway git repo with tiny params.
+
+What a params change reruns is checked on the session's sweep of experiments (test_experiments.py), each one
+change from this first run."""
 import json
 import re
 
@@ -9,25 +12,10 @@ import pytest
 from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
                                     STORE_IMAGES)
-from tests.pipeline_repo import copy_repo, run, set_params
+from tests.pipeline_repo import STAGES, copy_repo, in_dag_order, ran, run, set_params
 
 # with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
 pytestmark = pytest.mark.xdist_group("pipeline")
-
-STAGES = ["fetch_data", "store", "split", "finetune_gpu", "embed", "predict", "label_budget", "analyse"]
-# what must run before what (DVC may order independent stages either way)
-BEFORE = [("fetch_data", "store"), ("store", "split"), ("split", "finetune_gpu"), ("finetune_gpu", "embed"),
-          ("embed", "predict"), ("finetune_gpu", "label_budget"), ("predict", "analyse"), ("label_budget", "analyse")]
-
-
-def in_dag_order(stages: list[str], expected: set[str]) -> bool:
-    """`stages` are exactly `expected`, each once, every upstream stage before its downstream ones."""
-    return (sorted(stages) == sorted(expected)
-            and all(stages.index(a) < stages.index(b) for a, b in BEFORE if a in stages and b in stages))
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 @pytest.fixture(scope="module")
@@ -103,26 +91,6 @@ def test_the_store_is_one_copy_linked_to_the_cache(repo):
     assert store.stat().st_nlink == 2  # the workspace file and the cache entry are one inode
 
 
-def test_learning_rate_change_reruns_training_onwards_and_shows_in_metrics_diff(repo):
-    path, env, _ = repo
-    set_params(path, {"scratch": {"lr": 3e-4}})
-    out = run(["dvc", "repro"], path, env).stdout
-    # no new store, no new split; the label budget's probe does not depend on the fine-tuning lr
-    assert in_dag_order(ran(out), {"fetch_data", "finetune_gpu", "embed", "predict", "label_budget", "analyse"}), ran(out)
-    diff = run(["dvc", "metrics", "diff", "--all"], path, env).stdout
-    assert "provenance.lr" in diff and "0.001" in diff and "0.0003" in diff
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-qm", "lr 3e-4"], path, env)
-
-
-def test_analyse_param_change_reruns_only_analyse(repo):
-    path, env, _ = repo
-    set_params(path, {"analyse": {"seed": 5}})
-    out = run(["dvc", "repro"], path, env).stdout
-    assert ran(out) == ["fetch_data", "analyse"]
-    run(["git", "checkout", "params.yaml"], path, env)
-
-
 def test_bad_params_fail_with_one_line_before_any_work(repo):
     path, env, _ = repo
     set_params(path, {"train": {"lr": -1.0, "epochs": 0}})
@@ -134,36 +102,19 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
     run(["git", "checkout", "params.yaml"], path, env)
 
 
-def test_two_repros_at_once_the_second_gets_dvcs_lock_error(repo):
-    import subprocess
-    import time
-
-    path, env, _ = repo
-    first = subprocess.Popen(["dvc", "repro", "-f", "finetune_gpu"], cwd=path, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.time() + 60
-        while "Running stage" not in first.stdout.readline() and time.time() < deadline:
-            pass
-        second = run(["dvc", "repro"], path, env, check=False)
-        assert second.returncode != 0
-        # DVC's own lock: either the repo lock or the per-output read/write lock, depending on timing
-        assert re.search(r"is busy, it is being blocked by|Unable to acquire lock", second.stderr + second.stdout)
-    finally:
-        first.communicate(timeout=600)
-    assert first.returncode == 0
-
-
-def test_kill_9_during_finetune_gpu_then_dvc_repro_completes(repo):
+def test_kill_9_during_finetune_gpu_then_dvc_repro_completes_and_a_second_repro_meanwhile_gets_dvcs_lock_error(repo):
     """Issue 27: `kill -9` of a `dvc repro` (its whole process group, as a scheduler or the OOM killer does) while
-    finetune_gpu trains; DVC drops the dead process's lock and the next `dvc repro` completes the pipeline."""
+    finetune_gpu trains; DVC drops the dead process's lock and the next `dvc repro` completes the pipeline.
+
+    While that repro runs, a second `dvc repro` gets DVC's lock error and the first still completes (this was
+    test_two_repros_at_once_the_second_gets_dvcs_lock_error, which ran a forced training of its own for it)."""
     import os
     import signal
     import subprocess
     import time
 
     path, env, _ = repo
-    dvc = subprocess.Popen(["dvc", "repro", "-f", "finetune_gpu"], cwd=path, env=env, stdout=subprocess.PIPE,
+    dvc = subprocess.Popen(["dvc", "repro", "-f", "-s", "finetune_gpu"], cwd=path, env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline, seen = time.time() + 300, ""
@@ -176,9 +127,20 @@ def test_kill_9_during_finetune_gpu_then_dvc_repro_completes(repo):
         os.killpg(dvc.pid, signal.SIGKILL)
         dvc.wait(timeout=60)
     assert dvc.returncode == -signal.SIGKILL
-    again = run(["dvc", "repro"], path, env, check=False)
-    output = again.stdout + again.stderr
-    assert again.returncode == 0, output[-3000:]
+
+    first = subprocess.Popen(["dvc", "repro"], cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        output, deadline = "", time.time() + 60
+        while "Running stage" not in output and time.time() < deadline:
+            output += first.stdout.readline()
+        second = run(["dvc", "repro"], path, env, check=False)
+        assert second.returncode != 0
+        # DVC's own lock: either the repo lock or the per-output read/write lock, depending on timing
+        assert re.search(r"is busy, it is being blocked by|Unable to acquire lock", second.stderr + second.stdout)
+    finally:
+        output += first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output[-3000:]
     assert "finetune_gpu" in ran(output) and "analyse" in ran(output)
     assert (path / "models/finetuned" / MODEL_WEIGHTS).is_file()
     status = run(["dvc", "status"], path, env).stdout.split()

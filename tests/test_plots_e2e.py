@@ -1,13 +1,13 @@
 """End to end: two tiny `dvc repro` commits, then `dvc metrics diff`, `dvc plots show` and `dvc plots diff`.
 
-The pipeline runs twice per module (once per commit); every test reads those two commits.
+Every test reads the session's two commits (`pipeline_two_runs`: the first run, then the sweep's lr experiment
+applied over it).
 """
 import configparser
 import json
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -87,8 +87,8 @@ def test_metrics_diff_lists_the_changed_keys(repo):
     repo, env = repo
     diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo, env).stdout)
     changed = diff["metrics/metrics.json"]
-    assert {"log_loss", "brier", "accuracy_ci95_low", "provenance.epochs_run"} <= set(changed), sorted(changed)
-    assert (changed["provenance.epochs_run"]["old"], changed["provenance.epochs_run"]["new"]) == (2, 1)
+    assert {"log_loss", "brier", "accuracy_ci95_low", "provenance.lr"} <= set(changed), sorted(changed)
+    assert (changed["provenance.lr"]["old"], changed["provenance.lr"]["new"]) == (0.001, 0.002)
     table = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--md"], repo, env).stdout
     assert re.search(r"\| metrics/metrics.json +\| log_loss +\|", table), table
 
@@ -122,12 +122,14 @@ def test_plots_show_holds_every_plot_with_data(repo, tmp_path):
     assert "cdn.jsdelivr.net" not in html and "vegaEmbed" in html
 
 
-def test_galaxy_label_curve_draws_the_fine_tuned_curve_in_the_learning_curve_plot(repo, tmp_path):
+def test_galaxy_label_curve_draws_the_fine_tuned_curve_in_the_learning_curve_plot(repo, tmp_path, capsys):
+    from galaxy_finetune.labels.finetuned_curve import main
     from tests.pipeline_repo import copy_repo
 
     repo, env = repo
     copy = copy_repo(repo, tmp_path / "copy")
-    out = run([sys.executable, "-m", "galaxy_finetune.labels.finetuned_curve"], copy, env).stdout
+    main(["--repo", str(copy)])  # galaxy-label-curve, in this process
+    out = capsys.readouterr().out
     budget = json.loads((copy / "metrics/label_budget/summary.json").read_text())
     assert f"{budget['train_labels']} labels" in out and "the fit needs at least 3" in out
     run(["dvc", "plots", "show", "-o", str(tmp_path / "show")], copy, env)

@@ -1,4 +1,5 @@
-"""finetune_gpu: accelerator choice, checkpoint resume after a kill, and the exported model."""
+"""finetune_gpu: accelerator choice, checkpoint resume after a kill, and the exported model (the killed runs are
+subprocesses that get a real SIGTERM; the reruns run in this process)."""
 import json
 import os
 import signal
@@ -49,6 +50,18 @@ def finetune_cmd(epochs: int, root: Path) -> tuple[list[str], dict]:
                      "--live-dir", "metrics/training"), checkout_env(PYTHONUNBUFFERED="1")
 
 
+def finetune_here(cmd: list[str], capsys) -> str:
+    """The finetune_gpu stage of `cmd` run in this process, through the same stage shell (the folder is the
+    current one: `inputs` made it so); returns what it printed. A failure is SystemExit, as the shell ends it."""
+    import stages.finetune_gpu as stage
+    from galaxy_finetune.core.cli import run_stage
+
+    assert cmd[1:3] == ["-m", "stages.finetune_gpu"]
+    capsys.readouterr()
+    run_stage(stage.__doc__, stage.add_arguments, stage.main, cmd[3:])
+    return capsys.readouterr().out
+
+
 def start_then_sigterm(cmd: list[str], env: dict, root: Path) -> tuple[subprocess.Popen, str]:
     """Start training, send SIGTERM once the first epoch's checkpoint exists; return the process and stderr."""
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -86,29 +99,27 @@ def test_resume_only_with_the_same_inputs(tmp_path):
     assert resume_checkpoint(ckpt, "b", "auto") is None  # a finished run is not resumed
 
 
-def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afresh(inputs):
+def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afresh(inputs, capsys):
     proc, err = start_then_sigterm(*finetune_cmd(epochs=40, root=inputs), inputs)
     assert proc.returncode != 0
     assert "error: training stopped by SIGTERM" in err
     assert (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).is_file()
     assert not (inputs / "models/finetuned").exists()  # a killed run is never taken as complete
 
-    cmd, env = finetune_cmd(epochs=2, root=inputs)  # fewer epochs: a changed input, so no resume
-    fresh = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
-    assert "resuming" not in fresh.stdout
+    cmd, _ = finetune_cmd(epochs=2, root=inputs)  # fewer epochs: a changed input, so no resume
+    fresh = finetune_here(cmd, capsys)  # the rerun in this process (it completes: no SystemExit)
+    assert "resuming" not in fresh
     model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["run"]["resumed_from"] is None and model["run"]["epochs_run"] == 2
 
 
-def test_interrupted_then_resumed_with_unchanged_inputs(inputs):
+def test_interrupted_then_resumed_with_unchanged_inputs(inputs, capsys):
     cmd, env = finetune_cmd(epochs=3, root=inputs)
     proc, _ = start_then_sigterm(cmd, env, inputs)
     if proc.returncode == 0:
         pytest.skip("training finished before the signal arrived")
-    again = subprocess.run(cmd, cwd=inputs, env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming the killed run" in again.stdout
+    again = finetune_here(cmd, capsys)  # the rerun in this process (it completes: no SystemExit)
+    assert "resuming the killed run" in again
     model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["run"]["resumed_from"].endswith(".ckpt") and model["run"]["epochs_run"] == 3
     assert not (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).exists()

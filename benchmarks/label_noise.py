@@ -134,6 +134,35 @@ def rankings(project: Path, flips: set[str]) -> dict:
     return out
 
 
+def variants(project: Path, labelled: pd.DataFrame, probe: np.ndarray, flips: set[str]) -> dict:
+    """Other judges and cleanlab filters, scored on the same run's outputs (nothing retrained): each split's own
+    judge (val/test: the fine-tuned model; train: the training dynamics) alone or averaged with the out-of-fold
+    probe's probabilities (`probe`: (N, C) for `labelled`'s rows, each from a probe that never saw the row's
+    label), under each of cleanlab's filters."""
+    from galaxy_finetune.core.files import read_table
+    from galaxy_finetune.labels.issues import Judged, class_probs, find_suspects
+
+    classes = ["non_spiral", "spiral"]
+    by_id = labelled.reset_index(drop=True)
+    probe_of = dict(zip(by_id["id_str"], probe))
+    held = by_id[by_id["split"] != "train"].reset_index(drop=True)
+    predictions = pd.concat([read_table(project / f"data/predictions/{s}.csv") for s in ("val", "test")]).set_index("id_str")
+    dynamics = read_table(project / "models/finetuned/training_dynamics.csv")
+    dynamics = dynamics[dynamics["seen"] > 0].set_index("id_str")
+    train = by_id[(by_id["split"] == "train") & by_id["id_str"].isin(dynamics.index)].reset_index(drop=True)
+    own = {"held": class_probs(predictions.loc[held["id_str"]], classes),
+           "train": class_probs(dynamics.loc[train["id_str"]], classes)}
+    oof = {"held": np.stack([probe_of[i] for i in held["id_str"]]), "train": np.stack([probe_of[i] for i in train["id_str"]])}
+    out = {}
+    for weight in (0.0, 0.25, 0.5):
+        for filter_by in ("prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given"):
+            judged = [Judged("finetuned", held, (1 - weight) * own["held"] + weight * oof["held"]),
+                      Judged("dynamics", train, (1 - weight) * own["train"] + weight * oof["train"])]
+            flagged = find_suspects(judged, classes, filter_by=filter_by)
+            out[f"probe_weight_{weight}/{filter_by}"] = scores(flagged, flips, labelled)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flip-share", type=float, default=0.10)
@@ -226,6 +255,7 @@ def main() -> None:
         clock["previous method (OOF probe on all)"] = round(time.perf_counter() - start, 1)
         result["previous_method"] = {"oof_accuracy_vs_given": round(float(np.mean(probs.argmax(1) == labelled["label"])), 4),
                                      **scores(old, flips, labelled)}
+        result["variants"] = variants(project, labelled, probs, flips)
         result["load_end"] = load()
     finally:
         if args.keep is None:

@@ -26,7 +26,7 @@ if not __package__:  # run as a script: import this checkout's packages, never a
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import ROOT, load, provenance  # noqa: E402
-from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, TIMING  # noqa: E402
+from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, TIMING, TRAINING_TIMING  # noqa: E402
 
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 SKIP_LINE = re.compile(r"Stage '([^']+)' didn't change, skipping")
@@ -124,7 +124,8 @@ def main(argv=None) -> dict:
             "run_label": manifest["run_label"], "n_images": manifest["n_images"],
             "quickstart_repro": full, "noop_repro": noops,
             "noop_median_s": noop_walls[len(noop_walls) // 2],
-            "finetune": {k: run.get(k) for k in ("device", "epochs_run", "wall_time_s", "train_images_per_s")},
+            "finetune": {**{k: run.get(k) for k in ("device", "epochs_run")},
+                         **json.loads((repo / "metrics/training" / TRAINING_TIMING).read_text())},
             "predict_timing": timing,
             "targets": {"quickstart_le_300s": full["wall_s"] <= 300, "noop_le_3s": noop_walls[0] <= 3},
         }

@@ -120,12 +120,13 @@ def http_server(tmp_path_factory, monkeypatch):
 
 
 # The xdist groups that build end-to-end configurations (dvc repro runs, trainings in subprocesses), costliest
-# first. With `--no-loadscope-reorder` (pyproject.toml) pytest-xdist hands the groups out in collection order: these
-# go first, one to each worker as it frees up, then every other group in file order. The "pipeline" group (the
-# default configuration's repro, its sweep and the tests that change a copy) is about a third of the suite's
-# work on its own; the other worker takes the own-catalog configurations and the rest.
-HEAVY_FIRST = ("pipeline", "test_targets_e2e", "test_own_fits_e2e", "test_distributed", "test_train",
-               "test_gpu_check", "test_cli", "test_analyse", "test_finetuned_curve", "tiny_model")
+# first. With `--no-loadscope-reorder` (pyproject.toml) pytest-xdist hands the groups out in collection order, two to
+# each worker at the start (the first and third to one, the second and fourth to the other), then one to whichever
+# worker frees up. "pipeline" (the default configuration's `dvc repro`, `pipeline_run`, its queued sweep and the
+# modules reading them) is the longest; test_pipeline.py's module copies `pipeline_run` too and goes to the other
+# worker after its first group, by when the run is built (the workers share it: `pipeline_run`).
+HEAVY_FIRST = ("pipeline", "test_targets_e2e", "test_gpu_check", "test_pipeline", "test_distributed",
+               "test_own_fits_e2e", "test_train", "test_analyse", "test_cli", "test_finetuned_curve", "tiny_model")
 
 
 def _group(item) -> str:
@@ -155,15 +156,26 @@ def dead_url_base():
 
 
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory):
+def pipeline_run(tmp_path_factory, worker_id):
     """The tiny project repo after one `dvc repro`, committed: (repo, env, what dvc printed).
 
-    The one full run of the DAG that the end-to-end modules share: read it, or change a copy (`copy_repo`).
-    """
-    from tests.pipeline_repo import make_repo, repro_and_commit
+    The one full run of the DAG that the end-to-end modules share: read it, or change a copy (`copy_repo`). Under
+    pytest-xdist the workers share it too: the first to ask builds it in the session's common temporary folder
+    (a file lock makes the other wait), so the modules that need it can run on either worker."""
+    from filelock import FileLock
 
-    repo, env = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    return repo, env, repro_and_commit(repo, env, "first run")
+    from tests.pipeline_repo import dvc_env, make_repo, repro_and_commit
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by the workers of this session
+    folder, done = root / "pipeline-run", root / "pipeline-run" / "dvc-output.txt"
+    with FileLock(str(root / "pipeline-run.lock")):
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            repo, env = make_repo(folder / "repo")
+            done.write_text(repro_and_commit(repo, env, "first run"))
+    return folder / "repo", dvc_env(folder / "download-cache"), done.read_text()
 
 
 # The sweep's two experiments, each a change from the first run: `lr-0.002` sets the lr of the recipe that trains

@@ -113,9 +113,11 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     return dest
 
 
-def repro_and_commit(repo: Path, env: dict, message: str) -> str:
-    """`dvc repro`, then commit everything; returns what dvc printed."""
-    proc = run(["dvc", "repro"], repo, env)
+def repro_and_commit(repo: Path, env: dict, message: str, in_one_process: bool = False) -> str:
+    """`dvc repro`, then commit everything; returns what dvc printed. `in_one_process`: the stages run in one
+    Python process instead (tests/stage_runner.py: what they write is the same; only the default configuration's
+    run, conftest.py's `pipeline_run`, needs DVC's own `dvc repro`)."""
+    proc = run([sys.executable, "-m", "tests.stage_runner"] if in_one_process else ["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", message], repo, env)
     return proc.stdout + proc.stderr

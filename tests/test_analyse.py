@@ -61,8 +61,9 @@ def make_inputs(root: Path, n: int = 80, seed: int = 0, real_run: bool = False) 
     (model / "model.json").write_text(json.dumps({
         "arch": "convnext_nano", "classes": CLASSES, "input_size": 64, "training_mode": "full",
         "encoder": {"source": "random", "arch": "convnext_nano", "sha256": None},
-        "run": {"device": "cpu (test)", "precision": "32", "wall_time_s": 90.0, "epochs_run": 3, "best_epoch": 2,
-                "train_images_per_s": 50.0, "params": {"lr": 1e-3}, "versions": {"python": "3"}}}))
+        "run": {"device": "cpu (test)", "precision": "32", "epochs_run": 3, "best_epoch": 2,
+                "params": {"lr": 1e-3}, "versions": {"python": "3"}}}))
+    (live / "timing.json").write_text(json.dumps({"wall_time_s": 90.0, "train_images_per_s": 50.0}))
     for split, offset in (("train", 0.0), ("val", 0.1)):
         for metric, values in (("loss", [1.3, 1.0, 0.8]), ("acc", [0.4, 0.6, 0.7])):
             pd.DataFrame({"step": [10, 20, 30], metric: np.array(values) + offset}).to_csv(

@@ -1,5 +1,6 @@
-"""Issue 10 end to end: an own catalog of FITS cutouts (one-band and three-band, plain and gzipped) through
-`dvc repro`, offline with the default (Hugging Face) encoder: the catalog is used, only the weights stand in.
+"""Issue 10 end to end: an own catalog of FITS cutouts (one-band and three-band, plain and gzipped) through every
+dvc.yaml stage command (in one process: tests/stage_runner.py), offline with the default (Hugging Face) encoder:
+the catalog is used, only the weights stand in.
 
 Issue 15: the catalog's ids include text a CSV reader would take for a missing value or a number (NA, nan,
 None, null, N/A, 007...); every table the run writes must carry them as written."""
@@ -56,7 +57,7 @@ def fits_repo(tmp_path_factory):
     repo, env = make_repo(root / "repo", {
         "data": {"source": "catalog", "catalog": str(folder / "catalog.csv"), "classes": CLASSES, **FITS_VIEW},
         "scratch": {"input_size": 32, "epochs": 2, "batch_size": 8, "patience": 2}})
-    return repo, env, repro_and_commit(repo, env, "fits run"), folder
+    return repo, env, repro_and_commit(repo, env, "fits run", in_one_process=True), folder
 
 
 def test_the_own_catalog_is_used_and_only_the_weights_stand_in(fits_repo):

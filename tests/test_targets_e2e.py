@@ -1,4 +1,4 @@
-"""Issue 17 end to end: `dvc repro` of the whole DAG with `train.task: votes` and with `train.task: regression`
+"""Issue 17 end to end: the whole DAG (every dvc.yaml stage command, in one process: tests/stage_runner.py) with `train.task: votes` and with `train.task: regression`
 on a tiny own catalog (synthetic galaxies as PNGs, vote counts and fractions that depend on their shapes),
 offline with a random encoder; predict's columns, analyse's metrics.json keys and the other outputs, and that
 each run learned its targets better than the train mean (each configuration trains once: these runs are it)."""
@@ -25,7 +25,7 @@ def _repo(tmp_path_factory, task: str, data: dict, scratch: dict, split: dict):
         "train": {"task": task},
         "scratch": {"input_size": 32, "epochs": 1, "batch_size": 8, **scratch},
         "split": {"seed": 0, **split}})
-    return repo, env, repro_and_commit(repo, env, f"{task} run")
+    return repo, env, repro_and_commit(repo, env, f"{task} run", in_one_process=True)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from galaxy_finetune.core.classes import read_classes
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_model_config, read_stage_json
 from galaxy_finetune.core.gallery import thumbnail_png
-from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS
+from galaxy_finetune.core.layout import MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, TRAINING_TIMING
 from galaxy_finetune.core.neighbours import anomaly_scores
 from galaxy_finetune.core.params import AnalyseParams
 from galaxy_finetune.core.task import Task, read_task
@@ -56,7 +56,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
                   + (f" Why: {reason}" if reason else ""), ""]
     if prov.get("learning_warning"):
         lines += [f"> **Warning**: {prov['learning_warning']}", ""]
-    minutes = prov["train_wall_time_s"] / 60
+    minutes = "n/a" if prov["train_wall_time_s"] is None else f"{prov['train_wall_time_s'] / 60:.1f} min"
     weights = "n/a" if prov["model_weights"] is None else f"{prov['model_weights'] / 1e6:.1f} million"
     cal = result["calibration"]
     lines += [
@@ -68,7 +68,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
         f"| Log-loss | {result['log_loss']:.3f} (after temperature scaling: {cal['test']['log_loss_after']:.3f}) |",
         f"| Brier score (multi-class, 0-2) | {result['brier']:.3f} (after: {cal['test']['brier_after']:.3f}) |",
         f"| ECE | {result['ece']:.3f} (after: {cal['test']['ece_after']:.3f}) |",
-        f"| Training time | {minutes:.1f} min, {prov['steps_run']} steps in {prov['epochs_run']} epochs (best: step "
+        f"| Training time | {minutes}, {prov['steps_run']} steps in {prov['epochs_run']} epochs (best: step "
         f"{prov['best_step']}, epoch {prov['best_epoch']}; {prov['recipe']} recipe) |",
         f"| What fine-tuning added (val accuracy) | {percent(result['val_accuracy'])} vs "
         f"{percent(result['linear_probe_val_accuracy'])} for a linear probe of the starting encoder"
@@ -136,8 +136,10 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     manifest = read_stage_json(inputs.raw_dir / MANIFEST, "fetch_data")
     config = read_model_config(inputs.model_dir)
     timing = read_stage_json(inputs.timing, "predict") if inputs.timing else None
+    trained = inputs.live_dir / TRAINING_TIMING if inputs.live_dir else None
+    training_timing = read_stage_json(trained, "finetune_gpu") if trained and trained.is_file() else None
     try:
-        prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS))
+        prov = provenance(manifest, config, timing, count_weights(inputs.model_dir / MODEL_WEIGHTS), training_timing)
         trained_on = list(config.get("classes", []))
     except KeyError as exc:
         raise PipelineError(f"{inputs.raw_dir / MANIFEST} / {inputs.model_dir / MODEL_CONFIG}: missing key {exc}; "

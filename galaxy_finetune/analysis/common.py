@@ -71,8 +71,10 @@ def run_identity(manifest: dict) -> tuple[str, bool]:
     return manifest["run_label"], pretrained and not (manifest.get("data") or {}).get("substituted", False)
 
 
-def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n_weights: int | None = None) -> dict:
-    """Which run, data, weights, device, versions and times produced a result."""
+def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n_weights: int | None = None,
+               training_timing: dict | None = None) -> dict:
+    """Which run, data, weights, device, versions and times produced a result (`timing`: predict's; `training_timing`:
+    finetune_gpu's, metrics/training/timing.json)."""
     run, encoder = model_config["run"], model_config["encoder"]
     label, real = run_identity(manifest)
     return {
@@ -91,8 +93,8 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "recipe": run.get("recipe"),
         "device": run["device"],
         "precision": run["precision"],
-        "train_wall_time_s": run["wall_time_s"],
-        "train_images_per_s": run.get("train_images_per_s"),
+        "train_wall_time_s": (training_timing or {}).get("wall_time_s"),
+        "train_images_per_s": (training_timing or {}).get("train_images_per_s"),
         "epochs_run": run["epochs_run"],
         "best_epoch": run["best_epoch"],
         "steps_run": run.get("steps_run"),

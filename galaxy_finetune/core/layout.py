@@ -16,6 +16,9 @@ ENCODER_RECORD = "encoder.json"
 # models/finetuned/ (finetune_gpu)
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_CONFIG = "model.json"
+# metrics/training/ (finetune_gpu's dvclive folder)
+TRAINING_TIMING = "timing.json"  # wall_time_s, train_images_per_s: kept out of models/finetuned so that a rerun that
+                                 # trains the same weights leaves the model's hash, and what depends on it, unchanged
 # data/predictions/ (predict)
 TIMING = "timing.json"
 # data/embeddings/ (embed)

@@ -29,7 +29,6 @@ from galaxy_finetune.core.files import read_json, read_table
 from galaxy_finetune.core.gallery import thumbnail_png
 from galaxy_finetune.core.stats import log_loss
 from galaxy_finetune.data.store import galaxy_pixels
-from galaxy_finetune.training.probe import C_GRID
 
 ISSUE_COLUMNS = ["rank", "id_str", "split", "given_label", "suggested_label", "p_given", "p_suggested", "quality",
                  "row", "judge"]
@@ -129,6 +128,8 @@ def _logistic(C: float):
 
 def _pick_C(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> float:
     """The probe grid's C with the lowest log loss on one held-out fold of these rows alone."""
+    from galaxy_finetune.training.probe import C_GRID  # deferred: torch, which the analyse stage does not need
+
     smallest = np.bincount(labels)[np.unique(labels)].min()
     fit_idx, held = next(_stratified(int(max(2, min(folds, smallest))), seed).split(features, labels))
     losses = [log_loss(labels[held], _logistic(c).fit(features[fit_idx], labels[fit_idx]).predict_proba(features[held]),
@@ -136,9 +137,10 @@ def _pick_C(features: np.ndarray, labels: np.ndarray, folds: int, seed: int) -> 
     return C_GRID[int(np.argmin(losses))]
 
 
-def find_suspects(judged: list[Judged], classes: list[str]) -> pd.DataFrame:
-    """The label issues cleanlab finds in each judge's galaxies (id_str, label, split, row), all judges together
-    ranked by label quality, most suspect first, with the label the judge suggests instead (ISSUE_COLUMNS)."""
+def find_suspects(judged: list[Judged], classes: list[str], filter_by: str = "prune_by_noise_rate") -> pd.DataFrame:
+    """The label issues cleanlab finds (its `filter_by`) in each judge's galaxies (id_str, label, split, row), all
+    judges together ranked by label quality, most suspect first, with the label the judge suggests instead
+    (ISSUE_COLUMNS)."""
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -150,7 +152,7 @@ def find_suspects(judged: list[Judged], classes: list[str]) -> pd.DataFrame:
             continue
         with warnings.catch_warnings():  # cleanlab warns of classes with few examples; the record says how many
             warnings.simplefilter("ignore")
-            flagged = find_label_issues(labels, j.probs, filter_by="prune_by_noise_rate", n_jobs=1)
+            flagged = find_label_issues(labels, j.probs, filter_by=filter_by, n_jobs=1)
             quality = get_label_quality_scores(labels, j.probs, method="normalized_margin")
         rows = np.flatnonzero(flagged)
         suggested = j.probs[rows].argmax(1)

@@ -29,7 +29,7 @@ from galaxy_finetune.core.code_deps import package_modules
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
-                                         CHECKPOINT_LAST, MANIFEST, STORE_RECORD)
+                                         CHECKPOINT_LAST, MANIFEST, STORE_RECORD, TRAINING_TIMING)
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.data.encoder import build_encoder, encoder_record
@@ -355,7 +355,6 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "accelerator": accelerator,
         "precision": precision,
         "world_size": trainer.world_size,
-        "wall_time_s": round(wall, 1),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "epochs_run": trainer.current_epoch,
         "steps_run": trainer.global_step,
@@ -366,7 +365,6 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         **head.scores(probe, curve, keep_probe),
         "train_images": n_train,
         "samples_per_epoch": seen.per_epoch,
-        "train_images_per_s": round(sum(seen.per_epoch) / wall, 1),
         "params": train.model_dump(),
         "augment": augment.model_dump(),
         "versions": versions(),
@@ -381,7 +379,10 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         export_best(model, trainer.checkpoint_callback.best_model_path, job.model_out, config, tables)
     (job.checkpoint_dir / CHECKPOINT_INTERRUPTED).unlink(missing_ok=True)
     write_json(job.checkpoint_dir / CHECKPOINT_FINGERPRINT, {"fingerprint": inputs_fingerprint, "complete": True})
-    return run
+    timing = {"wall_time_s": round(wall, 1), "train_images_per_s": round(sum(seen.per_epoch) / wall, 1)}
+    if job.live_dir is not None:
+        write_json(job.live_dir / TRAINING_TIMING, timing)
+    return {**run, **timing}
 
 
 def model_config(encoder: dict, store: dict, train: TrainParams, augment: AugmentParams, run: dict,

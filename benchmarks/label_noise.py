@@ -163,6 +163,31 @@ def variants(project: Path, labelled: pd.DataFrame, probe: np.ndarray, flips: se
     return out
 
 
+def rescore(project: Path, flips: set[str], overrides: list[str]) -> dict:
+    """The label_budget stage rerun on a kept project with `overrides` (key=value) set in its params.yaml (restored
+    afterwards), scored against the flips."""
+    from galaxy_finetune.core.files import read_table
+    from galaxy_finetune.data.loading import read_split
+
+    path = project / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        group, name = key.split(".", 1)
+        params[group][name] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        wall = run_stage(project, "label_budget", {**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        path.write_text(before)
+    labelled = pd.concat([read_split(project / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
+                         ignore_index=True)
+    summary = json.loads((project / "metrics/label_budget/summary.json").read_text())
+    return {"overrides": overrides, "wall_s": round(wall, 1), "judges": summary["label_issues"]["judges"],
+            **scores(read_table(project / "metrics/label_budget/label_issues.csv"), flips, labelled)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--flip-share", type=float, default=0.10)
@@ -174,15 +199,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "label_noise.json")
     parser.add_argument("--rankings-of", type=Path, default=None,
                         help="only add the rankings of a project kept with --keep to --out (no pipeline run)")
+    parser.add_argument("--rescore", type=Path, default=None,
+                        help="rerun only the label_budget stage of a project kept with --keep, with --set's overrides, "
+                             "and add its scores to --out under --name (no training)")
+    parser.add_argument("--name", default="rescored")
     args = parser.parse_args()
-    if args.rankings_of is not None:
+    kept = args.rankings_of or args.rescore
+    if kept is not None:
         original = pd.read_csv(CATALOG, dtype={"id_str": str}).set_index("id_str")["label"]
-        noisy = pd.read_csv(args.rankings_of / "input" / "catalog.csv", dtype={"id_str": str}).set_index("id_str")["label"]
+        noisy = pd.read_csv(kept / "input" / "catalog.csv", dtype={"id_str": str}).set_index("id_str")["label"]
         common = noisy.index.intersection(original.index)
+        flips = set(common[noisy[common] != original[common]])
         result = json.loads(args.out.read_text())
-        result["rankings"] = rankings(args.rankings_of, set(common[noisy[common] != original[common]]))
+        if args.rankings_of is not None:
+            result["rankings"] = shown = rankings(kept, flips)
+        else:
+            result[args.name] = shown = rescore(kept, flips, args.set)
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        print(json.dumps(result["rankings"], indent=1))
+        print(json.dumps(shown, indent=1))
         return
     if not SHARED.is_dir():
         print(f"label_noise: skipped, {SHARED} is absent (the real galaxies are only on the developers' machines)")

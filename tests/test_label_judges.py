@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from galaxy_finetune.labels.budget import RANDOM_INIT, summary_line

@@ -163,6 +163,44 @@ def variants(project: Path, labelled: pd.DataFrame, probe: np.ndarray, flips: se
     return out
 
 
+def crossfit(project: Path, labelled: pd.DataFrame, flips: set[str], k: int, env: dict) -> dict:
+    """Cross-fitted fine-tuning as the train split's judge (the option the stage does not build): k trainings, each
+    on the train galaxies outside one fold (stratified, seeded), predicting that fold with the stage's own
+    finetune_gpu and predict commands in a copy of the project whose test split is the fold; then cleanlab's
+    default filter on those out-of-sample probabilities, beside the stage's judges of val and test."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from galaxy_finetune.core.files import read_table
+    from galaxy_finetune.labels.issues import Judged, class_probs, find_suspects
+
+    classes = ["non_spiral", "spiral"]
+    splits = project / "data/splits"
+    train = read_table(splits / "train.csv")
+    parts, walls = [], []
+    for fold, (fit, held) in enumerate(StratifiedKFold(k, shuffle=True, random_state=0).split(train, train["label"])):
+        copy = project / f"crossfit{fold}"
+        shutil.rmtree(copy, ignore_errors=True)
+        (copy / "data/splits").mkdir(parents=True)
+        (copy / "models").mkdir()
+        for name in ("data/raw", "data/store", "models/encoder"):
+            (copy / name).symlink_to(project / name)
+        shutil.copy(project / "params.yaml", copy / "params.yaml")
+        train.iloc[fit].to_csv(copy / "data/splits/train.csv", index=False)
+        shutil.copy(splits / "val.csv", copy / "data/splits/val.csv")
+        train.iloc[held].to_csv(copy / "data/splits/test.csv", index=False)
+        walls.append(round(run_stage(copy, "finetune_gpu", env) + run_stage(copy, "predict", env), 1))
+        parts.append(read_table(copy / "data/predictions/test.csv"))
+    predicted = pd.concat(parts, ignore_index=True).set_index("id_str")
+    train_galaxies = labelled[labelled["split"] == "train"].reset_index(drop=True)
+    held_out = labelled[labelled["split"] != "train"].reset_index(drop=True)
+    finetuned = pd.concat([read_table(project / f"data/predictions/{s}.csv") for s in ("val", "test")]).set_index("id_str")
+    judged = [Judged("finetuned", held_out, class_probs(finetuned.loc[held_out["id_str"]], classes)),
+              Judged("finetuned", train_galaxies, class_probs(predicted.loc[train_galaxies["id_str"]], classes))]
+    agreement = float(np.mean(judged[1].probs.argmax(1) == train_galaxies["label"].to_numpy()))
+    return {"k": k, "wall_s": walls, "train_agreement": round(agreement, 4),
+            **scores(find_suspects(judged, classes), flips, labelled)}
+
+
 def rescore(project: Path, flips: set[str], overrides: list[str]) -> dict:
     """The label_budget stage rerun on a kept project with `overrides` (key=value) set in its params.yaml (restored
     afterwards), scored against the flips."""
@@ -203,6 +241,8 @@ def main() -> None:
                         help="rerun only the label_budget stage of a project kept with --keep, with --set's overrides, "
                              "and add its scores to --out under --name (no training)")
     parser.add_argument("--name", default="rescored")
+    parser.add_argument("--crossfit", type=int, default=0,
+                        help="with --rescore: judge the train split by K cross-fitted fine-tunings instead (K trainings)")
     args = parser.parse_args()
     kept = args.rankings_of or args.rescore
     if kept is not None:
@@ -213,6 +253,13 @@ def main() -> None:
         result = json.loads(args.out.read_text())
         if args.rankings_of is not None:
             result["rankings"] = shown = rankings(kept, flips)
+        elif args.crossfit:
+            from galaxy_finetune.data.loading import read_split
+
+            labelled = pd.concat([read_split(kept / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
+                                 ignore_index=True)
+            result[args.name] = shown = crossfit(kept, labelled, flips, args.crossfit,
+                                                 {**os.environ, "PYTHONPATH": str(ROOT)})
         else:
             result[args.name] = shown = rescore(kept, flips, args.set)
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -227,7 +274,7 @@ def main() -> None:
     from galaxy_finetune.labels.budget import pca_project
     from galaxy_finetune.labels.features import frozen_features
     from galaxy_finetune.labels.issues import Judged, find_suspects, out_of_fold_probs
-    from galaxy_finetune.training.model_io import read_config
+    from galaxy_finetune.core.files import read_model_config
 
     result = provenance(catalog="gz2_spiral", encoder="imagenet-efficientnet-lite0", input_size=args.input_size,
                         flip_share=args.flip_share, copies=args.copies, seed=args.seed, overrides=args.set)
@@ -280,7 +327,7 @@ def main() -> None:
 
         # the method this replaced: one out-of-fold probe on frozen features judging every label
         start = time.perf_counter()
-        features = frozen_features(project / "models/encoder", read_config(project / "models/finetuned"),
+        features = frozen_features(project / "models/encoder", read_model_config(project / "models/finetuned"),
                                    project / "data/store", labelled["row"], 64)
         train = np.flatnonzero(labelled["split"].to_numpy() == "train")
         x = pca_project(features[train], features, 40)

@@ -56,7 +56,8 @@ def evidence(galaxies: pd.DataFrame, truth: np.ndarray, pretrained: bool = True,
     return Evidence(pretrained, "test features", judged, None, 0.95, copies)
 
 
-def budget_inputs(out_dir, wrong: dict[int, str] | None = None, pretrained: bool = True) -> dict:
+def budget_inputs(out_dir, wrong: dict[int, str] | None = None, pretrained: bool = True, **labels) -> dict:
+    """label_budget() on galaxies_and_truth(wrong); `labels`: LabelsParams values other than PARAMS'."""
     galaxies, features, truth = galaxies_and_truth(wrong)
-    return label_budget(galaxies, features, CLASSES, PARAMS, out_dir, evidence(galaxies, truth, pretrained), None,
-                        bootstrap_samples=50)
+    return label_budget(galaxies, features, CLASSES, PARAMS.model_copy(update=labels), out_dir,
+                        evidence(galaxies, truth, pretrained), None, bootstrap_samples=50)

@@ -114,3 +114,14 @@ def test_training_dynamics_give_a_hard_label_the_lowest_margin():
     restored = TrainingDynamics(6, 2)
     restored.load_state_dict(dynamics.state_dict())
     assert restored.table(galaxies, ["round", "spiral"]).equals(table)
+
+
+def test_the_cleanlab_filter_is_a_parameter_and_the_record_names_it(tmp_path):
+    wrong = {5: "train", 61: "train", 130: "test"}
+    default = budget_inputs(tmp_path / "default", wrong=wrong)["label_issues"]
+    every = budget_inputs(tmp_path / "every", wrong=wrong, filter_by="predicted_neq_given")["label_issues"]
+    # every disagreement of a judge with the given label: at least what the noise-rate pruning keeps
+    assert every["n_flagged"] >= default["n_flagged"] >= 3
+    assert "(predicted_neq_given)" in every["method"] and "(prune_by_noise_rate)" in default["method"]
+    flagged = pd.read_csv(tmp_path / "every/label_issues.csv")
+    assert {"x005", "x061", "x130"} <= set(flagged["id_str"])

@@ -246,6 +246,10 @@ class LabelsParams(_Group):
     # who judges the train split's labels (val and test: the fine-tuned model's predictions): dynamics (the
     # fine-tuning run's training dynamics) | probe (out-of-fold probe on pretrained frozen features) | none
     train_judge: Literal["dynamics", "probe", "none"] = "dynamics"
+    # cleanlab's find_label_issues filter: fewer flags and a higher share of real ones (confident_learning), or more
+    # of the wrong labels among more flags (predicted_neq_given); measured in docs/label-budget.md
+    filter_by: Literal["prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given"] = \
+        "prune_by_noise_rate"
     # auto: measured on near copies of the run's own galaxies (data/duplicates.py); or a cosine set by hand
     near_duplicate_cosine: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = "auto"
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once

@@ -105,7 +105,7 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
                        "mean": pd.DataFrame(columns=["n_labels", "random", *params.acquisition]), "saving": None}
 
         start = time.perf_counter()
-        suspects = find_suspects(evidence.judged, classes)
+        suspects = find_suspects(evidence.judged, classes, params.filter_by)
         clock["label_issues_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -132,7 +132,8 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
         "train_labels": int(evidence.train_labels if evidence.train_labels is not None else len(idx["train"])),
         "finetuned_val_accuracy": evidence.finetuned_val_accuracy,
         "label_issues": issues_record(suspects, sum(len(j.galaxies) for j in evidence.judged) or n_all,
-                                      judge_records(evidence.judged, suspects), evidence.not_judged),
+                                      judge_records(evidence.judged, suspects), evidence.not_judged,
+                                      params.filter_by),
         "duplicates": {"exact": int(exact), "near": None if near_record["threshold"] is None else int(len(near)),
                        "near_threshold_cosine": near_record["threshold"], "near_calibration": near_record},
         "wall_s": {k: round(v, 2) for k, v in clock.items()},

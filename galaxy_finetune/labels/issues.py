@@ -182,11 +182,12 @@ def judge_records(judged: list[Judged], suspects: pd.DataFrame, accuracy: dict[s
     return out
 
 
-def issues_record(suspects: pd.DataFrame, n_labelled: int, judges: dict, not_judged: str | None = None) -> dict:
+def issues_record(suspects: pd.DataFrame, n_labelled: int, judges: dict, not_judged: str | None = None,
+                  filter_by: str = "prune_by_noise_rate") -> dict:
     """metrics.json's label_issues: how many labels look wrong, by which judge, and what that rests on."""
     return {"n_flagged": int(len(suspects)), "n_labelled": int(n_labelled),
             "share": round(len(suspects) / n_labelled, 4) if n_labelled else None,
-            "method": "cleanlab find_label_issues (prune_by_noise_rate) on each judge's probabilities",
+            "method": f"cleanlab find_label_issues ({filter_by}) on each judge's probabilities",
             "judges": judges, "not_judged": not_judged,
             "most_suspect": suspects["id_str"].head(3).tolist()}
 

@@ -166,7 +166,7 @@ def variants(project: Path, labelled: pd.DataFrame, probe: np.ndarray, flips: se
 def crossfit(project: Path, labelled: pd.DataFrame, flips: set[str], k: int, env: dict) -> dict:
     """Cross-fitted fine-tuning as the train split's judge (the option the stage does not build): k trainings, each
     on the train galaxies outside one fold (stratified, seeded), predicting that fold with the stage's own
-    finetune_gpu and predict commands in a copy of the project whose test split is the fold; then cleanlab's
+    finetune_gpu, embed and predict commands in a copy of the project whose test split is the fold; then cleanlab's
     default filter on those out-of-sample probabilities, beside the stage's judges of val and test."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -179,16 +179,21 @@ def crossfit(project: Path, labelled: pd.DataFrame, flips: set[str], k: int, env
     parts, walls = [], []
     for fold, (fit, held) in enumerate(StratifiedKFold(k, shuffle=True, random_state=0).split(train, train["label"])):
         copy = project / f"crossfit{fold}"
-        shutil.rmtree(copy, ignore_errors=True)
-        (copy / "data/splits").mkdir(parents=True)
-        (copy / "models").mkdir()
-        for name in ("data/raw", "data/store", "models/encoder"):
-            (copy / name).symlink_to(project / name)
-        shutil.copy(project / "params.yaml", copy / "params.yaml")
-        train.iloc[fit].to_csv(copy / "data/splits/train.csv", index=False)
-        shutil.copy(splits / "val.csv", copy / "data/splits/val.csv")
-        train.iloc[held].to_csv(copy / "data/splits/test.csv", index=False)
-        walls.append(round(run_stage(copy, "finetune_gpu", env) + run_stage(copy, "predict", env), 1))
+        trained = (copy / "models/finetuned/model.json").is_file() and (copy / "data/splits/train.csv").is_file() \
+            and read_table(copy / "data/splits/train.csv")["id_str"].tolist() == train["id_str"].iloc[fit].tolist()
+        if not trained:  # (a fold trained by an earlier call on this kept project is reused)
+            shutil.rmtree(copy, ignore_errors=True)
+            (copy / "data/splits").mkdir(parents=True)
+            (copy / "models").mkdir()
+            for name in ("data/raw", "data/store", "models/encoder"):
+                (copy / name).symlink_to(project / name)
+            shutil.copy(project / "params.yaml", copy / "params.yaml")
+            train.iloc[fit].to_csv(copy / "data/splits/train.csv", index=False)
+            shutil.copy(splits / "val.csv", copy / "data/splits/val.csv")
+            train.iloc[held].to_csv(copy / "data/splits/test.csv", index=False)
+        # predict's shift score reads the embed stage's reference of the training set
+        walls.append(round(sum(run_stage(copy, name, env) for name in ("finetune_gpu", "embed", "predict")
+                               if name != "finetune_gpu" or not trained), 1))
         parts.append(read_table(copy / "data/predictions/test.csv"))
     predicted = pd.concat(parts, ignore_index=True).set_index("id_str")
     train_galaxies = labelled[labelled["split"] == "train"].reset_index(drop=True)

@@ -14,29 +14,6 @@ from __future__ import annotations
 import runpy
 import shlex
 import sys
-from graphlib import TopologicalSorter
-from pathlib import Path
-
-import yaml
-
-
-def _paths(entries) -> list[str]:
-    """The paths of a stage's deps/outs/metrics/plots list (an entry is a path or {path: options})."""
-    return [p for e in entries or [] for p in ([e] if isinstance(e, str) else e)]
-
-
-def stage_order(dvc_yaml: dict) -> list[str]:
-    """dvc.yaml's stages, each after every stage whose output it depends on."""
-    stages = dvc_yaml["stages"]
-    made_by = {out.rstrip("/"): name for name, st in stages.items()
-               for key in ("outs", "metrics", "plots") for out in _paths(st.get(key))}
-
-    def producers(dep: str):
-        dep = dep.rstrip("/")
-        return {made_by[out] for out in made_by if dep == out or dep.startswith(out + "/")}
-
-    graph = {name: set().union(*map(producers, _paths(st.get("deps")))) - {name} for name, st in stages.items()}
-    return list(TopologicalSorter(graph).static_order())
 
 
 def run_stage_cmd(cmd: str) -> None:
@@ -53,15 +30,17 @@ def run_stage_cmd(cmd: str) -> None:
 
 
 def main() -> None:
-    dvc_yaml = yaml.safe_load(Path("dvc.yaml").read_text())
-    for name in stage_order(dvc_yaml):
-        print(f"Running stage '{name}':", flush=True)  # as dvc repro says it (tests/pipeline_repo.ran reads it)
-        run_stage_cmd(dvc_yaml["stages"][name]["cmd"])
-        sys.stdout.flush()
-        sys.stderr.flush()
+    import networkx as nx
     from dvc.repo import Repo
 
     with Repo() as repo:
+        # DVC's own stage graph (an edge from each stage to the stages it depends on), post-ordered as `dvc repro`
+        # plans its runs: every stage after the stages whose outputs it reads
+        for stage in nx.dfs_postorder_nodes(repo.index.graph):
+            print(f"Running stage '{stage.name}':", flush=True)  # as dvc repro says it (tests/pipeline_repo.ran)
+            run_stage_cmd(stage.cmd)
+            sys.stdout.flush()
+            sys.stderr.flush()
         repo.commit(force=True)
         for stage in repo.index.stages:
             stage.ignore_outs()

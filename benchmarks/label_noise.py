@@ -79,6 +79,24 @@ def noisy_catalog(folder: Path, flip_share: float, n_copies: int, seed: int) -> 
     return path, set(catalog.loc[flipped, "id_str"]), copies
 
 
+STAGE_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}  # the stages import this checkout's package
+
+
+def labelled_galaxies(project: Path) -> pd.DataFrame:
+    """Every galaxy of the project's three splits (id_str, label, row, ...), with its `split`."""
+    from galaxy_finetune.data.loading import read_split
+
+    return pd.concat([read_split(project / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
+                     ignore_index=True)
+
+
+def finetuned_predictions(project: Path) -> pd.DataFrame:
+    """The fine-tuned model's predictions of val and test (data/predictions/)."""
+    from galaxy_finetune.core.files import read_table
+
+    return pd.concat([read_table(project / f"data/predictions/{s}.csv") for s in ("val", "test")], ignore_index=True)
+
+
 def run_stage(project: Path, name: str, env: dict) -> float:
     """One stage's dvc.yaml command in `project` (the package from this checkout); its wall seconds."""
     cmd = " ".join(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]["cmd"].split())
@@ -140,24 +158,18 @@ def variants(project: Path, labelled: pd.DataFrame, probe: np.ndarray, flips: se
     probe's probabilities (`probe`: (N, C) for `labelled`'s rows, each from a probe that never saw the row's
     label), under each of cleanlab's filters."""
     from galaxy_finetune.core.files import read_table
-    from galaxy_finetune.labels.issues import Judged, class_probs, find_suspects
+    from galaxy_finetune.labels.issues import Judged, dynamics_judged, find_suspects, finetuned_judged
 
     classes = ["non_spiral", "spiral"]
-    by_id = labelled.reset_index(drop=True)
-    probe_of = dict(zip(by_id["id_str"], probe))
-    held = by_id[by_id["split"] != "train"].reset_index(drop=True)
-    predictions = pd.concat([read_table(project / f"data/predictions/{s}.csv") for s in ("val", "test")]).set_index("id_str")
-    dynamics = read_table(project / "models/finetuned/training_dynamics.csv")
-    dynamics = dynamics[dynamics["seen"] > 0].set_index("id_str")
-    train = by_id[(by_id["split"] == "train") & by_id["id_str"].isin(dynamics.index)].reset_index(drop=True)
-    own = {"held": class_probs(predictions.loc[held["id_str"]], classes),
-           "train": class_probs(dynamics.loc[train["id_str"]], classes)}
-    oof = {"held": np.stack([probe_of[i] for i in held["id_str"]]), "train": np.stack([probe_of[i] for i in train["id_str"]])}
+    probe_of = dict(zip(labelled["id_str"], probe))
+    own = [finetuned_judged(finetuned_predictions(project), labelled[labelled["split"] != "train"], classes),
+           dynamics_judged(read_table(project / "models/finetuned/training_dynamics.csv"),
+                           labelled[labelled["split"] == "train"], classes)]
+    oof = [np.stack([probe_of[i] for i in j.galaxies["id_str"]]) for j in own]
     out = {}
     for weight in (0.0, 0.25, 0.5):
         for filter_by in ("prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given"):
-            judged = [Judged("finetuned", held, (1 - weight) * own["held"] + weight * oof["held"]),
-                      Judged("dynamics", train, (1 - weight) * own["train"] + weight * oof["train"])]
+            judged = [Judged(j.judge, j.galaxies, (1 - weight) * j.probs + weight * o) for j, o in zip(own, oof)]
             flagged = find_suspects(judged, classes, filter_by=filter_by)
             out[f"probe_weight_{weight}/{filter_by}"] = scores(flagged, flips, labelled)
     return out
@@ -171,7 +183,7 @@ def crossfit(project: Path, labelled: pd.DataFrame, flips: set[str], k: int, env
     from sklearn.model_selection import StratifiedKFold
 
     from galaxy_finetune.core.files import read_table
-    from galaxy_finetune.labels.issues import Judged, class_probs, find_suspects
+    from galaxy_finetune.labels.issues import find_suspects, finetuned_judged
 
     classes = ["non_spiral", "spiral"]
     splits = project / "data/splits"
@@ -195,14 +207,9 @@ def crossfit(project: Path, labelled: pd.DataFrame, flips: set[str], k: int, env
         walls.append(round(sum(run_stage(copy, name, env) for name in ("finetune_gpu", "embed", "predict")
                                if name != "finetune_gpu" or not trained), 1))
         parts.append(read_table(copy / "data/predictions/test.csv"))
-    predicted = pd.concat(parts, ignore_index=True).set_index("id_str")
-    train_galaxies = labelled[labelled["split"] == "train"].reset_index(drop=True)
-    held_out = labelled[labelled["split"] != "train"].reset_index(drop=True)
-    finetuned = pd.concat([read_table(project / f"data/predictions/{s}.csv") for s in ("val", "test")]).set_index("id_str")
-    judged = [Judged("finetuned", held_out, class_probs(finetuned.loc[held_out["id_str"]], classes)),
-              Judged("finetuned", train_galaxies, class_probs(predicted.loc[train_galaxies["id_str"]], classes))]
-    agreement = float(np.mean(judged[1].probs.argmax(1) == train_galaxies["label"].to_numpy()))
-    return {"k": k, "wall_s": walls, "train_agreement": round(agreement, 4),
+    judged = [finetuned_judged(finetuned_predictions(project), labelled[labelled["split"] != "train"], classes),
+              finetuned_judged(pd.concat(parts, ignore_index=True), labelled[labelled["split"] == "train"], classes)]
+    return {"k": k, "wall_s": walls, "train_agreement": round(judged[1].agreement, 4),
             **scores(find_suspects(judged, classes), flips, labelled)}
 
 
@@ -210,7 +217,6 @@ def rescore(project: Path, flips: set[str], overrides: list[str]) -> dict:
     """The label_budget stage rerun on a kept project with `overrides` (key=value) set in its params.yaml (restored
     afterwards), scored against the flips."""
     from galaxy_finetune.core.files import read_table
-    from galaxy_finetune.data.loading import read_split
 
     path = project / "params.yaml"
     before = path.read_text()
@@ -221,11 +227,10 @@ def rescore(project: Path, flips: set[str], overrides: list[str]) -> dict:
         params[group][name] = yaml.safe_load(value)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        wall = run_stage(project, "label_budget", {**os.environ, "PYTHONPATH": str(ROOT)})
+        wall = run_stage(project, "label_budget", STAGE_ENV)
     finally:
         path.write_text(before)
-    labelled = pd.concat([read_split(project / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
-                         ignore_index=True)
+    labelled = labelled_galaxies(project)
     summary = json.loads((project / "metrics/label_budget/summary.json").read_text())
     return {"overrides": overrides, "wall_s": round(wall, 1), "judges": summary["label_issues"]["judges"],
             **scores(read_table(project / "metrics/label_budget/label_issues.csv"), flips, labelled)}
@@ -259,12 +264,7 @@ def main() -> None:
         if args.rankings_of is not None:
             result["rankings"] = shown = rankings(kept, flips)
         elif args.crossfit:
-            from galaxy_finetune.data.loading import read_split
-
-            labelled = pd.concat([read_split(kept / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
-                                 ignore_index=True)
-            result[args.name] = shown = crossfit(kept, labelled, flips, args.crossfit,
-                                                 {**os.environ, "PYTHONPATH": str(ROOT)})
+            result[args.name] = shown = crossfit(kept, labelled_galaxies(kept), flips, args.crossfit, STAGE_ENV)
         else:
             result[args.name] = shown = rescore(kept, flips, args.set)
         args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -275,7 +275,6 @@ def main() -> None:
         return
     from benchmarks.harness import load, provenance
     from galaxy_finetune.core.files import read_table
-    from galaxy_finetune.data.loading import read_split
     from galaxy_finetune.labels.budget import pca_project
     from galaxy_finetune.labels.features import frozen_features
     from galaxy_finetune.labels.issues import Judged, find_suspects, out_of_fold_probs
@@ -298,11 +297,10 @@ def main() -> None:
             group, name = key.split(".", 1)
             params[group][name] = yaml.safe_load(value)
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = STAGE_ENV
         for name in STAGES:
             clock[name] = round(run_stage(project, name, env), 1)
-        labelled = pd.concat([read_split(project / "data/splits", s).assign(split=s) for s in ("train", "val", "test")],
-                             ignore_index=True)
+        labelled = labelled_galaxies(project)
         summary = json.loads((project / "metrics/label_budget/summary.json").read_text())
         flagged = read_table(project / "metrics/label_budget/label_issues.csv")
         result["finetune"] = {k: v for k, v in json.loads((project / "metrics/training/metrics.json").read_text()).items()

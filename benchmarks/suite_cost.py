@@ -37,15 +37,12 @@ if not __package__:  # run as a script: import this checkout's packages, never a
 from benchmarks.harness import ROOT, load, provenance  # noqa: E402
 
 HOOK = '''
-import atexit, json, os, resource, sys, time
-_start = time.time()
+import atexit, json, os, resource, sys
 
 def _suite_cost_record():
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    line = {"pid": os.getpid(), "argv": [os.path.basename(a) for a in sys.argv[:3]],
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "wall_s": round(time.time() - _start, 3),
-            "torch": "torch" in sys.modules, "worker": os.environ.get("PYTEST_XDIST_WORKER", ""),
-            "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
+    line = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3), "torch": "torch" in sys.modules,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", ""), "test": os.environ.get("PYTEST_CURRENT_TEST", "")}
     try:
         with open(os.environ["SUITE_COST_LOG"], "a") as log:
             log.write(json.dumps(line) + "\\n")

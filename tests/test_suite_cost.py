@@ -6,15 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from benchmarks.suite_cost import HOOK, summarise
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def record(cpu_s, test="", worker="gw0", torch=False):
-    return {"pid": 1, "argv": ["x"], "cpu_s": cpu_s, "wall_s": cpu_s, "torch": torch, "worker": worker, "test": test}
+    return {"cpu_s": cpu_s, "torch": torch, "worker": worker, "test": test}
 
 
 def test_processes_are_grouped_by_module_and_start_ups_are_capped_at_the_baseline():

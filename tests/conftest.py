@@ -129,6 +129,10 @@ HEAVY_FIRST = ("pipeline", "test_targets_e2e", "test_gpu_check", "test_pipeline"
                "test_own_fits_e2e", "test_train", "test_analyse", "test_cli", "test_finetuned_curve", "tiny_model")
 
 
+# the session fixtures built by real `dvc repro` and `dvc exp run` commands: a test that uses one is in the slow lane
+DVC_RUNS = {"pipeline_run", "sweep", "pipeline_two_runs"}
+
+
 def _group(item) -> str:
     return "_".join(sorted(str(m.args[0]) for m in item.iter_markers("xdist_group")))
 
@@ -141,6 +145,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if DVC_RUNS & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)  # it reads a real `dvc repro`: the slow lane, whatever its module says
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     order = {id(item): i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank.get(_group(item), len(rank)), order[id(item)]))

@@ -270,6 +270,7 @@ def test_validation_and_residuals_happen_once(tmp_path, monkeypatch):
     assert calls == {"check": 2, "residuals": 1}  # test and val predictions once each
 
 
+@pytest.mark.slow  # the analyse stage in its own process
 def test_stage_failure_midway_keeps_previous_outputs_and_leaves_no_temporaries(tmp_path):
     inputs = make_inputs(tmp_path / "in", n=12)
     ok = run_stage(inputs, tmp_path / "out")

@@ -45,6 +45,7 @@ def fit_stderr(mode: str, tmp_path) -> str:
     return proc.stderr
 
 
+@pytest.mark.slow  # a stage's fit in a fresh interpreter, with its own stderr
 def test_quiet_logs_drop_adverts_and_library_deprecations_but_keep_real_warnings(tmp_path):
     loud, quiet = fit_stderr("loud", tmp_path), fit_stderr("quiet", tmp_path)
     for noise in ("litlogger", "litmodels", "_pytree", "TPU available"):

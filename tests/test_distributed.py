@@ -15,6 +15,8 @@ from galaxy_finetune.data.split import read_catalog
 from tests.pipeline_repo import checkout_env, stage_cmd
 from tests.tiny import RANDOM_INIT_RECIPE, prepare
 
+pytestmark = pytest.mark.slow  # two-process DDP training and galaxy-classify
+
 
 def _params(devices: int, batch_size: int) -> dict:
     return {"data": {"source": "synthetic", "synthetic_n_per_class": 8, "synthetic_image_size": 32},

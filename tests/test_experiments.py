@@ -11,7 +11,7 @@ from galaxy_finetune.core.layout import CATALOG, MODEL_WEIGHTS
 from tests.pipeline_repo import copy_repo, in_dag_order, ran, run
 
 # with pytest-xdist: the modules that share the session's tiny dvc repro (and its sweep) run on one worker
-pytestmark = pytest.mark.xdist_group("pipeline")
+pytestmark = [pytest.mark.xdist_group("pipeline"), pytest.mark.slow]  # the tiny project's `dvc repro`
 
 
 def test_queued_sweep_runs_both_experiments(sweep):

@@ -21,7 +21,7 @@ from galaxy_finetune.inference.similar import main as similar_main
 from tests.pipeline_repo import run
 
 # with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
-pytestmark = pytest.mark.xdist_group("pipeline")
+pytestmark = [pytest.mark.xdist_group("pipeline"), pytest.mark.slow]  # the tiny project's `dvc repro`
 
 CLASSES = list(GALAXY_MNIST_CLASSES)
 CHROMIUM = "/usr/bin/chromium"

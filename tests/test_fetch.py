@@ -55,7 +55,7 @@ def test_offline_error_names_what_is_missing_and_writes_nothing(tmp_path):
     assert not (tmp_path / "raw").exists() and not (tmp_path / "encoder").exists()
 
 
-def _own_catalog(tmp_path, n_per_class=2):
+def _own_catalog(tmp_path, n_per_class=3):
     folder = tmp_path / "mine"
     folder.mkdir()
     rows = []
@@ -70,24 +70,24 @@ def test_own_catalog_is_kept_when_only_the_weights_are_missing(tmp_path, capsys)
     """Issue 10, case 1: the user's galaxies are never swapped for synthetic ones."""
     params = Params.model_validate({"data": {"source": "catalog", "catalog": str(_own_catalog(tmp_path))}})
     manifest = _fetch(params, tmp_path)
-    assert manifest["source"] == "catalog" and not manifest["data"]["substituted"] and manifest["n_images"] == 8
-    assert manifest["run_label"] == "own catalog, 8 galaxies | no pretraining: random ConvNeXt-Nano"
+    assert manifest["source"] == "catalog" and not manifest["data"]["substituted"] and manifest["n_images"] == 12
+    assert manifest["run_label"] == "own catalog, 12 galaxies | no pretraining: random ConvNeXt-Nano"
     assert len(manifest["substitutions"]) == 1 and "hf_hub:" in manifest["substitutions"][0]
-    assert "own catalog, 8 galaxies" in capsys.readouterr().err
+    assert "own catalog, 12 galaxies" in capsys.readouterr().err
 
 
 def test_explicit_synthetic_and_random_substitutes_nothing(tmp_path):
-    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 2,
+    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 3,
                                              "synthetic_image_size": 32},
                                     "model": {"encoder": "random", "random_arch": "convnext_atto"}})
     manifest = _fetch(params, tmp_path)
-    assert manifest["substitutions"] == [] and manifest["n_images"] == 8
-    assert manifest["run_label"] == "synthetic galaxies, 8 galaxies | no pretraining: random ConvNeXt-Atto"
+    assert manifest["substitutions"] == [] and manifest["n_images"] == 12
+    assert manifest["run_label"] == "synthetic galaxies, 12 galaxies | no pretraining: random ConvNeXt-Atto"
     assert manifest["encoder"]["arch"] == "convnext_atto"
 
 
 def test_missing_weights_use_model_random_arch(tmp_path):
-    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 2,
+    params = Params.model_validate({"data": {"source": "synthetic", "synthetic_n_per_class": 3,
                                              "synthetic_image_size": 32},
                                     "model": {"random_arch": "convnext_atto"}})
     assert _fetch(params, tmp_path)["encoder"]["arch"] == "convnext_atto"
@@ -132,7 +132,8 @@ def test_ids_that_look_like_paths_never_become_file_names(tmp_path):
     """Issue 11, bug 1: ids are data; nothing is written under an id's name, inside the project or out."""
     catalog = _own_catalog(tmp_path)
     outside = tmp_path / "outside"
-    weird = [str(outside / "abs"), "../../escape", "a/b/c", "a\\b\\c", "x" * 5000, "galaxie_été_銀河", "..", "."]
+    weird = [str(outside / "abs"), "../../escape", "a/b/c", "a\\b\\c", "x" * 5000, "galaxie_été_銀河", "..", ".",
+             "-", "NA", "007", "id with spaces"]
     frame = pd.read_csv(catalog)
     frame["id_str"] = weird
     frame.to_csv(catalog, index=False)
@@ -171,7 +172,7 @@ def test_a_class_the_dataset_lacks_is_one_line(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
-def _named_catalog(tmp_path, names, n_per_class=2):
+def _named_catalog(tmp_path, names, n_per_class=3):
     """A catalog labelled with its own class names (no data.classes), `n_per_class` 20 px images each."""
     folder = tmp_path / "named"
     folder.mkdir()
@@ -194,7 +195,7 @@ def test_own_class_names_are_read_from_the_catalog_said_and_recorded(tmp_path, c
     args = type("Args", (), {"raw_out": tmp_path / "raw", "encoder_out": tmp_path / "encoder"})
     stage.main(args, params)
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line == ("fetch_data: own catalog, 8 galaxies | no pretraining: random ConvNeXt-Nano; classes read from "
+    assert line == ("fetch_data: own catalog, 12 galaxies | no pretraining: random ConvNeXt-Nano; classes read from "
                     "the catalog's labels (data.classes is empty): ['cigar', 'edge', 'round', 'spiral'], "
                     "label i = classes[i]")
     assert read_json(tmp_path / "raw" / SOURCE)["classes"] == ["cigar", "edge", "round", "spiral"]
@@ -226,3 +227,146 @@ def test_ten_classes_train_with_nothing_but_data_catalog_set(tmp_path):
              FinetuneJob(paths.raw, paths.store, paths.splits, paths.encoder, tmp_path / "model", tmp_path / "live",
                          tmp_path / "ckpt"))
     assert read_json(tmp_path / "model" / "model.json")["classes"] == sorted(names)
+
+
+def _stage(tmp_path, params: dict, capsys) -> tuple[int, str]:
+    """fetch_data as `dvc repro` runs it (its argv, params.yaml, the error shell): (exit status, stderr)."""
+    import yaml
+
+    from galaxy_finetune.core.cli import run_stage
+    from stages import fetch_data as stage
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = ["--params", str(tmp_path / "params.yaml"), str(tmp_path / "raw"), str(tmp_path / "encoder")]
+    try:
+        run_stage(stage.__doc__, stage.add_arguments, stage.main, argv)
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    return status, capsys.readouterr().err
+
+
+def _outputs(tmp_path) -> dict:
+    return {p.relative_to(tmp_path): p.read_bytes() for folder in ("raw", "encoder")
+            for p in sorted((tmp_path / folder).rglob("*")) if p.is_file()}
+
+
+def test_issue37_a_catalog_with_a_header_and_no_rows_is_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GALAXY_FINETUNE_CACHE", str(tmp_path / "cache"))
+    catalog = _named_catalog(tmp_path, ["round", "cigar"], n_per_class=5)
+    params = {"data": {"source": "catalog", "catalog": str(catalog)}, "model": {"encoder": "random"}}
+    assert _stage(tmp_path, params, capsys)[0] == 0
+    before = _outputs(tmp_path)
+    catalog.write_text("id_str,file_loc,label\n")
+    status, err = _stage(tmp_path, params, capsys)
+    assert status == 1
+    assert err.strip().splitlines() == [f"error: {catalog}: the catalog holds no galaxies (a header and no rows); "
+                                        f"add one row per galaxy"]
+    assert _outputs(tmp_path) == before
+
+
+def test_issue37_a_class_one_row_has_is_refused_before_decoding_naming_it_its_row_and_the_close_name(
+        tmp_path, capsys, monkeypatch):
+    """A typo'd label among GalaxyMNIST's names is one line from fetch_data, before the store decodes anything."""
+    from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
+
+    monkeypatch.setenv("GALAXY_FINETUNE_CACHE", str(tmp_path / "cache"))
+    catalog = _named_catalog(tmp_path, list(GALAXY_MNIST_CLASSES), n_per_class=5)
+    params = {"data": {"source": "catalog", "catalog": str(catalog)}, "model": {"encoder": "random"}}
+    assert _stage(tmp_path, params, capsys)[0] == 0
+    before = _outputs(tmp_path)
+    frame = pd.read_csv(catalog)
+    frame.loc[7, "label"] = "barred_spiral"
+    frame.to_csv(catalog, index=False)
+    status, err = _stage(tmp_path, params, capsys)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert lines == [f"error: {catalog}: class 'barred_spiral' has 1 galaxy (row 7), too few to split: a class needs "
+                     f"3 (one for train, val and test). Is it a typo of 'unbarred_spiral'? Fix the label, add galaxies "
+                     f"of that class, or drop its rows from the catalog"]
+    assert _outputs(tmp_path) == before
+
+
+def test_issue37_class_sizes_count_the_catalogs_own_splits(tmp_path):
+    """A class needs one training galaxy and one for each split that is drawn, not given by the catalog."""
+    from galaxy_finetune.core.task import Task
+
+    task = Task("classification", ("a", "b"))
+    frame = pd.DataFrame({"id_str": [f"g{i}" for i in range(12)], "label": [0] * 10 + [1] * 2,
+                          "label_name": ["a"] * 10 + ["b"] * 2, "split": ""})
+    with pytest.raises(PipelineError, match=r"^cat.csv: class 'b' has 2 galaxies \(rows 10, 11\), too few to split: "
+                                            r"a class needs 3 \(one for train, val and test\)\. Fix"):
+        task.check_splittable(frame, "cat.csv")
+    frame.loc[11, "split"] = "test"  # the catalog's own test set: b needs one for train and one for val
+    frame.loc[0, "split"] = "test"
+    with pytest.raises(PipelineError, match=r"class 'b' has 1 galaxy outside the catalog's own val/test rows "
+                                            r"\(rows 10, 11\), too few to split: a class needs 2 \(one for train and val\)"):
+        task.check_splittable(frame, "cat.csv")
+    frame.loc[10, "split"] = "val"
+    frame.loc[1, "split"] = "val"
+    with pytest.raises(PipelineError, match=r"class 'b' has 0 galaxies .* a class needs 1 \(one for train\)"):
+        task.check_splittable(frame, "cat.csv")
+    frame["split"] = ""
+    frame["label"], frame["label_name"] = [0] * 6 + [1] * 6, ["a"] * 6 + ["b"] * 6
+    task.check_splittable(frame, "cat.csv")  # 6 each: fine
+
+
+# ---- issue 36: a no-change rerun decides before it imports pandas (data/recheck.py, data/witness.py)
+
+def _full_run_forbidden(monkeypatch):
+    import galaxy_finetune.data.fetch as fetch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the full fetch_data ran")
+
+    monkeypatch.setattr(fetch, "fetch_data", refuse)
+
+
+def test_issue36_an_unchanged_rerun_is_decided_by_the_recheck_alone_and_says_what_stood_in(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from galaxy_finetune.data.recheck import fetch_if_changed
+
+    monkeypatch.setenv("GALAXY_FINETUNE_CACHE", str(tmp_path / "cache"))
+    params = Params.model_validate({"data": {"synthetic_n_per_class": 3, "synthetic_image_size": 32}})
+    first = fetch_if_changed(params, tmp_path / "raw", tmp_path / "encoder")  # the quickstart: both stand in
+    assert first["substitutions"] and (tmp_path / "raw" / "recheck.json").is_file()
+    capsys.readouterr()
+    before = _outputs(tmp_path)
+    _full_run_forbidden(monkeypatch)
+    assert fetch_if_changed(params, tmp_path / "raw", tmp_path / "encoder") == first
+    out, err = capsys.readouterr()
+    assert "fetch_data: nothing changed since the last run" in out and "OFFLINE STAND-IN" in err
+    assert _outputs(tmp_path) == before
+
+
+@pytest.mark.parametrize("change", ["image", "param", "catalog", "host", "output", "code"])
+def test_issue36_whatever_the_full_run_read_that_changes_sends_the_rerun_to_it(tmp_path, monkeypatch, change):
+    import galaxy_finetune.data.fetch as fetch
+    from galaxy_finetune.data import encoder, witness
+
+    monkeypatch.setenv("GALAXY_FINETUNE_CACHE", str(tmp_path / "cache"))
+    catalog = _own_catalog(tmp_path)
+    # an hf_hub encoder the hub could not give: the witness names the hub's host
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(encoder, "_hub_reachable", lambda: False)
+    params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)}})
+    fetch.fetch_data(params, tmp_path / "raw", tmp_path / "encoder")
+    assert read_json(tmp_path / "raw" / "recheck.json")["unreachable"] == ["huggingface.co"]
+    assert witness.unchanged(params, tmp_path / "raw", tmp_path / "encoder") is not None
+    if change == "image":
+        src = pd.read_csv(tmp_path / "raw" / CATALOG)["src"].iloc[5]
+        os.utime(src, ns=(0, os.stat(src).st_mtime_ns + 1))
+    elif change == "param":
+        params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog), "fits_q": 4}})
+    elif change == "catalog":
+        catalog.write_text(catalog.read_text())  # the same rows, written again: the full run compares the rows
+        os.utime(catalog, ns=(0, os.stat(catalog).st_mtime_ns + 1))
+    elif change == "host":
+        monkeypatch.setattr(witness, "resolves", lambda host: host == "huggingface.co")
+    elif change == "output":
+        (tmp_path / "raw" / MANIFEST).unlink()
+    else:
+        monkeypatch.setattr(witness, "CODE", (*witness.CODE, tmp_path / "changed.py"))
+        (tmp_path / "changed.py").write_text("x = 1\n")
+    assert witness.unchanged(params, tmp_path / "raw", tmp_path / "encoder") is None

@@ -42,6 +42,7 @@ def test_three_budgets_give_the_labels_for_the_target_and_fewer_say_why():
     assert few["labels_for_target"] is None and "at least 3" in describe(points.head(2), few)
 
 
+@pytest.mark.slow  # real `dvc exp run`s
 def test_galaxy_label_curve_collects_real_dvc_experiments(tmp_path, capsys):
     repo = tmp_path / "repo"
     (repo / "metrics/label_budget").mkdir(parents=True)

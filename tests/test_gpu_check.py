@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 NOT_ON_THE_BOX = ("dvc", "dvclive", "astropy")
 AS_ON_THE_BOX = f"""
@@ -22,6 +24,7 @@ runpy.run_path("benchmarks/gpu_check.py", run_name="__main__")
 RATES = ("project_images_per_s", "bare_images_per_s")
 
 
+@pytest.mark.slow  # the GPU check's dry run in its own process
 def test_dry_run_measures_everything_and_prints_the_table_last(tmp_path):
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run([sys.executable, "-c", AS_ON_THE_BOX, "--dry-run", "--out", str(out)], cwd=ROOT,

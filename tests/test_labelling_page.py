@@ -276,6 +276,7 @@ def labelled(tmp_path):
     return tmp_path / "next.csv", tmp_path / "labels.csv"
 
 
+@pytest.mark.slow  # headless Chromium
 def test_a_browser_labels_a_queue_with_the_keyboard_undo_and_reload(labelled):
     queue, labels_path = labelled
     labels = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
@@ -287,6 +288,7 @@ def test_a_browser_labels_a_queue_with_the_keyboard_undo_and_reload(labelled):
     assert labels["file"].tolist()[3].endswith("pool/n003.png")
 
 
+@pytest.mark.slow  # headless Chromium (its labels)
 def test_merge_folds_the_browser_labels_into_the_catalog(labelled, tmp_path, capsys):
     queue, labels_path = labelled
     pool = tmp_path / "pool"
@@ -397,6 +399,7 @@ def test_merge_starts_an_own_catalog_from_a_built_in_run(tmp_path, capsys):
         ["g", "edge_on_disk", "smooth_round", "train"]]
 
 
+@pytest.mark.slow  # the page's server killed in its own process
 def test_a_killed_server_loses_nothing_answered_and_a_restart_resumes(tmp_path):
     """The command as a user runs it: its first line is its address; SIGKILL after an answer, then a restart on
     the same queue serves that answer back."""

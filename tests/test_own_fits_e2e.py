@@ -21,6 +21,8 @@ from galaxy_finetune.inference.similar import main as similar_main
 from galaxy_finetune.core.params import Params
 from tests.pipeline_repo import make_repo, repro_and_commit
 
+pytestmark = pytest.mark.slow  # an own FITS catalog's whole DAG, and the CLIs
+
 CLASSES = ["round", "elongated"]
 # not the defaults (bands [2, 1, 0], stretch 0.3, q 3): galaxy-classify and galaxy-similar must decode new FITS
 # files with the view the store used, which model.json records

@@ -14,6 +14,8 @@ from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODE
                                     STORE_IMAGES)
 from tests.pipeline_repo import STAGES, copy_repo, in_dag_order, ran, run, set_params
 
+pytestmark = pytest.mark.slow  # real `dvc repro` runs of the tiny project, a kill -9 of a training
+
 @pytest.fixture(scope="module")
 def repo(pipeline_run, tmp_path_factory):
     """A copy of the session's first run: these tests change params and rerun."""
@@ -96,6 +98,37 @@ def test_bad_params_fail_with_one_line_before_any_work(repo):
     assert len(errors) == 1 and "train.lr" in errors[0] and "train.epochs" in errors[0]
     assert not (path / "data/splits-new").exists()
     run(["git", "checkout", "params.yaml"], path, env)
+
+
+def test_a_broken_own_catalog_stops_dvc_repro_in_fetch_data_with_one_line_and_changes_nothing(repo):
+    """Issue 37, through `dvc repro` as a user runs it: a catalog whose one row carries a class no other row has, then
+    one with a header and no rows. Each is one line from fetch_data, before the store decodes any image; dvc.lock,
+    the outputs and the work tree stay as they were."""
+    path, env, _ = repo
+    catalog = pd.read_csv(path / "data/raw" / CATALOG)
+    own = path.parent / "own"
+    own.mkdir()
+    rows = pd.DataFrame({"id_str": catalog["id_str"], "file_loc": catalog["src"], "label": catalog["label_name"]})
+    rows.loc[3, "label"] = "barred_spiral"
+    rows.to_csv(own / "catalog.csv", index=False)
+    set_params(path, {"data": {"source": "catalog", "catalog": str(own / "catalog.csv")}})
+    lock = (path / "dvc.lock").read_bytes()
+    raw = {p.name: p.read_bytes() for p in (path / "data/raw").iterdir()}
+    proc = run(["dvc", "repro"], path, env, check=False)
+    assert proc.returncode != 0 and ran(proc.stdout) == ["fetch_data"], proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors[0] == (f"error: {own / 'catalog.csv'}: class 'barred_spiral' has 1 galaxy (row 3), too few to "
+                         f"split: a class needs 3 (one for train, val and test). Is it a typo of 'unbarred_spiral'? "
+                         f"Fix the label, add galaxies of that class, or drop its rows from the catalog"), proc.stderr
+    (own / "catalog.csv").write_text("id_str,file_loc,label\n")
+    proc = run(["dvc", "repro"], path, env, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error: ")][0] == (
+        f"error: {own / 'catalog.csv'}: the catalog holds no galaxies (a header and no rows); add one row per galaxy")
+    assert (path / "dvc.lock").read_bytes() == lock
+    assert {p.name: p.read_bytes() for p in (path / "data/raw").iterdir()} == raw
+    run(["git", "checkout", "params.yaml"], path, env)
+    assert run(["git", "status", "--porcelain"], path, env).stdout.strip() == ""
 
 
 def test_kill_9_during_finetune_gpu_then_dvc_repro_completes_and_a_second_repro_meanwhile_gets_dvcs_lock_error(repo):

@@ -16,7 +16,7 @@ from galaxy_finetune.analysis.figures import FIGURES
 from tests.pipeline_repo import ROOT, run
 
 # with pytest-xdist: the modules that share the session's tiny dvc repro run on one worker
-pytestmark = pytest.mark.xdist_group("pipeline")
+pytestmark = [pytest.mark.xdist_group("pipeline"), pytest.mark.slow]  # the tiny project's `dvc repro`
 
 TEMPLATE = ROOT / ".dvc" / "plots_template.html"
 VEGA_DIV = re.compile(r'<div id = "(?P<id>[^"]+)">\s*<script type = "text/javascript">\s*var spec = ')

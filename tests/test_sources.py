@@ -588,9 +588,11 @@ def test_user_catalog_of_ten_class_numbers_names_each_class_by_its_number(user_i
     (["spiral", "3", "edge"], "row 1: label '3' mixes class numbers and class names in one column; use names "
                               "throughout, or list the classes in data.classes"),
     (["spiral", "spiral", "spiral"], "every galaxy has label 'spiral'; a classifier needs at least 2 classes"),
-    (["spiral", "", "edge"], "row 1: empty label; give every galaxy a class"),
+    (["", "", ""], "no galaxy has a label; label some (galaxy-label), or list the classes in data.classes"),
     ([1, -2, 0], "label -2 is negative; class numbers start at 0"),
-], ids=["mixed", "one-class", "empty", "negative"])
+    (["spiral", "", "3"], "row 2: label '3' mixes class numbers and class names in one column; use names "
+                          "throughout, or list the classes in data.classes"),
+], ids=["mixed", "one-class", "none-labelled", "negative", "mixed-after-an-empty-row"])
 def test_user_catalog_classes_it_cannot_read_are_one_line(user_images, labels, message):
     path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG"], label=labels)
     with pytest.raises(PipelineError) as info:
@@ -598,11 +600,15 @@ def test_user_catalog_classes_it_cannot_read_are_one_line(user_images, labels, m
     assert str(info.value) == f"{path}: {message}"
 
 
-def test_user_catalog_empty_label_with_data_classes_is_one_line(user_images):
-    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg"], label=["spiral", ""])
-    with pytest.raises(PipelineError) as info:
-        sources.user_catalog(path, CLASSES)
-    assert str(info.value) == f"{path}: row 1: empty label; give every galaxy a class"
+@pytest.mark.parametrize("classes", [CLASSES, []], ids=["data.classes", "read-from-the-catalog"])
+def test_issue34_an_empty_label_is_an_unlabelled_galaxy_kept_in_the_catalog(user_images, classes):
+    path = _csv(user_images, file_loc=["imgs/g1.png", "imgs/g2.jpg", "imgs/g3.PNG", "imgs/g4.png", "imgs/g5.jpg"],
+                label=["spiral", "", "merger", "  ", "elliptical"])
+    raw = sources.user_catalog(path, classes)
+    assert set(raw.classes) == set(CLASSES)
+    assert list(raw.catalog["label"] == -1) == [False, True, False, True, False]
+    catalog = sources.canonical_catalog(raw)
+    assert list(catalog["label_name"]) == ["spiral", "", "merger", "", "elliptical"]
 
 
 @pytest.mark.parametrize("bad", [3, -1, 99])
@@ -727,7 +733,7 @@ def test_validate_class_without_examples():
     assert "class(es) ['b'] have no examples" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [3, -1])
+@pytest.mark.parametrize("bad", [3, -2])  # -1 is an unlabelled galaxy
 def test_validate_label_out_of_range(bad):
     with pytest.raises(PipelineError) as info:
         sources.validate(raw_from(["x", "y", "z", "w"], [0, 1, 2, bad]))

@@ -66,3 +66,37 @@ def test_canonical_val_without_test_carves_test_from_the_rest():
     assert set(splits["val"]["id_str"]) == set(catalog.loc[catalog["split"] == "val", "id_str"])
     assert len(splits["test"]) == 45 and len(splits["train"]) == 135  # 25% of the 180 unmarked rows
     assert not set(splits["test"]["id_str"]) & set(splits["val"]["id_str"])
+
+
+def _with_unlabelled(n: int = 30) -> pd.DataFrame:
+    catalog = _catalog()
+    pool = pd.DataFrame({"id_str": [f"u{i}" for i in range(n)], "label": -1, "label_name": "",
+                         "split": ["test", "val", ""] * (n // 3), "file": [f"u{i}.png" for i in range(n)]})
+    return pd.concat([catalog, pool], ignore_index=True).assign(row=lambda f: range(len(f)))
+
+
+def test_issue34_unlabelled_galaxies_go_to_the_pool_never_val_or_test_and_leave_the_draw_unchanged():
+    catalog = _with_unlabelled()
+    splits = split_catalog(catalog, val_fraction=0.1, test_fraction=0.2, seed=0)
+    pool = splits["unlabelled"]
+    assert set(pool["id_str"]) == {f"u{i}" for i in range(30)}  # marked test or val in the catalog, even so
+    assert set(pool["reason"]) == {"no label"} and (pool["label"] == -1).all()
+    for name in ("train", "val", "test"):
+        assert (splits[name]["label"] >= 0).all() and not set(splits[name]["id_str"]) & set(pool["id_str"])
+    alone = split_catalog(_catalog().assign(row=range(200)), val_fraction=0.1, test_fraction=0.2, seed=0)
+    for name in ("train", "val", "test"):  # the labelled galaxies are drawn exactly as without a pool
+        assert splits[name]["id_str"].tolist() == alone[name]["id_str"].tolist()
+    assert splits["train"]["row"].tolist() == alone["train"]["row"].tolist()  # store rows kept as they were
+
+
+def test_issue34_a_budget_runs_held_back_labels_join_the_pool_without_their_labels():
+    catalog = _with_unlabelled()
+    full = split_catalog(catalog, val_fraction=0.1, test_fraction=0.2, seed=0)
+    budget = split_catalog(catalog, val_fraction=0.1, test_fraction=0.2, seed=0, train_per_class=5)
+    assert budget["train"]["label"].value_counts().tolist() == [5] * 4
+    held = budget["unlabelled"][budget["unlabelled"]["reason"] == "label held back (split.train_per_class)"]
+    assert set(held["id_str"]) == set(full["train"]["id_str"]) - set(budget["train"]["id_str"])
+    assert (held["label"] == -1).all() and (held["label_name"] == "").all()  # no loss can see them
+    assert len(budget["unlabelled"]) == len(full["train"]) - 20 + 30
+    for name in ("val", "test"):
+        assert budget[name]["id_str"].tolist() == full[name]["id_str"].tolist()

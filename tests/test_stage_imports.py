@@ -47,6 +47,7 @@ def test_every_stage_is_run_as_a_module_of_the_repo():
         assert (root / "stages" / f"{name}.py").is_file()
 
 
+@pytest.mark.slow  # git clones and a stage started in each
 def test_a_stage_of_the_second_clone_imports_the_second_clones_package(clones):
     one, two, env = clones
     argv = stage_commands(two)["split"]

@@ -12,6 +12,8 @@ from tests.pipeline_repo import make_repo, repro_and_commit, run
 from tests.vote_catalog import FRACTIONS, SCHEMA, write_vote_catalog
 from galaxy_finetune.inference.shift import COLUMNS as SHIFT
 
+pytestmark = pytest.mark.slow  # the votes and regression projects' whole DAG, and the CLIs in their own processes
+
 ANSWERS = [c for answers in SCHEMA.values() for c in answers]
 N_PER_CLASS = 12  # 48 galaxies, as many as the classification runs
 

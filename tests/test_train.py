@@ -99,6 +99,7 @@ def test_resume_only_with_the_same_inputs(tmp_path):
     assert resume_checkpoint(ckpt, "b", "auto") is None  # a finished run is not resumed
 
 
+@pytest.mark.slow  # a training process killed by SIGTERM
 def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afresh(inputs, capsys):
     proc, err = start_then_sigterm(*finetune_cmd(epochs=40, root=inputs), inputs)
     assert proc.returncode != 0
@@ -113,6 +114,7 @@ def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afres
     assert model["run"]["resumed_from"] is None and model["run"]["epochs_run"] == 2
 
 
+@pytest.mark.slow  # a training process killed by SIGTERM
 def test_interrupted_then_resumed_with_unchanged_inputs(inputs, capsys):
     cmd, env = finetune_cmd(epochs=3, root=inputs)
     proc, _ = start_then_sigterm(cmd, env, inputs)

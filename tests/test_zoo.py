@@ -91,7 +91,7 @@ def demo_rings_rows() -> dict[str, list[dict]]:
 
 def _params(tmp_path, **data) -> Params:
     train = {"task": data.pop("task")} if "task" in data else {}
-    return Params.model_validate({"data": {"synthetic_n_per_class": 2, "synthetic_image_size": 32, **data},
+    return Params.model_validate({"data": {"synthetic_n_per_class": 3, "synthetic_image_size": 32, **data},
                                   "train": train, "model": {"encoder": "random"}})
 
 
@@ -365,7 +365,7 @@ def test_offline_regression_and_demo_rings_stand_ins(tmp_path):
     manifest = _fetch(_params(rings, source="demo_rings"), rings)
     assert manifest["data"]["substituted"] and manifest["data"]["shapes"] == {"not_ring": "smooth_round",
                                                                               "ring": "smooth_cigar"}
-    assert manifest["counts_per_class"] == {"not_ring": 2, "ring": 2}
+    assert manifest["counts_per_class"] == {"not_ring": 3, "ring": 3}
 
 
 def test_run_task_per_train_task(tmp_path):

@@ -4,12 +4,14 @@
 CATALOG = "catalog.csv"          # one row per galaxy, in store order
 MANIFEST = "manifest.json"       # what was fetched, from where, and what stood in for what was missing
 SOURCE = "source.json"           # the fingerprint of the source files: the store is rebuilt when it changes
+RECHECK = "recheck.json"         # what the last run read, so the next one sees "nothing changed" cheaply (data/recheck.py)
 # data/store/ (store)
 STORE_IMAGES = "images.npy"      # (N, S, S, 3) uint8, row i = catalog row i; read through a memory map
 STORE_RECORD = "store.json"      # size, count, pixel sha256, the source fingerprint it was built from
 STORE_ROW_HASHES = "row_hashes.npy"  # (N, 16) uint8 blake2b of each stored image: exact duplicates
 # data/splits/ (split)
 SPLIT_DUPLICATES = "duplicates.csv"  # galaxies with identical pixels, and the one split each group went to
+POOL = "unlabelled"  # the split named so, data/splits/unlabelled.csv: galaxies without a label (the unlabelled pool)
 # models/encoder/ (fetch_data)
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_RECORD = "encoder.json"

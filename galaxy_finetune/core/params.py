@@ -142,6 +142,13 @@ class TrainParams(_Group):
     strategy: str = "auto"
     resume: Literal["auto", "never"] = "auto"
     majority_margin: float = Field(0.05, ge=0, lt=1)
+    # semi-supervised: also learn from data/splits/unlabelled.csv (training/semi.py, docs/recipes.md)
+    semi: Literal["none", "fixmatch", "ema_teacher"] = "none"  # none: labels only
+    semi_threshold: float = Field(0.95, gt=0, le=1)  # a pool galaxy's pseudo-label counts at this confidence or more
+    semi_weight: float = Field(1.0, ge=0)            # the unlabelled loss's weight beside the labelled loss
+    semi_ratio: int = Field(2, gt=0)                 # pool galaxies per labelled galaxy in a training batch
+    semi_ema: float = Field(0.99, gt=0, lt=1)        # ema_teacher: the teacher's weight decay per step
+    semi_guard: bool = True                          # drop pool galaxies unlike every labelled class (out-of-set)
 
 
 class AugmentParams(_Group):
@@ -250,7 +257,8 @@ class LabelsParams(_Group):
     # of the wrong labels among more flags (predicted_neq_given); measured in docs/label-budget.md
     filter_by: Literal["prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given"] = \
         "prune_by_noise_rate"
-    # auto: measured on near copies of the run's own galaxies (data/duplicates.py); or a cosine set by hand
+    # the cosine at which features propose near-copy candidates for the pixel proof; auto: measured on near copies
+    # of the run's own galaxies (data/duplicates.py); or a cosine set by hand
     near_duplicate_cosine: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = "auto"
     batch_size: int = Field(128, gt=0)  # galaxies through the frozen encoder at once
     # at most this many labelled galaxies (a seeded sample keeping each split's and class's share; 0: all): bounds

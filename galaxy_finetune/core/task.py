@@ -17,6 +17,7 @@ fetch_data writes the task into data/raw/source.json; split, training, predict a
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -26,6 +27,9 @@ import pandas as pd
 
 from galaxy_finetune.core.classes import read_source
 from galaxy_finetune.core.errors import PipelineError
+
+
+UNLABELLED = -1  # catalog.csv's label of a galaxy nobody labelled (classification; for the others every target is empty)
 
 
 def numbers(values) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +92,15 @@ class Task:
         """Whether `frame` carries this task's truth for each galaxy."""
         return all(c in frame.columns for c in self.label_cols)
 
+    def unlabelled(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rows of a catalog or split table are galaxies nobody labelled: every target column empty."""
+        return frame[list(self.label_cols)].isna().all(axis=1).to_numpy()
+
+    def unlabel(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` with its truth removed: the rows as unlabelled galaxies (split.train_per_class's held-back labels
+        join the unlabelled pool this way, so no loss can see them)."""
+        return frame.assign(**{c: np.nan for c in self.label_cols})
+
     def missing_targets(self, columns) -> list[str]:
         return [c for c in self.label_cols if c not in columns]
 
@@ -119,6 +132,16 @@ class Task:
             raise PipelineError(f"split: {len(frame)} galax{'y' if len(frame) == 1 else 'ies'} left, too few to put "
                                 f"one in {what} and keep one in train; add galaxies")
         return None
+
+    def check_splittable(self, catalog: pd.DataFrame, where: str) -> None:
+        """A PipelineError, naming `where` (the catalog's file), when the split stage could not split `catalog`
+        (catalog.csv's columns) whatever its fractions: known from the catalog alone, so fetch_data says it before
+        any image is decoded. Here: a galaxy for train and one for each split drawn rather than given (unlabelled
+        galaxies count for none)."""
+        carved, free = _drawn_splits(catalog[~self.unlabelled(catalog)])
+        if len(free) < 1 + len(carved):
+            raise PipelineError(f"{where}: {len(free)} galax{'y' if len(free) == 1 else 'ies'} to split, too few: "
+                                f"the split needs {1 + len(carved)} ({_one_for(carved)}); add galaxies")
 
     def truth(self, values: np.ndarray) -> np.ndarray:
         """The values the predictions are scored against, from the catalog's target columns."""
@@ -173,6 +196,12 @@ class Classification(Task):
     def labelled(self, frame: pd.DataFrame) -> bool:
         return "label" in frame.columns
 
+    def unlabelled(self, frame: pd.DataFrame) -> np.ndarray:
+        return (frame["label"] == UNLABELLED).to_numpy()
+
+    def unlabel(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(label=UNLABELLED, label_name="")
+
     def check_source(self, name: str, has_classes: bool) -> None:
         if not has_classes:
             raise PipelineError(f"data.source {name} gives vote counts, not classes: use train.task votes (or "
@@ -189,6 +218,27 @@ class Classification(Task):
                                 f"one in {what} and keep one in train; add galaxies of that class, or drop it from "
                                 f"data.classes (and its galaxies from the catalog)")
         return frame["label"]
+
+    def check_splittable(self, catalog: pd.DataFrame, where: str) -> None:
+        """Each class needs a training galaxy and one for each split drawn rather than given by the catalog's split
+        column (`strata` refuses a class of one); a class short of that is named with its rows and, where one is
+        close, the known class it may be a typo of."""
+        carved, free = _drawn_splits(catalog[~self.unlabelled(catalog)])
+        need = 1 + len(carved)
+        counts = free["label_name"].value_counts().reindex(list(self.classes), fill_value=0)
+        if (counts >= need).all():
+            return
+        name, n = counts.idxmin(), int(counts.min())
+        rows = np.flatnonzero((catalog["label_name"] == name).to_numpy())
+        shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+        splittable = [c for c in self.classes if counts[c] >= need]  # a typo of a class that is there
+        close = difflib.get_close_matches(name, splittable, n=1, cutoff=0.6)
+        own = " outside the catalog's own val/test rows" if len(carved) < 2 else ""
+        raise PipelineError(
+            f"{where}: class {name!r} has {n} galax{'y' if n == 1 else 'ies'}{own} "
+            f"({'row' if len(rows) == 1 else 'rows'} {shown or 'none'}), too few to split: a class needs {need} "
+            f"({_one_for(carved)})." + (f" Is it a typo of {close[0]!r}?" if close else "")
+            + " Fix the label, add galaxies of that class, or drop its rows from the catalog")
 
     def split_summary(self, splits: dict[str, pd.DataFrame]) -> str:
         table = pd.DataFrame({name: frame["label_name"].value_counts().reindex(list(self.classes), fill_value=0)
@@ -297,6 +347,20 @@ class Votes(Task):
             out[q] = list(range(start, start + len(answers)))
             start += len(answers)
         return out
+
+
+def _drawn_splits(catalog: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """(the splits the split stage draws, val and/or test: those no row of the catalog is marked with; the rows
+    it draws them from and keeps train in: those marked neither val nor test)."""
+    marked = catalog["split"].fillna("").astype(str)
+    carved = [what for what in ("val", "test") if not marked.eq(what).any()]
+    return carved, catalog[~marked.isin(["val", "test"]).to_numpy()]
+
+
+def _one_for(carved: list[str]) -> str:
+    """'one for train, val and test'."""
+    splits = ["train", *carved]
+    return "one for " + (", ".join(splits[:-1]) + " and " if len(splits) > 1 else "") + splits[-1]
 
 
 KINDS: dict[str, type[Task]] = {c.kind_name: c for c in (Classification, Regression, Votes)}

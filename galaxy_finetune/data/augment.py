@@ -19,9 +19,12 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def _warp(images: torch.Tensor, theta: torch.Tensor, size: int, normalisation: dict | None) -> torch.Tensor:
+def _warp(images: torch.Tensor, theta: torch.Tensor, size: int, normalisation: dict | None,
+          photometric=None) -> torch.Tensor:
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], size, size], align_corners=False)
     out = F.grid_sample(to_unit_float(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if photometric is not None:  # on [0, 1] pixels, before the encoder's normalisation
+        out = photometric(out)
     if normalisation is not None:  # the encoder's own mean/std (encoder.input_normalisation); None: [0, 1] pixels
         mean = torch.tensor(normalisation["mean"], device=out.device).view(1, -1, 1, 1)
         std = torch.tensor(normalisation["std"], device=out.device).view(1, -1, 1, 1)
@@ -65,3 +68,33 @@ def train_view(images: torch.Tensor, size: int, aug: AugmentParams, generator: t
                normalisation: dict | None = None) -> torch.Tensor:
     """Random rotation, flips, zoom-in, shear and shift of each image, resized to size x size, then normalised."""
     return _warp(images, random_affine(images.shape[0], aug, images.device, generator), size, normalisation)
+
+
+def distort(pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The strong view's photometric part, per image on [0, 1] pixels (FixMatch's RandAugment + Cutout, restricted to
+    what a telescope could do to a galaxy): exposure x0.6-1.4, contrast (a gamma of 0.7-1.4), Gaussian noise of up to
+    5% of the range, and one square of a quarter to half the side blanked out."""
+    n, _, h, w = pixels.shape
+    device = pixels.device
+
+    def uniform(low, high, *shape):
+        return torch.rand(n, *shape, device=device, generator=generator) * (high - low) + low
+
+    out = pixels.clamp(0, 1) ** uniform(0.7, 1.4, 1, 1, 1) * uniform(0.6, 1.4, 1, 1, 1)
+    out = out + torch.randn(out.shape, device=device, generator=generator) * uniform(0.0, 0.05, 1, 1, 1)
+    side = (uniform(0.25, 0.5) * min(h, w)).long()
+    top = (torch.rand(n, device=device, generator=generator) * (h - side)).long()
+    left = (torch.rand(n, device=device, generator=generator) * (w - side)).long()
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    inside_rows = (rows[None] >= top[:, None]) & (rows[None] < (top + side)[:, None])
+    inside_cols = (cols[None] >= left[:, None]) & (cols[None] < (left + side)[:, None])
+    hole = inside_rows[:, :, None] & inside_cols[:, None, :]
+    return out.clamp(0, 1).masked_fill(hole[:, None], 0.0)
+
+
+def strong_view(images: torch.Tensor, size: int, aug: AugmentParams, generator: torch.Generator | None = None,
+                normalisation: dict | None = None) -> torch.Tensor:
+    """The train view's own random warp, then `distort`: the strong view semi-supervised training asks the model
+    to agree on with the weak (train) view of the same unlabelled galaxy."""
+    return _warp(images, random_affine(images.shape[0], aug, images.device, generator), size, normalisation,
+                 lambda pixels: distort(pixels, generator))

@@ -10,6 +10,7 @@ import socket
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
@@ -22,7 +23,12 @@ OFFLINE_ENV = "GALAXY_FINETUNE_OFFLINE"  # set to 1 on machines without network:
 
 
 class Unreachable(PipelineError):
-    """The file could not be fetched (no network, server down): the offline fallback may apply."""
+    """The file could not be fetched (no network, server down): the offline fallback may apply. `host`: the server
+    that could not be reached (None when no attempt was made: an offline switch is set)."""
+
+    def __init__(self, message: str, host: str | None = None):
+        super().__init__(message)
+        self.host = host
 
 
 class ChecksumError(PipelineError):
@@ -124,7 +130,7 @@ def download(url: str, dest: str | Path, md5: str | None, timeout: float = 60, r
             if not _transient(exc):
                 break
     reason = getattr(last, "reason", last)
-    raise Unreachable(f"{dest.name}: could not download {url} ({reason})")
+    raise Unreachable(f"{dest.name}: could not download {url} ({reason})", urllib.parse.urlsplit(url).hostname)
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> None:

@@ -38,7 +38,7 @@ def hub_files(repo_id: str) -> tuple[Path, Path, str]:
 
     Returns (config path, weights path, snapshot revision).
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     def fetch(local_only: bool):
@@ -51,12 +51,14 @@ def hub_files(repo_id: str) -> tuple[Path, Path, str]:
     except LocalEntryNotFoundError:
         pass
     if not _hub_reachable():
+        host = None if constants.HF_HUB_OFFLINE else urllib.parse.urlparse(constants.ENDPOINT).hostname
         raise Unreachable(f"model.encoder: hf_hub:{repo_id} is not in the Hugging Face cache and the hub cannot "
-                          f"be reached; run once online (or copy an HF cache here, HF_HOME) to cache it")
+                          f"be reached; run once online (or copy an HF cache here, HF_HOME) to cache it", host)
     try:
         return fetch(local_only=False)
     except Exception as exc:  # the hub client raises many types: network, auth, missing repo
-        raise Unreachable(f"model.encoder: could not download hf_hub:{repo_id} ({type(exc).__name__}: {exc})") from None
+        raise Unreachable(f"model.encoder: could not download hf_hub:{repo_id} ({type(exc).__name__}: {exc})",
+                          urllib.parse.urlparse(constants.ENDPOINT).hostname) from None
 
 
 def encoder_identity(spec: str, random_arch: str = "convnext_nano", seed: int = 42) -> dict:
@@ -75,6 +77,19 @@ def encoder_identity(spec: str, random_arch: str = "convnext_nano", seed: int = 
         return {"spec": spec, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "config_mtime_ns": config_mtime,
                 "random_arch": random_arch}
     return {"spec": spec}  # resolve_encoder names the problem
+
+
+def encoder_paths(spec: str) -> list[str]:
+    """The files and folders `encoder_identity(spec)` is read from, or where the weights would appear (the Hugging
+    Face cache's entry for the repo): a change to any of them may change the identity (data/recheck.py)."""
+    if spec == "random":
+        return []
+    if spec.startswith("hf_hub:"):
+        from huggingface_hub import constants
+
+        repo = Path(constants.HF_HUB_CACHE) / f"models--{spec.removeprefix('hf_hub:').replace('/', '--')}"
+        return [str(repo), str(repo / "refs" / "main"), str(repo / "snapshots")]
+    return [spec, str(Path(spec).parent / "config.json")]
 
 
 def resolve_encoder(spec: str, out_dir: Path, random_arch: str = "convnext_nano", seed: int = 42,

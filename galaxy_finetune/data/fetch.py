@@ -11,18 +11,16 @@ replaced, and the manifest says so in words: missing galaxies -> the synthetic g
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
 from pathlib import Path
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path, read_json, write_csv, write_json
-from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, SOURCE
+from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, RECHECK, SOURCE
 from galaxy_finetune.core.params import Params
 from galaxy_finetune.core.task import Task, named_schema_questions
-from galaxy_finetune.data import sources, zoo
+from galaxy_finetune.data import sources, witness, zoo
 from galaxy_finetune.data.download import Unreachable
-from galaxy_finetune.data.encoder import encoder_identity, resolve_encoder
+from galaxy_finetune.data.encoder import encoder_identity, encoder_paths, resolve_encoder
 
 DATA_NAMES = {"galaxy_mnist": "GalaxyMNIST", "galaxy_mnist_64": "GalaxyMNIST (64 px release)",
               "catalog": "own catalog", "synthetic": "synthetic galaxies",
@@ -129,41 +127,25 @@ def run_label(data_description: str, encoder: dict) -> str:
     return f"{data_description} | {encoder['description']}"
 
 
-def banner(lines: list[str]) -> str:
-    width = max(len(line) for line in lines) + 4
-    rule = "=" * width
-    return "\n".join([rule, *[f"| {line.ljust(width - 4)} |" for line in lines], rule])
-
-
-def _announce(manifest: dict) -> None:
-    """Every run says what stood in for what, even when nothing had to be written."""
-    if not manifest["substitutions"]:
-        return
-    print(banner([
-        f"OFFLINE STAND-IN: {manifest['run_label']}",
-        *[line for p in manifest["substitutions"] for line in textwrap.wrap(p, 96, initial_indent="  - ",
-                                                                             subsequent_indent="    ")],
-        "For the real inputs: go online (or put the official files in data.local_dir and an HF cache",
-        "in HF_HOME), then `dvc repro` again; set fetch.offline: error to fail instead.",
-    ]), file=sys.stderr)
-
-
 def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | None = None) -> dict:
     """Write data/raw/ (catalog.csv, source.json, manifest.json) and models/encoder/ if anything changed;
     return the manifest."""
     cache = cache or cache_dir()
     d, m = params.data, params.model
     raw = data_missing = identity = encoder_missing = None
+    unreachable = []  # the hosts a stand-in could not reach: the next run's recheck asks them again
     task = run_task(params)  # a bad schema name or label_cols is one line before anything is fetched
     try:
         raw = load_source(params, cache, task)
     except Unreachable as exc:
         data_missing = str(exc)
+        unreachable.append(exc.host)
     spec = m.encoder
     try:
         identity = encoder_identity(spec, m.random_arch, m.seed)
     except Unreachable as exc:
         encoder_missing, spec = str(exc), "random"
+        unreachable.append(exc.host)
     missing = [p for p in (data_missing, encoder_missing) if p]
     if missing and params.fetch.offline == "error":
         raise PipelineError("; ".join(missing) + ". fetch.offline is 'error': put the official files in "
@@ -187,14 +169,26 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     previous_source = _read_if_there(raw_out / SOURCE)
     previous_encoder = _read_if_there(encoder_out / ENCODER_RECORD)
     manifest_path = raw_out / MANIFEST
+    # what this run read, for the next run's cheap recheck (data/witness.py): the own catalog, and where the real
+    # inputs would appear when they stood in
+    read = [str(d.catalog)] if d.source == "catalog" else []
+    if data_substituted:
+        read += [d.local_dir] * bool(d.local_dir) + [str(cache / d.source)]
+    seen = witness.witness(params, catalog["src"], read + encoder_paths(m.encoder),
+                              [h for h in unreachable if h], identity)
     if (previous_source.get("fingerprint") == source["fingerprint"] and previous_encoder.get("identity") == identity
             and (raw_out / CATALOG).is_file() and manifest_path.is_file()):
         manifest = read_json(manifest_path)
         print(f"fetch_data: nothing changed since the last run (fingerprint {source['fingerprint'][:12]}): "
               f"nothing copied")
-        _announce(manifest)
+        if _read_if_there(raw_out / RECHECK) != seen:
+            write_json(raw_out / RECHECK, seen)  # the code or the environment changed, not the data
+        witness.announce(manifest)
         return manifest
 
+    # every check that needs nothing but the catalog, before the store decodes any image: a class too small to
+    # split (a typo'd label, say) is one line now, not hours later
+    task.check_splittable(catalog, raw.record.get("catalog") or DATA_NAMES[source["source"]])
     if previous_encoder.get("identity") == identity:
         encoder = previous_encoder
     else:
@@ -213,6 +207,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         "requested": {"source": d.source, "encoder": m.encoder},
         "source": source["source"],
         "n_images": len(catalog),
+        "n_unlabelled": int(task.unlabelled(catalog).sum()),  # empty labels: the pool of semi-supervised training
         "counts_per_class": catalog["label_name"].value_counts().reindex(source["classes"]).astype(int).to_dict(),
         "counts_per_split": {k or "none": int(v) for k, v in catalog["split"].value_counts().items()},
         "data_fingerprint": source["fingerprint"],
@@ -226,7 +221,8 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
         write_csv(tmp / CATALOG, catalog)
         write_json(tmp / SOURCE, source)
         write_json(tmp / MANIFEST, manifest)
-    _announce(manifest)
+        write_json(tmp / RECHECK, seen)
+    witness.announce(manifest)
     return manifest
 
 

@@ -16,8 +16,9 @@ import torch
 
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, require
+from galaxy_finetune.core.layout import POOL
 from galaxy_finetune.core.params import AugmentParams, FitsView
-from galaxy_finetune.data.augment import eval_view, train_view
+from galaxy_finetune.data.augment import eval_view, strong_view, train_view
 from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.data.store import open_images, read_rows
 
@@ -121,32 +122,59 @@ def galaxies_of(store_dir: str | Path, frame: pd.DataFrame, task=None) -> StoreG
     return StoreGalaxies(store_dir, frame["row"], frame["label"], frame[list(task.label_cols)].to_numpy(float), keys)
 
 
+def pool_size(split_dir: Path) -> int:
+    """How many galaxies the unlabelled pool holds (data/splits/unlabelled.csv; 0 where there is none)."""
+    path = Path(split_dir) / f"{POOL}.csv"
+    if not path.is_file():
+        return 0
+    with open(path) as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def labelled_part(batch: dict) -> dict:
+    """The labelled galaxies of a training batch: all of it, or its "labelled" part when the unlabelled pool rides
+    along (GalaxyDataModule with pool_ratio)."""
+    return batch.get("labelled", batch)
+
+
 def _as_batch(batch):
     return batch  # __getitems__ already returns the whole batch
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, workers: int) -> torch.utils.data.DataLoader:
+def make_loader(dataset, batch_size: int, shuffle: bool, workers: int,
+                worker_init_fn=None) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=_as_batch, num_workers=workers,
-        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init_fn)
 
 
 class GalaxyDataModule(L.LightningDataModule):
-    """Training data: train/val rows of data/splits/ read from the store; views computed on the device."""
+    """Training data: train/val rows of data/splits/ read from the store; views computed on the device.
+
+    `pool_ratio` > 0 serves the unlabelled pool (data/splits/unlabelled.csv) beside each training batch: a training
+    batch is {"labelled": batch, "unlabelled": pool_ratio times as many pool galaxies}, the pool galaxies drawn at
+    random with replacement (so a step costs the same whatever the pool's size: it is sampled, never scanned), each
+    seen as a weak view (`weak`: the train view) and a strong one (`strong`: augment.strong_view)."""
 
     def __init__(self, store_dir: str | Path, split_dir: str | Path, input_size: int, batch_size: int,
-                 augment: AugmentParams, workers: int = 0, normalisation: dict | None = None, task=None):
+                 augment: AugmentParams, workers: int = 0, normalisation: dict | None = None, task=None,
+                 pool_ratio: int = 0):
         super().__init__()
         self.task = task  # core.task.Task: what the batches carry besides the images (None: classification)
         self.store_dir, self.split_dir = Path(store_dir), Path(split_dir)
         self.input_size, self.batch_size, self.augment, self.workers = input_size, batch_size, augment, workers
         self.normalisation = normalisation  # the encoder's mean/std (encoder.input_normalisation); None: [0, 1]
+        self.pool_ratio = pool_ratio
         self.datasets: dict[str, StoreGalaxies] = {}
 
     def dataset(self, name: str) -> StoreGalaxies:
         if name not in self.datasets:
-            frame = read_split(self.split_dir, name)
-            self.datasets[name] = galaxies_of(self.store_dir, frame, self.task)
+            if name == POOL:  # no truth to carry; absent from splits written before the pool existed
+                path = self.split_dir / f"{POOL}.csv"
+                rows = read_table(path)["row"] if path.is_file() else []
+                self.datasets[name] = StoreGalaxies(self.store_dir, rows)
+            else:
+                self.datasets[name] = galaxies_of(self.store_dir, read_split(self.split_dir, name), self.task)
         return self.datasets[name]
 
     def setup(self, stage: str) -> None:
@@ -154,7 +182,18 @@ class GalaxyDataModule(L.LightningDataModule):
             self.dataset(name)
 
     def train_dataloader(self):
-        return make_loader(self.dataset("train"), self.batch_size, True, self.workers)
+        labelled = make_loader(self.dataset("train"), self.batch_size, True, self.workers)
+        if not self.pool_ratio:
+            return labelled
+        from lightning.pytorch.utilities import CombinedLoader
+
+        pool = self.dataset(POOL)
+        size = self.batch_size * self.pool_ratio
+        sampler = torch.utils.data.RandomSampler(pool, replacement=True, num_samples=len(labelled) * size)
+        unlabelled = torch.utils.data.DataLoader(pool, batch_size=size, sampler=sampler, collate_fn=_as_batch,
+                                                 num_workers=self.workers, persistent_workers=self.workers > 0,
+                                                 pin_memory=torch.cuda.is_available())
+        return CombinedLoader({"labelled": labelled, "unlabelled": unlabelled}, mode="min_size")
 
     def val_dataloader(self):
         return make_loader(self.dataset("val"), self.batch_size, False, self.workers)
@@ -167,7 +206,14 @@ class GalaxyDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training:
-            batch["image"] = train_view(batch["image"], self.input_size, self.augment, normalisation=self.normalisation)
+            labelled = labelled_part(batch)
+            labelled["image"] = train_view(labelled["image"], self.input_size, self.augment,
+                                           normalisation=self.normalisation)
+            if "unlabelled" in batch:
+                pool = batch["unlabelled"]
+                images = pool.pop("image")
+                pool["weak"] = train_view(images, self.input_size, self.augment, normalisation=self.normalisation)
+                pool["strong"] = strong_view(images, self.input_size, self.augment, normalisation=self.normalisation)
         else:
             batch["image"] = self.eval_view(batch["image"])
         return batch

@@ -21,7 +21,7 @@ from PIL import Image
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
 from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path
-from galaxy_finetune.core.task import Task, numbers
+from galaxy_finetune.core.task import UNLABELLED, Task, numbers
 from galaxy_finetune.data.download import check_md5, download, gunzip, md5sum
 
 CATALOG_COLUMNS = ["id_str", "label", "label_name", "split", "src"]
@@ -138,6 +138,8 @@ def read_catalog_file(path: Path, required: set[str], param: str) -> tuple[pd.Da
     missing = required - set(frame.columns)
     if missing:
         raise PipelineError(f"{path}: missing column(s) {sorted(missing)}; need {' and '.join(sorted(required))}")
+    if frame.empty:
+        raise PipelineError(f"{path}: the catalog holds no galaxies (a header and no rows); add one row per galaxy")
     base = os.path.abspath(path.parent)
     files = [os.path.normpath(os.path.join(base, p)) for p in frame["file_loc"].astype(str)]  # join keeps absolute p
     return frame, files
@@ -178,8 +180,9 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     classes = list(classes)
     labels = []
     for row, value in enumerate(frame["label"]):
-        if pd.isna(value):
-            raise PipelineError(f"{path}: row {row}: empty label; give every galaxy a class")
+        if _empty(value):
+            labels.append(UNLABELLED)  # a galaxy nobody labelled: data for semi-supervised training (train.semi)
+            continue
         if numbered:
             labels.append(classes.index(str(int(float(value)))))
         elif isinstance(value, str) and not value.lstrip("-").isdigit():
@@ -196,6 +199,11 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     return RawData(catalog, tuple(classes), record=record)
 
 
+def _empty(value) -> bool:
+    """An empty label cell (NaN, or blank text): the galaxy is unlabelled."""
+    return (isinstance(value, str) and not value.strip()) or (not isinstance(value, str) and pd.isna(value))
+
+
 def _is_index(value) -> bool:
     """A label given as a class index (an integer, or its digits as text) rather than a class name."""
     if isinstance(value, str):
@@ -207,13 +215,15 @@ def catalog_classes(labels: pd.Series, path: Path) -> list[str]:
     """An own catalog's classes when data.classes is empty, read from its label column: the names it holds,
     sorted (GalaxyMNIST's names in GalaxyMNIST's order); integer labels 0..3 are GalaxyMNIST's classes, as they
     always were; other integer labels are classes named by their number ("0", "1", ... in numeric order)."""
-    empty = labels.isna().to_numpy() | (labels.astype(str).str.strip() == "").to_numpy()
-    if empty.any():
-        raise PipelineError(f"{path}: row {int(np.flatnonzero(empty)[0])}: empty label; give every galaxy a class")
+    labels = labels[~labels.map(_empty).to_numpy(bool)]  # unlabelled galaxies name no class
+    if labels.empty:
+        raise PipelineError(f"{path}: no galaxy has a label; label some (galaxy-label), or list the classes in "
+                            f"data.classes")
     index = labels.map(_is_index).to_numpy(bool)
     if index.any() and not index.all():
-        row = int(np.flatnonzero(index)[0]) if not index[0] else int(np.flatnonzero(~index)[0])
-        raise PipelineError(f"{path}: row {row}: label {labels.iloc[row]!r} mixes class numbers and class names in "
+        at = int(np.flatnonzero(index)[0]) if not index[0] else int(np.flatnonzero(~index)[0])
+        row = labels.index[at]  # the catalog's row, unlabelled rows counted
+        raise PipelineError(f"{path}: row {row}: label {labels.iloc[at]!r} mixes class numbers and class names in "
                             f"one column; use names throughout, or list the classes in data.classes")
     if index.all():
         numbers = sorted({int(float(v)) for v in labels})
@@ -241,12 +251,16 @@ def _target_catalog(path: Path, task: Task) -> RawData:
                             f"{[c for c in frame.columns if c not in ('file_loc', 'id_str', 'split')]}")
     split = frame["split"].fillna("").astype(str) if "split" in frame.columns else ""
     catalog = pd.DataFrame({"id_str": catalog_ids(frame, src), "label": -1, "split": split, "src": src})
+    columns = {}
     for col in task.label_cols:  # numbers or empty here; validate() checks each against the task
         values, text = numbers(frame[col])
         if text.any():
             row = int(np.flatnonzero(text)[0])
             raise PipelineError(f"{path}: column {col!r}, row {row}: {frame[col].iloc[row]!r} is not a number")
-        catalog[col] = task.target_values(values)[0]
+        columns[col] = values
+    unlabelled = np.all([np.isnan(v) for v in columns.values()], axis=0)  # every target empty: nobody labelled it
+    for col, values in columns.items():
+        catalog[col] = np.where(unlabelled, np.nan, task.target_values(values)[0])
     return RawData(catalog, (), record={"catalog": str(path), "catalog_md5": md5sum(path)})
 
 
@@ -304,10 +318,10 @@ def validate(raw: RawData, task: Task | None = None) -> None:
     if len(dupes):
         raise PipelineError(f"catalog: duplicate id_str {dupes.iloc[0]!r} ({len(dupes)} duplicates); ids must be unique")
     if task.by_class:
-        bad = cat[(cat["label"] < 0) | (cat["label"] >= n)]
+        bad = cat[((cat["label"] < 0) & (cat["label"] != UNLABELLED)) | (cat["label"] >= n)]
         if len(bad):
             raise PipelineError(f"catalog: label {bad['label'].iloc[0]} of {bad['id_str'].iloc[0]!r} out of range 0..{n - 1}")
-        counts = np.bincount(cat["label"], minlength=n)
+        counts = np.bincount(cat["label"][cat["label"] >= 0], minlength=n)
         empty_classes = [raw.classes[i] for i in range(n) if counts[i] == 0]
         if empty_classes:
             raise PipelineError(f"catalog: class(es) {empty_classes} have no examples; add some or remove them from data.classes")
@@ -325,7 +339,10 @@ def validate_targets(cat: pd.DataFrame, task: Task) -> None:
     for col in task.label_cols:
         if col not in cat.columns:
             raise PipelineError(f"catalog: no column {col!r} ({task.kind} target)")
+    labelled = ~task.unlabelled(cat)  # a row with every target empty is an unlabelled galaxy
+    for col in task.label_cols:
         _, bad, need = task.target_values(pd.to_numeric(cat[col], errors="coerce"))
+        bad &= labelled
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise PipelineError(f"catalog: column {col!r}, row {row} (id {cat['id_str'].iloc[row]!r}): "
@@ -340,7 +357,8 @@ def canonical_catalog(raw: RawData, task: Task | None = None) -> pd.DataFrame:
     catalog = raw.catalog.assign(id_str=raw.catalog["id_str"].astype(str),
                                  src=[p if os.path.isabs(p) else os.path.abspath(p) for p in map(str, raw.catalog["src"])],
                                  label=raw.catalog["label"] if task.by_class else -1,
-                                 label_name=[raw.classes[i] for i in raw.catalog["label"]] if task.by_class else "")
+                                 label_name=[raw.classes[i] if i >= 0 else "" for i in raw.catalog["label"]]
+                                 if task.by_class else "")
     return catalog[CATALOG_COLUMNS + task.catalog_columns()].reset_index(drop=True)
 
 

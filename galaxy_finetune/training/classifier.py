@@ -129,11 +129,13 @@ def schedule(train, schedule_steps: int) -> dict:
                 head_dropout_prob=train.dropout, seed=train.seed)
 
 
-def build_module(task, encoder: torch.nn.Module, train, schedule_steps: int = 0, unit_interval: bool = True):
+def build_module(task, encoder: torch.nn.Module, train, schedule_steps: int = 0, unit_interval: bool = True,
+                 module: type | None = None, **extra):
     """The task's Zoobot module around `encoder`: the classifier, the regressor (one output per target column; a
     sigmoid on the outputs when `unit_interval`) or the decision tree (the task's schema), each with the step
-    budget's schedule."""
-    return MODULES[task.kind].for_task(task, encoder, unit_interval, **schedule(train, schedule_steps))
+    budget's schedule; `module` replaces the task's class (SemiGalaxyClassifier, with `extra`: semi=...)."""
+    return (module or MODULES[task.kind]).for_task(task, encoder, unit_interval, **extra,
+                                                   **schedule(train, schedule_steps))
 
 
 def build_classifier(encoder: torch.nn.Module, num_classes: int, train, schedule_steps: int = 0):

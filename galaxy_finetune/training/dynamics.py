@@ -18,6 +18,8 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from galaxy_finetune.data.loading import labelled_part
+
 DYNAMICS_FILE = "training_dynamics.csv"  # in models/finetuned: one row per training galaxy
 
 
@@ -35,6 +37,7 @@ class TrainingDynamics(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         logits = outputs["predictions"].detach().float().cpu()
+        batch = labelled_part(batch)  # the pool galaxies that ride along have no label and no training row
         index = batch["index"].cpu()
         labels = batch["label"].cpu()
         given = logits.gather(1, labels[:, None])[:, 0]

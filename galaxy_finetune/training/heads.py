@@ -19,6 +19,7 @@ from galaxy_finetune.training.dynamics import DYNAMICS_FILE, TrainingDynamics
 from galaxy_finetune.training.learning import (Baseline, LearningCurve, RunContext, TargetCurve, VoteCurve,
                                                scratch_warning)
 from galaxy_finetune.training.probe import linear_probe, ridge_probe
+from galaxy_finetune.training.semi import SemiGalaxyClassifier
 
 class Head:
     """The regression head (Zoobot's regressor, MSE) and what every head shares."""
@@ -35,7 +36,15 @@ class Head:
     def warnings(self, n_train: int, pretrained: bool, synthetic: bool) -> None:
         """Warnings about the run's labels before it trains."""
 
-    def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0):
+    def semi(self, train: TrainParams, pool: int) -> dict | None:
+        """How the run learns from the `pool` unlabelled galaxies (training/semi.py): None, said in one line when
+        train.semi asks for it, since confident pseudo-labels need classes."""
+        if train.semi != "none":
+            rank_zero_only(print)(f"finetune_gpu: train.semi {train.semi} needs classes (confident pseudo-labels); "
+                                  f"this {self.task.kind} run learns from its labels alone")
+        return None
+
+    def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0, semi: dict | None = None):
         """The task's Zoobot module around `encoder` (training/classifier.py)."""
         unit_interval = True if self.unit_interval is None else self.unit_interval
         return build_module(self.task, encoder, train, schedule_steps, unit_interval)
@@ -82,6 +91,23 @@ class ClassifierHead(Head):
 
     def probe(self, encoder, data, train: TrainParams, accelerator: str):
         return linear_probe(encoder, data, len(self.task.classes), train.seed, accelerator)
+
+    def semi(self, train: TrainParams, pool: int) -> dict | None:
+        if train.semi == "none":
+            return None
+        if not pool:
+            rank_zero_only(print)(f"finetune_gpu: train.semi {train.semi}: the unlabelled pool is empty "
+                                  f"(data/splits/unlabelled.csv); this run learns from its labels alone")
+            return None
+        return {"method": train.semi, "threshold": train.semi_threshold, "weight": train.semi_weight,
+                "ema": train.semi_ema, "guard": train.semi_guard, "ratio": train.semi_ratio, "pool": pool}
+
+    def build(self, encoder: torch.nn.Module, train: TrainParams, schedule_steps: int = 0, semi: dict | None = None):
+        """Zoobot's classifier, or with `semi` (its `prior`: the labelled class shares) the one that also learns
+        from the unlabelled pool."""
+        if not semi:
+            return build_module(self.task, encoder, train, schedule_steps)
+        return build_module(self.task, encoder, train, schedule_steps, module=SemiGalaxyClassifier, semi=semi)
 
     def curve(self, data, train: TrainParams, context: RunContext):
         return LearningCurve(Baseline.from_labels(data.dataset("val").labels.numpy(), len(self.task.classes)),

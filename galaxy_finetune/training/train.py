@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
@@ -33,7 +34,7 @@ from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.data.encoder import build_encoder, encoder_record
-from galaxy_finetune.data.loading import GalaxyDataModule, read_split
+from galaxy_finetune.data.loading import GalaxyDataModule, labelled_part, pool_size, read_split
 from galaxy_finetune.data.store import read_record
 from galaxy_finetune.training.heads import head_for
 from galaxy_finetune.training.learning import RunContext, VAL_LOSS
@@ -132,7 +133,7 @@ class SamplesSeen(Callback):
         self._count = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self._count += len(batch["image"])
+        self._count += len(labelled_part(batch)["image"])
 
     def on_train_epoch_end(self, trainer, module):
         total = trainer.strategy.reduce(torch.tensor(float(self._count), device=module.device), reduce_op="sum")
@@ -280,6 +281,15 @@ def _rank_zero() -> bool:
     return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 
+def semi_line(semi: dict, train: TrainParams) -> str:
+    """What the unlabelled pool adds to each step, for a user who plans the run's cost."""
+    draws = train.batch_size * semi["ratio"]
+    return (f"finetune_gpu: semi-supervised ({semi['method']}, threshold {semi['threshold']}, weight "
+            f"{semi['weight']}): each step also draws {draws} of the {semi['pool']:,} unlabelled galaxies "
+            f"(data/splits/unlabelled.csv) at random and sees each in two views, about {1 + 2 * semi['ratio']}x "
+            f"a labelled step's images (the ETA below counts them)")
+
+
 def training_budget(train: TrainParams, n_train: int) -> dict:
     """The Trainer's stopping and validation settings: a step budget (train.steps, validated STEP_VALIDATIONS
     times along the way) or, with steps 0, train.epochs (validated every epoch); `schedule_steps` is the
@@ -312,9 +322,16 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         warnings.warn("no GPU found: training on CPU (train.accelerator: auto)", stacklevel=1)
     L.seed_everything(train.seed, workers=True, verbose=False)
     encoder_info = encoder_record(job.encoder_dir)
+    semi = head.semi(train, pool_size(job.split_dir))  # None: labels alone
     data = GalaxyDataModule(job.store_dir, job.split_dir, train.input_size, train.batch_size, augment,
-                            loader_workers(workers, accelerator), encoder_info.get("normalisation"), task)
+                            loader_workers(workers, accelerator), encoder_info.get("normalisation"), task,
+                            pool_ratio=train.semi_ratio if semi else 0)
     n_train = len(data.dataset("train"))
+    if semi:
+        labels = data.dataset("train").labels.numpy()
+        semi["prior"] = (np.bincount(labels, minlength=len(task.classes)) / len(labels)).tolist()
+        if _rank_zero():
+            print(semi_line(semi, train), flush=True)
     pretrained = encoder_info["source"] != "random"
     if _rank_zero():
         head.warnings(n_train, pretrained, manifest.get("source") == "synthetic")
@@ -322,7 +339,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
     encoder = build_encoder(job.encoder_dir, encoder_info)
     head.fit_data(data)
     probe = head.probe(encoder, data, train, accelerator)
-    model = head.build(encoder, train, budget.pop("schedule_steps"))
+    model = head.build(encoder, train, budget.pop("schedule_steps"), semi)
     probe_weights = None
     if train.head_init == "linear_probe" and probe is not None:
         load_into_head(model.head.linear, probe)
@@ -359,6 +376,7 @@ def finetune(train: TrainParams, augment: AugmentParams, recipe: str, manifest: 
         "epochs_run": trainer.current_epoch,
         "steps_run": trainer.global_step,
         "linear_probe": probe.record() if probe is not None else None,
+        "semi": {**model.semi_record(), "pool": semi["pool"]} if semi else {"method": "none"},
         "val_curve": curve.state_dict(),  # val accuracy (val RMSE) and loss at every validation
         "kept": "linear_probe" if keep_probe else "fine_tuned",
         "best_val_loss": probe.val_loss if keep_probe else best_loss,

@@ -1,6 +1,6 @@
 """Tiny label-budget inputs: 160 galaxies of 4 classes (80 train, 40 val, 40 test) whose features separate the
 classes, the judges a real run has (the fine-tuned model's predictions of val and test, training dynamics of
-train), measured near copies, and chosen labels made wrong."""
+train), measured near copies, the stored pixels, and chosen labels made wrong."""
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +53,8 @@ def evidence(galaxies: pd.DataFrame, truth: np.ndarray, pretrained: bool = True,
                      confident_probs(truth[~held], 2, accuracy, wrong[~held]))]
     rng = np.random.default_rng(3)
     copies = {"jpeg_q90": 1 - rng.uniform(0, 0.002, 100), "shift_1px": 1 - rng.uniform(0, 0.01, 100)}
-    return Evidence(pretrained, "test features", judged, None, 0.95, copies)
+    pixels = sky_galaxies(len(galaxies), 48)
+    return Evidence(pretrained, "test features", judged, None, 0.95, copies, pixels=lambda at: pixels[at])
 
 
 def budget_inputs(out_dir, wrong: dict[int, str] | None = None, pretrained: bool = True, **labels) -> dict:
@@ -61,3 +62,22 @@ def budget_inputs(out_dir, wrong: dict[int, str] | None = None, pretrained: bool
     galaxies, features, truth = galaxies_and_truth(wrong)
     return label_budget(galaxies, features, CLASSES, PARAMS.model_copy(update=labels), out_dir,
                         evidence(galaxies, truth, pretrained), None, bootstrap_samples=50)
+
+
+def sky_galaxies(n: int, size: int = 32, seed: int = 0, shapes: np.ndarray | None = None) -> np.ndarray:
+    """(n, size, size, 3) uint8 galaxies on a noisy sky, as survey cut-outs are: an elliptical light profile of
+    random size, elongation, angle and brightness (or the (n, 4) `shapes` given: radius, axis ratio, angle,
+    peak), a sky level and Gaussian noise of its own for each galaxy."""
+    rng = np.random.default_rng(seed)
+    if shapes is None:
+        shapes = np.column_stack([rng.uniform(0.1, 0.25, n) * size, rng.uniform(0.3, 1.0, n),
+                                  rng.uniform(0, np.pi, n), rng.uniform(120, 200, n)])
+    y, x = np.mgrid[0:size, 0:size] - (size - 1) / 2
+    images = []
+    for radius, ratio, angle, peak in shapes:
+        major = x * np.cos(angle) + y * np.sin(angle)
+        minor = (-x * np.sin(angle) + y * np.cos(angle)) / ratio
+        light = peak * np.exp(-np.sqrt(major ** 2 + minor ** 2) / radius)
+        image = light[..., None] * np.array([1.0, 0.9, 0.8]) + 25 + rng.normal(0, 6, (size, size, 3))
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return np.stack(images)

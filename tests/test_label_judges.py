@@ -1,5 +1,5 @@
-"""The label budget speaks of the model the user trains: who judges each label, near copies on a measured
-threshold, the random-init case said in words, no library warnings (tiny, offline)."""
+"""The label budget speaks of the model the user trains: who judges each label, the random-init case said in
+words, no library warnings (tiny, offline). Near copies: tests/test_near_copies.py."""
 import warnings
 
 import numpy as np
@@ -7,7 +7,6 @@ import pandas as pd
 import torch
 
 from galaxy_finetune.labels.budget import RANDOM_INIT, summary_line
-from galaxy_finetune.data.duplicates import calibrate_near, near_copies, near_pairs, nearest_neighbour_cosine
 from galaxy_finetune.labels.issues import out_of_fold_probs, probe_judged
 from galaxy_finetune.training.dynamics import TrainingDynamics
 from tests.label_budget_inputs import budget_inputs, galaxies_and_truth
@@ -47,32 +46,6 @@ def test_a_probe_judge_never_saw_the_label_it_judges():
         assert np.array_equal(again[i], judged.probs[i])
         others = np.flatnonzero(folds != folds[i])
         assert not np.allclose(again[others], judged.probs[others])  # the other folds' probe did learn it
-
-
-def test_a_near_copy_is_paired_and_distinct_galaxies_are_not():
-    rng = np.random.default_rng(0)
-    features = rng.normal(0, 1, (300, 64))
-    features[250] = features[10] + rng.normal(0, 0.05, 64)  # a re-encoded copy of galaxy 10
-    copies = {"jpeg": (1 - rng.uniform(0, 0.002, 100)), "shift": (1 - rng.uniform(0, 0.004, 100))}
-    record = calibrate_near(copies, nearest_neighbour_cosine(features), "test features")
-    assert record["threshold"] is not None and record["copies_found"]["jpeg"] >= 0.98
-    pairs = near_pairs(features, record["threshold"])
-    assert pairs[["i", "j"]].values.tolist() == [[10, 250]]
-
-
-def test_features_that_cannot_tell_galaxies_apart_say_so():
-    rng = np.random.default_rng(1)
-    features = np.ones((200, 16)) + rng.normal(0, 1e-4, (200, 16))  # every galaxy looks alike
-    record = calibrate_near({"jpeg": 1 - rng.uniform(0, 0.01, 50)}, nearest_neighbour_cosine(features), "flat")
-    assert record["threshold"] is None and "cannot be judged on flat" in record["why"]
-
-
-def test_near_copies_are_what_they_say():
-    pixels = np.random.default_rng(2).integers(0, 200, (3, 100, 100, 3), dtype=np.uint8)
-    copies = near_copies(pixels)
-    assert set(copies) == {"jpeg_q90", "shift_1px", "brightness_1.1"}
-    assert np.array_equal(copies["shift_1px"][:, :, 1:], pixels[:, :, :-1])
-    assert all(c.shape == pixels.shape and c.dtype == np.uint8 for c in copies.values())
 
 
 def test_a_random_init_run_says_it_cannot_judge_instead_of_printing_figures(tmp_path):

@@ -209,17 +209,18 @@ def test_split_train_per_class_keeps_val_and_test_and_nests_the_train_budgets():
 
 
 def test_near_identical_features_are_paired_and_named_in_one_line():
-    from galaxy_finetune.data.duplicates import near_pairs, near_warning
+    from galaxy_finetune.data.duplicates import candidate_pairs, near_warning
 
     rng = np.random.default_rng(5)
     features = rng.normal(0, 1, (50, 32))
     features[40] = features[3] * 1.05 + rng.normal(0, 0.01, 32)  # a re-encoded copy of galaxy 3
-    pairs = near_pairs(features, 0.99)
+    pairs = candidate_pairs(features, 0.99)
     assert pairs[["i", "j"]].values.tolist() == [[3, 40]]
     frame = pd.DataFrame({"id_a": ["g3"], "split_a": ["train"], "id_b": ["g40"], "split_b": ["test"],
-                          "similarity": pairs["similarity"]})
+                          "similarity": pairs["similarity"], "proof": [0.93]})
     line = near_warning(frame, 0.99, "near_duplicates.csv")
-    assert "'g3' (train) and 'g40' (test)" in line and "1 across splits" in line and "\n" not in line
+    assert "'g3' (train) and 'g40' (test)" in line and "1 across splits (a leak)" in line and "\n" not in line
+    assert "pixels 0.93" in line
     assert near_warning(frame.iloc[:0], 0.99, "x") is None
 
 

@@ -11,6 +11,8 @@ stage says so instead of listing pairs. Pairs are reported (a warning and a CSV)
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 from galaxy_finetune.core.neighbours import unit_rows
@@ -76,24 +78,35 @@ def near_pairs(features: np.ndarray, threshold: float, batch: int = 2048) -> pd.
 
 
 def near_warning(pairs: pd.DataFrame, threshold: float, csv_path) -> str | None:
-    """One line for near-identical pairs (`pairs`: id_a, split_a, id_b, split_b, similarity), or None."""
+    """One line for near copies (`pairs`: id_a, split_a, id_b, split_b, similarity, proof), or None."""
     if not len(pairs):
         return None
-    named = "; ".join(f"{p.id_a!r} ({p.split_a}) and {p.id_b!r} ({p.split_b}), cosine {p.similarity:.4f}"
-                      for p in pairs.head(SHOWN).itertuples())
+    named = "; ".join(f"{p.id_a!r} ({p.split_a}) and {p.id_b!r} ({p.split_b}), cosine {p.similarity:.4f}, pixels "
+                      f"{p.proof:.2f}" for p in pairs.head(SHOWN).itertuples())
     across = int((pairs["split_a"] != pairs["split_b"]).sum())
     more = f"; {len(pairs) - SHOWN} more" if len(pairs) > SHOWN else ""
-    return (f"{len(pairs)} pair(s) of galaxies look near-identical (encoder cosine >= {threshold}), {across} across "
-            f"splits: {named}{more}; check them for re-encoded copies; listed in {csv_path}")
+    return (f"{len(pairs)} pair(s) of galaxies are near copies (encoder cosine >= {threshold} proposed them, their "
+            f"stored pixels match: correlation >= {PROOF_MIN} after alignment), {across} across splits (a leak): "
+            f"{named}{more}; check them; listed in {csv_path}")
 
 
-COPY_QUANTILE = 0.02  # the threshold: the cosine 98% of the measured copies reach with their originals
-MAX_NEAR_SHARE = 0.02  # more galaxies than this with a neighbour above the threshold: features cannot judge
+# --- near copies: features propose, the stored pixels prove -------------------------------------------------------
+CANDIDATE_QUANTILE = 0.01  # candidates: pairs at a cosine at least 99% of the measured copies reach
+CANDIDATES_PER_GALAXY = 3  # and among each galaxy's most similar few (bounds the proofs to 3 per galaxy)
+PROOF_SIDE = 128  # the proof compares pixels at most this many a side (a larger store is averaged down)
+PROOF_SHIFT = 0.03  # shifts up to this share of the side are searched (and at least PROOF_SHIFT_PX pixels)
+PROOF_SHIFT_PX = 3
+PROOF_ZOOM = 0.06  # zooms up to this share (in steps of PROOF_ZOOM / 4) are searched
+PROOF_MIN = 0.6  # a candidate is a copy when its pixels' fine-scale correlation reaches this
+COPIES_MUST_PASS = 0.9  # calibration: each kind of synthetic copy, at least this share passes the proof
+LOOK_ALIKES_MAY_PASS = 0.02  # calibration: pairs distinct by construction, at most this share passes
+PROOF_SAMPLE = 60  # galaxies copied and mirrored to calibrate the proof
 
 
 def near_copies(pixels: np.ndarray) -> dict[str, np.ndarray]:
     """Near copies of (B, S, S, 3) uint8 galaxies, as a catalog's copies arise: re-encoded (JPEG quality 90),
-    shifted by about 1% of the side (at least a pixel), and 10% brighter."""
+    shifted by about 1% of the side (at least a pixel), 10% brighter, and re-cut 4% tighter (the central 96% of the
+    field resized back to S: a cut-out requested at a slightly different zoom)."""
     import io
 
     from PIL import Image
@@ -103,40 +116,175 @@ def near_copies(pixels: np.ndarray) -> dict[str, np.ndarray]:
         Image.fromarray(image).save(buffer, format="JPEG", quality=90)
         return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
 
-    shift = max(1, round(pixels.shape[1] / 100))
+    side = pixels.shape[1]
+    shift = max(1, round(side / 100))
+    cut = max(1, round(side * 0.02))
+
+    def recut(image):
+        return np.asarray(Image.fromarray(image[cut:side - cut, cut:side - cut]).resize((side, side), Image.BILINEAR))
+
     return {"jpeg_q90": np.stack([jpeg(p) for p in pixels]),
             f"shift_{shift}px": np.roll(pixels, shift, axis=2),
-            "brightness_1.1": np.clip(pixels.astype(np.float32) * 1.1, 0, 255).astype(np.uint8)}
+            "brightness_1.1": np.clip(pixels.astype(np.float32) * 1.1, 0, 255).astype(np.uint8),
+            "zoom_recut_4pct": np.stack([recut(p) for p in pixels])}
 
 
-def nearest_neighbour_cosine(features: np.ndarray, batch: int = 2048) -> np.ndarray:
-    """Each row's largest cosine similarity to another row (memory bounded by batch x N)."""
+def look_alikes(pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Galaxies distinct from (B, S, S, 3) `pixels` by construction, yet as alike as two galaxies get: each one
+    mirrored, and turned half a turn (the same light profile, size, colour and brightness; other pixels). No copy
+    in a catalog can make these pass the proof."""
+    return {"mirrored": np.ascontiguousarray(pixels[:, :, ::-1]),
+            "rotated_180": np.ascontiguousarray(pixels[:, ::-1, ::-1])}
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The mean of the channels as float32, averaged down to at most PROOF_SIDE a side."""
+    from PIL import Image
+
+    grey = np.asarray(image, dtype=np.float32).mean(-1)
+    if grey.shape[0] > PROOF_SIDE:
+        grey = np.asarray(Image.fromarray(grey, mode="F").resize((PROOF_SIDE, PROOF_SIDE), Image.BOX))
+    return grey
+
+
+def _fine(grey: np.ndarray) -> np.ndarray:
+    """The fine-scale part of an image (its 0.5-px Gaussian blur minus its 1.5-px one: noise and small structure,
+    without the finest grain a JPEG re-encoding drops), in units of its median absolute deviation and clipped at 3,
+    so the bright core weighs no more than the sky around it."""
+    from scipy.ndimage import gaussian_filter
+
+    fine = gaussian_filter(grey, 0.5) - gaussian_filter(grey, 1.5)
+    spread = 1.4826 * float(np.median(np.abs(fine - np.median(fine))))
+    return np.clip(fine / max(spread, 1e-3), -3.0, 3.0)
+
+
+def _zoomed(grey: np.ndarray, scale: float) -> np.ndarray:
+    """`grey` magnified by `scale` about its centre (bilinear; the edge repeats)."""
+    from scipy.ndimage import affine_transform
+
+    centre = (grey.shape[0] - 1) / 2
+    return affine_transform(grey, np.eye(2) / scale, offset=centre - centre / scale, order=1, mode="nearest")
+
+
+def copy_score(a: np.ndarray, b: np.ndarray) -> float:
+    """How surely galaxy image `b` is a copy of `a` ((S, S, 3) uint8 each): the largest normalised
+    cross-correlation of their fine-scale pixels (noise, small structure) over shifts up to PROOF_SHIFT of the side
+    (at least PROOF_SHIFT_PX pixels) and zooms up to PROOF_ZOOM. A re-encoded, shifted, brightened or re-cut copy keeps its original's noise
+    (measured at a 128-px store: 0.77 and above for copies of real GZ2 and DECaLS cut-outs made in the store,
+    below 0.25 for a galaxy against its own mirror image or half turn; docs/label-budget.md)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    ga, gb = _grey(a), _grey(b)
+    n = ga.shape[0]
+    shift = max(PROOF_SHIFT_PX, round(n * PROOF_SHIFT))
+    margin = shift + int(np.ceil(n * PROOF_ZOOM / 2)) + 1
+    if n - 2 * margin < 8:
+        margin = shift = max(0, (n - 8) // 2)
+    template = _fine(ga)[margin:n - margin, margin:n - margin]
+    template = template - template.mean()
+    template /= max(float(np.sqrt((template ** 2).sum())), 1e-9)
+    k = template.shape[0]
+    best = -1.0
+    steps = np.linspace(-PROOF_ZOOM, PROOF_ZOOM, 9)
+    for step in steps[np.argsort(np.abs(steps), kind="stable")]:
+        fine = _fine(_zoomed(gb, 1 + step) if step else gb)
+        window = fine[margin - shift:n - margin + shift, margin - shift:n - margin + shift]
+        views = sliding_window_view(window, (k, k))
+        product = np.einsum("ijkl,kl->ij", views, template)
+        total = np.einsum("ijkl->ij", views)
+        squares = np.einsum("ijkl->ij", sliding_window_view(window ** 2, (k, k)))
+        spread = np.sqrt(np.maximum(squares - total ** 2 / template.size, 1e-9))
+        best = max(best, float((product / spread).max()))
+    return best
+
+
+def copy_scores(read: Callable[[np.ndarray], np.ndarray], pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """copy_score of each (i, j) row of `pairs`, reading galaxies' pixels with `read(indices)`, and whether the two
+    have identical pixels (exact duplicates: the split stage's, not near copies)."""
+    scores, same = np.zeros(len(pairs), np.float32), np.zeros(len(pairs), bool)
+    for start in range(0, len(pairs), 256):  # a few hundred galaxies' pixels in memory at once
+        chunk = pairs[start:start + 256]
+        rows, where = np.unique(chunk.ravel(), return_inverse=True)
+        pixels = read(rows)
+        for k, (a, b) in enumerate(where.reshape(-1, 2)):
+            same[start + k] = np.array_equal(pixels[a], pixels[b])
+            scores[start + k] = 1.0 if same[start + k] else copy_score(pixels[a], pixels[b])
+    return scores, same
+
+
+def candidate_pairs(features: np.ndarray, threshold: float, per_galaxy: int = CANDIDATES_PER_GALAXY,
+                    batch: int = 2048) -> pd.DataFrame:
+    """(i, j, similarity) of row pairs i < j where j is among i's `per_galaxy` most similar rows (or i among j's)
+    at a cosine >= threshold, most similar first."""
     unit = unit_rows(features)
-    out = np.empty(len(unit), np.float32)
+    found = []
     for start in range(0, len(unit), batch):
         sim = unit[start:start + batch] @ unit.T
-        sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf
-        out[start:start + batch] = sim.max(1)
-    return out
+        rows = np.arange(len(sim))
+        sim[rows, rows + start] = -np.inf
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :per_galaxy]
+        close = sim[rows[:, None], top]
+        i, slot = np.nonzero(close >= threshold)
+        found.append(np.stack([i + start, top[i, slot], close[i, slot]], axis=1))
+    pairs = np.concatenate(found) if found else np.zeros((0, 3))
+    frame = pd.DataFrame({"i": np.minimum(pairs[:, 0], pairs[:, 1]).astype(int),
+                          "j": np.maximum(pairs[:, 0], pairs[:, 1]).astype(int),
+                          "similarity": np.round(pairs[:, 2], 5)}).drop_duplicates(["i", "j"])
+    return frame.sort_values(["similarity", "i", "j"], ascending=[False, True, True], kind="stable").reset_index(
+        drop=True)
 
 
-def calibrate_near(copy_cosines: dict[str, np.ndarray], neighbour_cosines: np.ndarray, features: str,
-                   fixed: float | None = None) -> dict:
-    """The near-duplicate threshold and what it stands on: the cosine COPY_QUANTILE of the copies fall below (or
-    `fixed`, labels.near_duplicate_cosine set by hand), the share of galaxies with a neighbour at least that close,
-    and whether the features can judge near copies at all (`threshold` None, with `why`, when they cannot)."""
+def calibrate_proof(pixels: np.ndarray) -> dict:
+    """Whether the pixel proof works on these (B, S, S, 3) galaxies: their synthetic near copies (near_copies) must
+    pass it and their look-alikes (distinct by construction) must fail it. Neither is drawn from pairs of the
+    catalog, so however many copies the catalog holds, they cannot sway it. `why` names what failed (None: none)."""
+    scored = {}
+    for family in (near_copies(pixels), look_alikes(pixels)):
+        for kind, made in family.items():
+            scored[kind] = np.array([copy_score(p, m) for p, m in zip(pixels, made)])
+    copies = [k for k in scored if k not in ("mirrored", "rotated_180")]
+    passed = {k: round(float(np.mean(v >= PROOF_MIN)), 3) for k, v in scored.items()}
+    failed = [f"{passed[k]:.0%} of {k} copies pass it (at least {COPIES_MUST_PASS:.0%} must)" for k in copies
+              if passed[k] < COPIES_MUST_PASS]
+    failed += [f"{passed[k]:.0%} of the galaxies {k.replace('_', ' ')} pass it as their own copies (at most "
+               f"{LOOK_ALIKES_MAY_PASS:.0%} may)" for k in ("mirrored", "rotated_180") if passed[k] > LOOK_ALIKES_MAY_PASS]
+    return {"proof": f"fine-scale pixel correlation >= {PROOF_MIN} over shifts up to {PROOF_SHIFT:.0%} of the side (at "
+                     f"least {PROOF_SHIFT_PX} px) "
+                     f"and zooms up to {PROOF_ZOOM:.0%}",
+            "proof_min": PROOF_MIN, "calibration_galaxies": int(len(pixels)), "passed": passed,
+            "score_median": {k: round(float(np.median(v)), 3) for k, v in scored.items()},
+            "why": None if not failed else (
+                f"near duplicates cannot be judged on these images: the pixel proof failed its calibration on "
+                f"{len(pixels)} of the run's galaxies: {'; '.join(failed)}")}
+
+
+def find_near_copies(features: np.ndarray, copy_cosines: dict[str, np.ndarray], read: Callable | None,
+                     calibration: np.ndarray, features_name: str, fixed: float | None = None
+                     ) -> tuple[dict, pd.DataFrame]:
+    """Near copies among the galaxies of `features`' rows: candidate pairs from the features (candidate_pairs, at
+    the cosine 99% of the measured copies `copy_cosines` reach, or `fixed`: labels.near_duplicate_cosine), each
+    confirmed or rejected by copy_score on the pixels `read(indices)` returns, once the proof passes its calibration
+    on the rows `calibration`. Returns the record (`threshold` None with `why` when the proof failed) and the
+    confirmed pairs (i, j, similarity, proof); identical pixels are left to the exact duplicates."""
     pooled = np.concatenate(list(copy_cosines.values()))
-    measured = float(np.quantile(pooled, COPY_QUANTILE))
+    measured = float(np.quantile(pooled, CANDIDATE_QUANTILE))
     threshold = measured if fixed is None else float(fixed)
-    share = float(np.mean(neighbour_cosines >= threshold))
-    record = {"features": features, "threshold": round(threshold, 4), "measured_threshold": round(measured, 4),
+    record = {"features": features_name, "threshold": round(threshold, 4), "measured_threshold": round(measured, 4),
               "set_by_hand": fixed is not None, "copies": int(len(pooled)),
-              "copies_found": {k: round(float(np.mean(v >= threshold)), 3) for k, v in copy_cosines.items()},
-              "copy_cosine_median": {k: round(float(np.median(v)), 4) for k, v in copy_cosines.items()},
-              "galaxies_with_a_neighbour_that_close": round(share, 4),
-              "neighbour_cosine_p99": round(float(np.quantile(neighbour_cosines, 0.99)), 4), "why": None}
-    if fixed is None and share > MAX_NEAR_SHARE:
-        record.update(threshold=None, why=(
-            f"near duplicates cannot be judged on {features}: {share:.0%} of the galaxies have a neighbour as close "
-            f"as 98% of their own near copies (cosine {measured:.4f}), so copies and distinct galaxies look alike"))
-    return record
+              "copies_proposed": {k: round(float(np.mean(v >= threshold)), 3) for k, v in copy_cosines.items()},
+              "copy_cosine_median": {k: round(float(np.median(v)), 4) for k, v in copy_cosines.items()}}
+    empty = pd.DataFrame({"i": [], "j": [], "similarity": [], "proof": []}).astype({"i": int, "j": int})
+    if read is None:
+        record.update(threshold=None, why="near duplicates cannot be judged: no stored pixels to prove pairs on")
+        return record, empty
+    record.update(calibrate_proof(read(np.asarray(calibration))))
+    if record["why"] is not None:
+        record["threshold"] = None
+        return record, empty
+    candidates = candidate_pairs(features, threshold)
+    scores, same = copy_scores(read, candidates[["i", "j"]].to_numpy())
+    candidates["proof"] = np.round(scores, 3)
+    keep = (scores >= PROOF_MIN) & ~same
+    record.update(candidates=int(len(candidates)), confirmed=int(keep.sum()), identical_pixels=int(same.sum()),
+                  rejected=int((~keep & ~same).sum()))
+    return record, candidates[keep].reset_index(drop=True)

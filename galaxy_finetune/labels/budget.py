@@ -3,8 +3,9 @@
 - label_issues.csv: the labels that look wrong, each judged by a model that did not learn it (labels/issues.py:
   the fine-tuned model's predictions for val and test, the run's training dynamics or an out-of-fold probe for
   train), most suspect first, with the judge's name;
-- near_duplicates.csv: pairs of galaxies at least as alike as the run's own measured near copies
-  (data/duplicates.py), on the starting encoder's features when pretrained, else on the fine-tuned encoder's;
+- near_duplicates.csv: near copies (data/duplicates.py): pairs the encoder's features propose (at least as alike
+  as the run's own measured near copies, on the starting encoder's features when pretrained, else on the
+  fine-tuned encoder's), each confirmed on the stored pixels (`proof`);
 - learning_curve.csv (+ learning_curve_runs.csv), active_learning.csv and active_learning_mean.csv: the linear probe
   on a PCA of the pretrained starting encoder's frozen features, over nested class-balanced budgets and against
   random labelling, beside its distance from the fine-tuned model on the same val split. With a random-init
@@ -18,6 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,8 +31,7 @@ from galaxy_finetune.core.layout import SPLIT_DUPLICATES
 from galaxy_finetune.core.neighbours import unit_rows
 from galaxy_finetune.core.params import LabelsParams
 from galaxy_finetune.core.task import read_task
-from galaxy_finetune.data.duplicates import (calibrate_near, near_copies, near_pairs, near_warning,
-                                             nearest_neighbour_cosine)
+from galaxy_finetune.data.duplicates import PROOF_SAMPLE, find_near_copies, near_copies, near_warning
 from galaxy_finetune.data.encoder import encoder_record
 from galaxy_finetune.data.loading import read_split
 from galaxy_finetune.data.store import galaxy_pixels
@@ -50,7 +51,7 @@ RANDOM_INIT = ("the starting encoder is a random init: a probe on its features s
                "fine-tuned model needs, so the probe's learning curve and acquisition simulation are not computed. "
                "The fine-tuned model's own curve: `dvc exp run --queue -S split.train_per_class=N` for a few N, "
                "`dvc queue start`, then `galaxy-label-curve`")
-COPY_SAMPLE = 150  # galaxies copied three ways to measure the near-duplicate threshold
+COPY_SAMPLE = 150  # galaxies copied four ways to measure the cosine at which features propose near copies
 CURVE_COLUMNS = ["per_class", "n_labels", "accuracy", "ci_low", "ci_high", "seed_std", "seeds"]
 
 
@@ -65,6 +66,7 @@ class Evidence:
     copy_cosines: dict  # {kind: cosine of each measured near copy with its original}
     near_cosine: float | None = None  # labels.near_duplicate_cosine set by hand (None: measured)
     train_labels: int | None = None  # labels in the train split, all of them (None: the train galaxies given)
+    pixels: Callable[[np.ndarray], np.ndarray] | None = None  # the stored pixels of galaxies (by position)
 
 
 def pca_project(train: np.ndarray, everything: np.ndarray, components: int) -> np.ndarray:
@@ -109,15 +111,14 @@ def label_budget(galaxies: pd.DataFrame, features: np.ndarray, classes: list[str
         clock["label_issues_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        near_record = calibrate_near(evidence.copy_cosines, nearest_neighbour_cosine(features), evidence.features,
-                                     evidence.near_cosine)
-        if near_record["threshold"] is None:
-            pairs = pd.DataFrame({"i": [], "j": [], "similarity": []}).astype({"i": int, "j": int})
-        else:
-            pairs = near_pairs(features, near_record["threshold"])
+        calibration = np.sort(np.random.default_rng(1).choice(len(galaxies), min(PROOF_SAMPLE, len(galaxies)),
+                                                              replace=False))
+        near_record, pairs = find_near_copies(features, evidence.copy_cosines, evidence.pixels, calibration,
+                                              evidence.features, evidence.near_cosine)
         ids = galaxies["id_str"].to_numpy()
         near = pd.DataFrame({"id_a": ids[pairs["i"]], "split_a": split[pairs["i"]], "id_b": ids[pairs["j"]],
-                             "split_b": split[pairs["j"]], "similarity": pairs["similarity"]})
+                             "split_b": split[pairs["j"]], "similarity": pairs["similarity"],
+                             "proof": pairs["proof"]})
         clock["near_duplicates_s"] = time.perf_counter() - start
     exact = 0
     if splits_dir is not None and (Path(splits_dir) / SPLIT_DUPLICATES).is_file():
@@ -199,10 +200,11 @@ def report_markdown(summary: dict, curve: pd.DataFrame, saving: pd.DataFrame | N
     near = dup["near_calibration"]
     lines += [f"{dup['exact']} galaxies with identical pixels. " + (
         near["why"][0].upper() + near["why"][1:] + "." if near["threshold"] is None else
-        f"{dup['near']} near-identical pairs: cosine >= {near['threshold']} on {near['features']}, the cosine 98% of "
-        f"{near['copies']} measured near copies of this run's galaxies reach (found: "
-        + ", ".join(f"{k} {v:.0%}" for k, v in near["copies_found"].items())
-        + f"); {near['galaxies_with_a_neighbour_that_close']:.1%} of the galaxies have a neighbour that close."), ""]
+        f"{dup['near']} near copies: {near['candidates']} candidate pairs at cosine >= {near['threshold']} on "
+        f"{near['features']} (the cosine 99% of {near['copies']} measured near copies of this run's galaxies reach), "
+        f"each proved on the stored pixels ({near['proof']}); {near['confirmed']} confirmed, {near['rejected']} "
+        f"rejected. The proof passed its calibration on {near['calibration_galaxies']} of the run's galaxies: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in near["passed"].items()) + " passed."), ""]
     lines += ["## How many labels, and which next", ""]
     if summary["learner"] is None:
         return "\n".join(lines + [summary["note"] + ".", ""])
@@ -292,7 +294,8 @@ def run_label_budget(raw_dir: Path, store_dir: Path, splits_dir: Path, encoder_d
     evidence = Evidence(pretrained, described, judged, not_judged,
                         round(float((val["true_label"] == val["pred_label"]).mean()), 4) if len(val) else None,
                         copy_cosines, None if labels.near_duplicate_cosine == "auto" else labels.near_duplicate_cosine,
-                        train_labels=len(train))
+                        train_labels=len(train),
+                        pixels=lambda at: galaxy_pixels(store_dir, galaxies["row"].to_numpy()[at]))
     return label_budget(galaxies, features, classes, labels, out_dir, evidence, splits_dir,
                         params.analyse.bootstrap_samples, n_labelled=len(labelled))
 
@@ -305,7 +308,8 @@ def summary_line(s: dict) -> str:
     judges = ", ".join(f"{'/'.join(r['splits'])} by {name} ({r['agreement']:.1%} agreement, {r['n_flagged']} flagged, "
                        f"~{r['expected_by_chance']} disagreements by chance)" for name, r in issues["judges"].items())
     near = (dup["near_calibration"]["why"] if dup["near"] is None else
-            f"{dup['near']} near-duplicate pairs (cosine >= {dup['near_threshold_cosine']}, measured on near copies)")
+            f"{dup['near']} near copies ({dup['near_calibration']['candidates']} candidate pairs at cosine >= "
+            f"{dup['near_threshold_cosine']}, proved on the stored pixels)")
     if s["learner"] is None:
         learner = "learning curve and acquisition: not computed (random-init encoder)"
     else:

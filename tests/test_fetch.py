@@ -229,8 +229,9 @@ def test_ten_classes_train_with_nothing_but_data_catalog_set(tmp_path):
     assert read_json(tmp_path / "model" / "model.json")["classes"] == sorted(names)
 
 
-def _stage(tmp_path, params: dict, capsys) -> tuple[int, str]:
-    """fetch_data as `dvc repro` runs it (its argv, params.yaml, the error shell): (exit status, stderr)."""
+def _stage(tmp_path, params: dict, capsys, out: list | None = None) -> tuple[int, str]:
+    """fetch_data as `dvc repro` runs it (its argv, params.yaml, the error shell): (exit status, stderr); what it
+    printed to stdout is appended to `out`."""
     import yaml
 
     from galaxy_finetune.core.cli import run_stage
@@ -243,7 +244,10 @@ def _stage(tmp_path, params: dict, capsys) -> tuple[int, str]:
         status = 0
     except SystemExit as stop:
         status = stop.code
-    return status, capsys.readouterr().err
+    captured = capsys.readouterr()
+    if out is not None:
+        out.append(captured.out)
+    return status, captured.err
 
 
 def _outputs(tmp_path) -> dict:
@@ -370,3 +374,33 @@ def test_issue36_whatever_the_full_run_read_that_changes_sends_the_rerun_to_it(t
         monkeypatch.setattr(witness, "CODE", (*witness.CODE, tmp_path / "changed.py"))
         (tmp_path / "changed.py").write_text("x = 1\n")
     assert witness.unchanged(params, tmp_path / "raw", tmp_path / "encoder") is None
+
+
+def test_issue34_unlabelled_rows_and_data_unlabelled_are_kept_counted_and_said(tmp_path, capsys, monkeypatch):
+    """Empty labels in the catalog and a folder named by data.unlabelled: unlabelled galaxies in catalog.csv (label
+    -1, no class), counted in the manifest and in one line of the stage, and out of the class counts."""
+    monkeypatch.setenv("GALAXY_FINETUNE_CACHE", str(tmp_path / "cache"))
+    catalog = _named_catalog(tmp_path, ["round", "cigar"], n_per_class=4)
+    frame = pd.read_csv(catalog)
+    frame.loc[[1, 6], "label"] = ""
+    frame.to_csv(catalog, index=False)
+    extra = tmp_path / "more"
+    extra.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (9, 9 * i, 90)).save(extra / f"more_{i}.png")
+    (extra / "notes.txt").write_text("not an image")
+    params = {"data": {"source": "catalog", "catalog": str(catalog), "unlabelled": str(extra)},
+              "model": {"encoder": "random"}}
+    printed = []
+    assert _stage(tmp_path, params, capsys, printed)[0] == 0
+    written = pd.read_csv(tmp_path / "raw" / CATALOG, keep_default_na=False)
+    unlabelled = written[written["label"] == -1]
+    assert sorted(unlabelled["id_str"]) == ["g1", "g6", "more_0", "more_1", "more_2"]
+    assert (unlabelled["label_name"] == "").all()
+    manifest = read_json(tmp_path / "raw" / MANIFEST)
+    assert manifest["n_unlabelled"] == 5 and manifest["counts_per_class"] == {"cigar": 3, "round": 3}
+    assert _stage(tmp_path, params, capsys, printed)[0] == 0  # the unchanged rerun (the recheck) says it too
+    line = ("fetch_data: 5 of 11 galaxies are unlabelled (empty label): kept for semi-supervised training "
+            "(train.semi), never in val, test or a metric")
+    assert [line in run.splitlines() for run in printed] == [True, True]
+    assert "nothing changed since the last run" in printed[1]

@@ -71,3 +71,28 @@ def test_galaxy_label_curve_collects_real_dvc_experiments(tmp_path, capsys):
     assert sorted(points["n_labels"]) == [100, 200, 400, 2000]  # three experiments and the baseline commit
     assert "90% needs about" in line and "4 run(s)" in line
     assert json.loads((repo / "metrics/metrics.json").read_text())  # the workspace is left as it was
+
+
+def test_issue34_runs_with_the_unlabelled_pool_get_their_own_curve_and_their_own_answer(tmp_path, capsys,
+                                                                                        monkeypatch):
+    """Runs with train.semi (metrics/recipe.json's semi) are a curve apart from the runs on labels alone, each with
+    its own "N labels reach the target"; the labels-alone curve stays in metrics/finetuned_curve.csv."""
+    import dvc.api
+
+    runs = rows([10, 25, 50, 100])
+    better = rows([10, 25, 50])[1:-1]
+    for row in better:  # the same budgets with the pool: a fifth less error
+        row.update(Experiment=f"{row['Experiment']}-fixmatch", rev=row["rev"] + "s", semi="fixmatch",
+                   accuracy=1 - LAW.error(row["train_labels"]) * 0.8)
+    monkeypatch.setattr(dvc.api, "exp_show", lambda repo: runs + better)
+    (tmp_path / "params.yaml").write_text("labels:\n  target: 0.9\n")
+    main(["--repo", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    alone = pd.read_csv(tmp_path / "metrics/finetuned_curve.csv")
+    pool = pd.read_csv(tmp_path / "metrics/finetuned_curve_semi.csv")
+    assert set(alone["semi"]) == {"none"} and len(alone) == 4
+    assert set(pool["semi"]) == {"fixmatch"} and len(pool) == 3
+    assert lines[0].startswith("galaxy-label-curve: the fine-tuned model's test accuracy on its labels alone: 40 labels")
+    assert lines[1].startswith("galaxy-label-curve: with the unlabelled pool (train.semi fixmatch): 40 labels")
+    needed = [int(line.split("needs about ")[1].split(" labels")[0]) for line in lines]
+    assert needed[1] < needed[0]  # fewer labels reach the target with the pool

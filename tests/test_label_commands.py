@@ -99,6 +99,25 @@ def test_label_next_writes_k_ranked_galaxies_and_a_sheet(project, tmp_path, caps
     assert capsys.readouterr().err.strip().splitlines() == ["error: -k 0: ask for at least one galaxy"]
 
 
+def test_issue34_label_next_over_an_own_catalog_ranks_only_the_galaxies_nobody_labelled(project, tmp_path, capsys):
+    from galaxy_finetune.labels.next import main
+
+    folder = _save(tmp_path / "survey", [render_galaxy(i % 4, 9, i, 32) for i in range(12)])
+    labels = ["smooth_round", "", "edge_on_disk", "", "", "smooth_cigar", "", "unbarred_spiral", "", "", "x", ""]
+    catalog = pd.DataFrame({"file_loc": [f"n{i:03d}.png" for i in range(12)], "label": labels})
+    catalog.to_csv(folder / "catalog.csv", index=False)
+    out = tmp_path / "next.csv"
+    main([str(project.model), str(folder / "catalog.csv"), "-k", "50", "--score", "entropy", "-o", str(out),
+          "--sheet", str(tmp_path / "next.png"), "--embeddings", str(tmp_path / "none"), "--accelerator", "cpu"])
+    ranked = pd.read_csv(out)
+    assert set(ranked["id_str"]) == {f"n{i:03d}" for i, label in enumerate(labels) if not label}
+    catalog.assign(label="smooth_round").to_csv(folder / "catalog.csv", index=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([str(project.model), str(folder / "catalog.csv"), "-o", str(out), "--accelerator", "cpu"])
+    assert "every galaxy has a label; point galaxy-label-next at galaxies still to label" in capsys.readouterr().err
+
+
 def test_label_next_skips_damaged_images_names_counts_and_lists_them(project, tmp_path, capsys):
     """Issue 27: the good galaxies of a folder are ranked; an empty and a cut-short JPEG are skipped, each named in a
     warning, counted in the last line and listed beside the output; a note is ignored; exit status 0."""

@@ -46,7 +46,11 @@ def test_recipe_record_and_line_carry_the_effective_values():
     assert recipe_record(name, train, RANDOM) == {
         "recipe": "scratch", "pretrained": False, "encoder": "random", "arch": "convnext_nano",
         "lr": 0.001, "epochs": 10, "steps": 0, "input_size": 64, "batch_size": 64, "patience": 3,
-        "layer_decay": 1.0, "head_init": "random", "schedule": "constant", "batchnorm": "train"}
+        "layer_decay": 1.0, "head_init": "random", "schedule": "constant", "batchnorm": "train",
+        "semi": "none", "semi_threshold": None, "semi_pool": 0, "semi_used_share": None}
+    semi = {"method": "fixmatch", "threshold": "adaptive", "pool": 1240, "used_share": 0.31, "pool_draws": 6400}
+    assert {k: v for k, v in recipe_record(name, train, RANDOM, semi).items() if k.startswith("semi")} == {
+        "semi": "fixmatch", "semi_threshold": "adaptive", "semi_pool": 1240, "semi_used_share": 0.31}
     assert recipe_line(name, train, RANDOM) == (
         "finetune_gpu: the encoder is a random init (convnext_nano, no pretraining), so the from-scratch recipe "
         "(scratch.*): lr=0.001 epochs=10 steps=0 input_size=64 batch_size=64 patience=3 layer_decay=1.0 "
@@ -92,7 +96,7 @@ def test_the_stage_picks_the_recipe_from_the_encoder_record(tmp_path, monkeypatc
         "random" if encoder is RANDOM else recipe]
     assert seen["train"] == used and seen["train"].epochs == {"scratch": 3, "train": 7, "writeup": 5}[name]
     assert seen["manifest"]["run_label"] == "test | test" and seen["job"].model_out == tmp_path / "model"
-    assert read_json(args.recipe) == recipe_record(name, used, encoder)
+    assert read_json(args.recipe) == recipe_record(name, used, encoder)  # labels alone: semi none
     out, err = capsys.readouterr()
     assert recipe_line(name, used, encoder) in out.splitlines()
     assert "val accuracy 75.0% vs the linear probe's 50.0%" in out

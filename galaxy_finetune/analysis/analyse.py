@@ -15,7 +15,7 @@ from galaxy_finetune.analysis import figures
 from galaxy_finetune.analysis.calibration import accuracy_coverage, purity_thresholds, temperature_scaling
 from galaxy_finetune.analysis.common import (Inputs, Outputs, count_weights, embedding_rows, footer, map_points, number,
                                              percent, provenance, read_curves, read_predictions, records_json,
-                                             write_outputs)
+                                             semi_words, write_outputs)
 from galaxy_finetune.analysis.metrics import (class_indexes, compute_metrics, confusion_array, most_confident,
                                               reliability, residuals, validated_probabilities)
 from galaxy_finetune.analysis.mistakes_page import mistakes_html
@@ -74,6 +74,7 @@ def summary_markdown(result: dict, classes: list[str], plots_link: str, errors_l
         f"{percent(result['linear_probe_val_accuracy'])} for a linear probe of the starting encoder"
         + (" (fine-tuning did not beat it on val loss, so the probe's head was kept)"
            if result["kept"] == "linear_probe" else "") + " |",
+        f"| Unlabelled galaxies | {semi_words(prov)} |",
         f"| Device | {prov['device']}, precision {prov['precision']} |",
         f"| Model weights | {weights} |",
         f"| Data | {prov['data_source']} ({prov['data_images']} images, sha256 `{prov['data_sha256'][:12]}`) |",
@@ -214,7 +215,8 @@ def analyse(inputs: Inputs, params: AnalyseParams, out: Outputs) -> dict:
     if inputs.label_budget is not None:  # labels that look wrong (train/val/test), and duplicate counts
         found, section = errors_page_section(inputs.label_budget, inputs.store_dir)
         result.update(found)
-    page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes}, prov["run_label"],
+    page = mistakes_html(table, probs, classes, {i: thumbnail_png(pixels[i]) for i in mistakes},
+                         f"{prov['run_label']} | {semi_words(prov)}",
                          section)
     write_outputs(out, lambda folder: [figure.draw(data, folder / figure.file, stamp, figure.title)
                                        for figure in figures.FIGURES],

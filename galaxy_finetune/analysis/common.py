@@ -100,10 +100,21 @@ def provenance(manifest: dict, model_config: dict, timing: dict | None = None, n
         "steps_run": run.get("steps_run"),
         "best_step": run.get("best_step"),
         "learning_warning": run.get("learning_warning"),  # issue 10: finetune_gpu's learned-nothing verdict
+        "semi": run.get("semi") or {"method": "none"},  # issue 34: what the unlabelled pool added (training/semi.py)
+        "data_unlabelled": manifest.get("n_unlabelled", 0),
         "predict_images_per_s": (timing or {}).get("test_images_per_s"),
         "versions": {**run["versions"], **{name: version(name) for name in ("scikit-learn", "matplotlib",
                                                                             "seaborn")}},
     }
+
+
+def semi_words(prov: dict) -> str:
+    """How the run used the galaxies nobody labelled, in words (the report and the errors page)."""
+    semi = prov.get("semi") or {"method": "none"}
+    if semi["method"] == "none":
+        return "trained on its labels alone"
+    return (f"semi-supervised ({semi['method']}, threshold {semi.get('threshold')}): also learned from "
+            f"{semi.get('pool', 0):,} unlabelled galaxies, {semi.get('used_share', 0):.0%} of the pool draws used")
 
 
 def footer(prov: dict) -> str:

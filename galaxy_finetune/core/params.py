@@ -39,6 +39,7 @@ class DataParams(_Group):
     source: str = "galaxy_mnist"  # core.classes.SOURCES: a galaxy-datasets name, galaxy_mnist_64, catalog, synthetic
     local_dir: str = ""
     catalog: str = ""
+    unlabelled: str = ""  # more unlabelled galaxies: a folder of images or a catalog with file_loc (train.semi's pool)
     # classification: the classes, label i = classes[i]; for a built-in dataset a subset of its classes in any
     # order, [] (the default) for all of them in the dataset's order; for an own catalog its class names, []
     # for the names its label column holds (sources.catalog_classes: sorted; GalaxyMNIST's keep their order)
@@ -144,7 +145,8 @@ class TrainParams(_Group):
     majority_margin: float = Field(0.05, ge=0, lt=1)
     # semi-supervised: also learn from data/splits/unlabelled.csv (training/semi.py, docs/recipes.md)
     semi: Literal["none", "fixmatch", "ema_teacher"] = "none"  # none: labels only
-    semi_threshold: float = Field(0.95, gt=0, le=1)  # a pool galaxy's pseudo-label counts at this confidence or more
+    # a pool galaxy's pseudo-label counts at this confidence or more; adaptive: FreeMatch's self-adaptive, per class
+    semi_threshold: Annotated[float, Field(ge=0, le=1)] | Literal["adaptive"] = "adaptive"
     semi_weight: float = Field(1.0, ge=0)            # the unlabelled loss's weight beside the labelled loss
     semi_ratio: int = Field(2, gt=0)                 # pool galaxies per labelled galaxy in a training batch
     semi_ema: float = Field(0.99, gt=0, lt=1)        # ema_teacher: the teacher's weight decay per step

@@ -69,9 +69,15 @@ def schema_name(params: Params) -> str | dict | None:
 
 
 def load_source(params: Params, cache: Path, task: Task | None = None) -> sources.RawData:
-    """data.source's galaxies: raises Unreachable when its files can be neither found nor downloaded."""
-    d, f = params.data, params.fetch
+    """data.source's galaxies, and data.unlabelled's as unlabelled ones: raises Unreachable when the source's files
+    can be neither found nor downloaded."""
     task = task or run_task(params)
+    raw = _load_source(params, cache, task)
+    return sources.add_unlabelled(raw, params.data.unlabelled, task) if params.data.unlabelled else raw
+
+
+def _load_source(params: Params, cache: Path, task: Task) -> sources.RawData:
+    d, f = params.data, params.fetch
     if d.source == "catalog":
         return sources.user_catalog(d.catalog, d.classes, task)
     if d.source == "synthetic":
@@ -171,7 +177,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     manifest_path = raw_out / MANIFEST
     # what this run read, for the next run's cheap recheck (data/witness.py): the own catalog, and where the real
     # inputs would appear when they stood in
-    read = [str(d.catalog)] if d.source == "catalog" else []
+    read = ([str(d.catalog)] if d.source == "catalog" else []) + ([d.unlabelled] if d.unlabelled else [])
     if data_substituted:
         read += [d.local_dir] * bool(d.local_dir) + [str(cache / d.source)]
     seen = witness.witness(params, catalog["src"], read + encoder_paths(m.encoder),

@@ -199,6 +199,27 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     return RawData(catalog, tuple(classes), record=record)
 
 
+def add_unlabelled(raw: RawData, where: str | Path, task: Task) -> RawData:
+    """`raw` with data.unlabelled's galaxies appended as unlabelled ones: a folder's images (ids from their file
+    names, as galaxy-classify names them) or a catalog's file_loc rows (its id_str, else the file names)."""
+    path = Path(where)
+    if path.is_dir():
+        root = os.path.abspath(path)
+        with os.scandir(root) as entries:
+            names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+        if not names:
+            raise PipelineError(f"data.unlabelled: {path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        src = [os.path.join(root, n) for n in names]
+        ids = [id_from_file(n) for n in names]
+    else:
+        frame, src = read_catalog_file(path, {"file_loc"}, "data.unlabelled")
+        ids = catalog_ids(frame, src)
+    rows = pd.DataFrame({"id_str": ids, "label": UNLABELLED, "split": "", "src": src,
+                         **{c: np.nan for c in task.label_cols}})
+    return RawData(pd.concat([raw.catalog, rows], ignore_index=True), raw.classes,
+                   record={**raw.record, "unlabelled": str(path), "n_unlabelled_added": len(rows)})
+
+
 def _empty(value) -> bool:
     """An empty label cell (NaN, or blank text): the galaxy is unlabelled."""
     return (isinstance(value, str) and not value.strip()) or (not isinstance(value, str) and pd.isna(value))

@@ -25,8 +25,9 @@ from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import atomic_path
 from galaxy_finetune.core.params import load_params
 
-CURVE_FILE = Path("metrics/finetuned_curve.csv")
-COLUMNS = ["experiment", "per_class", "n_labels", "accuracy", "ci_low", "ci_high"]
+CURVE_FILE = Path("metrics/finetuned_curve.csv")  # runs on their labels alone (train.semi none)
+SEMI_CURVE_FILE = Path("metrics/finetuned_curve_semi.csv")  # runs that also learned from the unlabelled pool
+COLUMNS = ["experiment", "per_class", "n_labels", "accuracy", "ci_low", "ci_high", "semi"]
 
 
 def _value(row: dict, key: str, file: str):
@@ -53,7 +54,8 @@ def curve_points(rows: list[dict]) -> pd.DataFrame:
                        "per_class": int(budget) if budget else "all", "n_labels": int(n),
                        "accuracy": float(accuracy),
                        "ci_low": _value(row, "accuracy_ci95_low", "metrics/metrics.json"),
-                       "ci_high": _value(row, "accuracy_ci95_high", "metrics/metrics.json")})
+                       "ci_high": _value(row, "accuracy_ci95_high", "metrics/metrics.json"),
+                       "semi": _value(row, "semi", "metrics/recipe.json") or "none"})
     frame = pd.DataFrame(points, columns=COLUMNS)
     return frame.drop_duplicates(["experiment"]).sort_values(["n_labels", "experiment"], kind="stable").reset_index(
         drop=True)
@@ -72,15 +74,21 @@ def labels_for_target(points: pd.DataFrame, target: float) -> dict:
     return fit_curve(mean.fillna({"ci_low": mean["accuracy"], "ci_high": mean["accuracy"]}), "accuracy", target)
 
 
-def describe(points: pd.DataFrame, fit: dict) -> str:
+def describe(points: pd.DataFrame, fit: dict, what: str = "the fine-tuned model's test accuracy") -> str:
     """The command's line: each budget's accuracy, then the labels for the target (or why there is no number)."""
     runs = ", ".join(f"{r.n_labels} labels {r.accuracy:.1%}" for r in points.itertuples())
     target = fit["target"]
     if fit["labels_for_target"] is not None:
         more = " (extrapolated beyond the largest budget run)" if fit["extrapolated"] else ""
-        return (f"galaxy-label-curve: the fine-tuned model's test accuracy: {runs}; {target:.0%} needs about "
+        return (f"galaxy-label-curve: {what}: {runs}; {target:.0%} needs about "
                 f"{fit['labels_for_target']} labels{more}")
-    return f"galaxy-label-curve: the fine-tuned model's test accuracy: {runs}; {target:.0%}: {fit['note']}"
+    return f"galaxy-label-curve: {what}: {runs}; {target:.0%}: {fit['note']}"
+
+
+def curves(points: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The runs on labels alone, and those of each train.semi method (which also learned from the unlabelled pool):
+    "N labels reach the target" is answered for the recipe the user runs."""
+    return {str(method): group.reset_index(drop=True) for method, group in points.groupby("semi", sort=False)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,9 +109,20 @@ def main(argv: list[str] | None = None) -> None:
                                 "metrics/label_budget/summary.json; run `dvc exp run --queue -S "
                                 "split.train_per_class=N` for a few N, then `dvc queue start`")
         out = args.out or args.repo / CURVE_FILE
-        with atomic_path(out) as tmp:
-            points.to_csv(tmp, index=False)
-        print(describe(points, labels_for_target(points, target)) + f"; {len(points)} run(s) in {out}")
+        alone = points[points["semi"] == "none"]
+        with_pool = points[points["semi"] != "none"]
+        lines = []
+        for frame, path, what in ((alone, out, "the fine-tuned model's test accuracy on its labels alone"),
+                                  (with_pool, out.with_name(SEMI_CURVE_FILE.name), None)):
+            if frame.empty:
+                continue
+            with atomic_path(path) as tmp:
+                frame.to_csv(tmp, index=False)
+            for method, group in curves(frame).items():
+                label = what or f"with the unlabelled pool (train.semi {method})"
+                lines.append(describe(group, labels_for_target(group, target), label)
+                             + f"; {len(group)} run(s) in {path}")
+        print("\n".join(lines))
 
     run_command(body)
 

@@ -1,6 +1,7 @@
 """Which galaxies to label next: `galaxy-label-next MODEL_DIR IMAGES -k 100 -o next.csv --sheet next.png`.
 
-IMAGES is what galaxy-classify reads (a folder of JPG/PNG/FITS, or a catalog with file_loc). Each unlabelled
+IMAGES is what galaxy-classify reads (a folder of JPG/PNG/FITS, or a catalog with file_loc; a catalog with a label
+column, such as your own catalog, gives the rows whose label is empty: the galaxies nobody labelled yet). Each unlabelled
 galaxy goes through the model's eval view and encoder once; its head gives the class probabilities and, for
 --score bald, --passes Monte-Carlo passes with the head's dropout on (the encoder stays in eval mode). The k
 highest-scoring galaxies (entropy, margin or BALD: labels/acquisition.py) go to a CSV (rank, id_str, file, score,
@@ -27,6 +28,7 @@ from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import write_csv
 from galaxy_finetune.data.images import decode_image
 from galaxy_finetune.data.loading import ImageFiles, make_loader
+from galaxy_finetune.data.sources import read_catalog_file
 from galaxy_finetune.inference.classify import galaxies_from
 from galaxy_finetune.inference.predict import damaged_table, readable_batches, write_skipped
 from galaxy_finetune.inference.shift import optional_scorer
@@ -61,6 +63,21 @@ def score_galaxies(model, config: dict, files: pd.Series, how: str, passes: int,
     return np.concatenate(probs), np.concatenate(scores), np.concatenate(features), np.concatenate(decoded), damaged
 
 
+def unlabelled_only(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """The galaxies of `frame` (galaxies_from(source)) still to label: all of a folder's; of a catalog with a label
+    column, the rows whose label is empty (the unlabelled galaxies fetch_data keeps for semi-supervised training)."""
+    if source.is_dir():
+        return frame
+    table, _ = read_catalog_file(source, {"file_loc"}, "images")
+    if "label" not in table.columns:
+        return frame
+    empty = table["label"].map(lambda v: pd.isna(v) or not str(v).strip()).to_numpy(bool)
+    if not empty.any():
+        raise PipelineError(f"{source}: every galaxy has a label; point galaxy-label-next at galaxies still to label "
+                            f"(a folder, or a catalog whose label is empty for them)")
+    return frame[empty].reset_index(drop=True)
+
+
 def label_next(args: argparse.Namespace) -> pd.DataFrame:
     """galaxy-label-next's work: the ranked CSV and the contact sheet, and a line saying so."""
     if args.k < 1:
@@ -69,7 +86,7 @@ def label_next(args: argparse.Namespace) -> pd.DataFrame:
         raise PipelineError(f"--passes {args.passes}: BALD needs at least 2 Monte-Carlo passes")
     start = time.perf_counter()
     model, config = load_finetuned(args.model_dir)
-    frame = galaxies_from(args.images)
+    frame = unlabelled_only(galaxies_from(args.images), args.images)
     device = torch_device(args.accelerator)
     probs, scores, features, decoded, damaged = score_galaxies(model, config, frame["file"], args.score, args.passes,
                                                                args.batch_size, device)

@@ -26,10 +26,14 @@ def describe_encoder(encoder: dict) -> str:
     return f"a random init ({encoder['arch']}, no pretraining)"
 
 
-def recipe_record(name: str, train: TrainParams, encoder: dict) -> dict:
-    """The effective training values, flat, for metrics/recipe.json (dvc exp show / dvc metrics diff)."""
+def recipe_record(name: str, train: TrainParams, encoder: dict, semi: dict | None = None) -> dict:
+    """The effective training values, flat, for metrics/recipe.json (dvc exp show / dvc metrics diff); `semi`: the
+    run record's use of the unlabelled pool (training/semi.py), or None for a run on labels alone."""
+    semi = semi or {"method": "none"}
     return {"recipe": name, "pretrained": is_pretrained(encoder), "encoder": encoder["source"],
-            "arch": encoder["arch"], **{key: getattr(train, key) for key in RECIPE_KEYS}}
+            "arch": encoder["arch"], **{key: getattr(train, key) for key in RECIPE_KEYS},
+            "semi": semi["method"], "semi_threshold": semi.get("threshold"), "semi_pool": semi.get("pool", 0),
+            "semi_used_share": semi.get("used_share")}
 
 
 def recipe_line(name: str, train: TrainParams, encoder: dict) -> str:

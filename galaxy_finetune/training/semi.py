@@ -5,8 +5,8 @@ times as many pool galaxies, each seen twice on the device (data/loading.py): a 
 strong one (augment.strong_view: the weak view's warp plus exposure, contrast, noise and a blanked square).
 
 - fixmatch (Sohn et al. 2020, "FixMatch"): the model's own prediction on the weak view, where its confidence reaches
-  `train.semi_threshold`, is the target of its prediction on the strong view (consistency with confident
-  pseudo-labels).
+  `train.semi_threshold` (a number, or "adaptive": FreeMatch's self-adaptive threshold per class), is the target of
+  its prediction on the strong view (consistency with confident pseudo-labels).
 - ema_teacher (self-training with a mean teacher: Tarvainen & Valpola 2017; the teacher of Noisy Student): an
   exponential moving average of the model's weights (torch's AveragedModel, decay `train.semi_ema`) makes the
   pseudo-labels from the weak view; the model learns them on the strong view. The teacher changes slowly, so one
@@ -44,6 +44,8 @@ class SemiSupervised:
         self._student: list = []
         self.prior = torch.tensor(self.semi.get("prior", []), dtype=torch.float32)
         self.predicted_shares: torch.Tensor | None = None
+        self.confidence_mean: torch.Tensor | None = None  # the adaptive threshold's running state
+        self.class_shares: torch.Tensor | None = None
         self.pool_seen = 0
         self.pool_used = 0  # pool galaxies whose pseudo-label counted (confident and, with the guard, like a class)
         self.pool_guarded = 0  # left out by the guard
@@ -99,14 +101,31 @@ class SemiSupervised:
             logits = self.head(features)
             self.head.train(training)
         probs = torch.softmax(logits.float(), dim=1)
+        threshold = self.thresholds(probs)
         probs = self.align(probs)
         confidence, targets = probs.max(1)
-        keep = confidence >= self.semi["threshold"]
+        keep = confidence >= (threshold[targets] if threshold.ndim else threshold)
         guarded = torch.zeros_like(keep)
         if self.semi.get("guard"):
             guarded = ~like_a_labelled_class(features.float(), labelled_features.float(), labels, probs.shape[1])
             keep &= ~guarded
         return targets, keep.float(), guarded
+
+    def thresholds(self, probs: torch.Tensor) -> torch.Tensor:
+        """The confidence a pseudo-label needs: train.semi_threshold, or with "adaptive" FreeMatch's self-adaptive
+        one per class (Wang et al. 2023): a running mean of the weak views' top confidence (it starts at 1/classes
+        and rises as the model learns), scaled per class by the running mean of that class's predicted share over
+        the largest one, so a class the model is still unsure of is not starved of pseudo-labels."""
+        if self.semi["threshold"] != "adaptive":
+            return torch.tensor(float(self.semi["threshold"]), device=probs.device)
+        if self.confidence_mean is None:
+            classes = probs.shape[1]
+            self.confidence_mean = torch.tensor(1.0 / classes, device=probs.device)
+            self.class_shares = torch.full((classes,), 1.0 / classes, device=probs.device)
+        m = ALIGN_MOMENTUM
+        self.confidence_mean = m * self.confidence_mean.to(probs) + (1 - m) * probs.max(1).values.mean()
+        self.class_shares = m * self.class_shares.to(probs) + (1 - m) * probs.mean(0)
+        return self.confidence_mean * self.class_shares / self.class_shares.max()
 
     def align(self, probs: torch.Tensor) -> torch.Tensor:
         """Distribution alignment: probabilities times prior / running mean of the predicted class shares."""
@@ -125,19 +144,27 @@ class SemiSupervised:
         return {"method": self.semi.get("method"), "threshold": self.semi.get("threshold"),
                 "weight": self.semi.get("weight"), "guard": self.semi.get("guard"),
                 "pool_draws": self.pool_seen, "used_share": round(self.pool_used / seen, 4),
-                "guarded_share": round(self.pool_guarded / seen, 4)}
+                "guarded_share": round(self.pool_guarded / seen, 4),
+                **({"final_thresholds": [round(float(t), 4) for t in
+                                         self.confidence_mean * self.class_shares / self.class_shares.max()]}
+                   if self.confidence_mean is not None else {})}
 
 
 def like_a_labelled_class(features: torch.Tensor, labelled: torch.Tensor, labels: torch.Tensor,
                           n_classes: int) -> torch.Tensor:
     """For each row of `features`: whether its cosine similarity to the nearest labelled class mean (over the
-    labelled batch `labelled` with `labels`) is at least the lowest one of a labelled galaxy to its own class mean."""
+    labelled batch `labelled` with `labels`) is at least the lowest one of a labelled galaxy to the mean of the
+    other labelled galaxies of its class (leave-one-out, so a galaxy's own share of its mean does not raise the
+    bar). All True when no labelled galaxy has a class mate in the batch: nothing to measure the bar with."""
     labelled = F.normalize(labelled, dim=1)
-    means = torch.zeros(n_classes, labelled.shape[1], device=labelled.device).index_add_(0, labels, labelled)
-    present = torch.bincount(labels, minlength=n_classes) > 0
-    means = F.normalize(means, dim=1)
-    own = (labelled * means[labels]).sum(1)
-    nearest = (F.normalize(features, dim=1) @ means[present].T).max(1).values
+    sums = torch.zeros(n_classes, labelled.shape[1], device=labelled.device).index_add_(0, labels, labelled)
+    counts = torch.bincount(labels, minlength=n_classes)
+    mates = counts[labels] > 1
+    if not mates.any():
+        return torch.ones(len(features), dtype=torch.bool, device=features.device)
+    others = F.normalize(sums[labels] - labelled, dim=1)  # each galaxy's class mean without it
+    own = (labelled * others).sum(1)[mates]
+    nearest = (F.normalize(features, dim=1) @ F.normalize(sums[counts > 0], dim=1).T).max(1).values
     return nearest >= own.min()
 
 

@@ -251,7 +251,7 @@ def run_finetune(params: Params, job: FinetuneJob) -> dict:
     if not run:
         return run
     if job.recipe_out is not None:
-        write_json(job.recipe_out, recipe_record(name, train, encoder))
+        write_json(job.recipe_out, recipe_record(name, train, encoder, run.get("semi")))
     if run["learning_warning"]:
         print(f"warning: {run['learning_warning']}", file=sys.stderr)
     print(final_line(run))

@@ -453,7 +453,7 @@ class Predict(Runner):
 
     def run(self) -> dict:
         from galaxy_finetune.data.loading import StoreGalaxies
-        from galaxy_finetune.inference.predict import predict_to_csv
+        from galaxy_finetune.inference.predict import predict_to_file
 
         b, args = self.bench, self.bench.args
         model = project_classifier(b.encoder_dir).eval()
@@ -463,7 +463,7 @@ class Predict(Runner):
 
         def streamed(galaxies, name):  # the predict stage's path: store rows -> writer -> CSV
             dataset = StoreGalaxies(b.store_dir, galaxies.index, galaxies["label"])
-            return predict_to_csv(model, config, None, dataset, galaxies, b.folder / f"{name}.csv",
+            return predict_to_file(model, config, None, dataset, galaxies, b.folder / f"{name}.csv",
                                   b.folder / f"{name}.parts", args.predict_batch, accelerator, progress=False)
         streamed(frame.iloc[:args.predict_batch], "warmup")
         timing = {"test_images_per_s": streamed(frame, "test")["images_per_s"]}

@@ -67,9 +67,9 @@ def test_a_killed_run_resumes_where_it_stopped_without_duplicates(trained, tmp_p
         main(args)
     monkeypatch.setattr(predict_module.CsvPartWriter, "write_on_batch_end", original)
     assert not (tmp_path / "out.csv").exists()
-    part = next((tmp_path / "out.csv.parts").glob("part-*.csv"))
-    assert len(part.read_text().splitlines()) == 8
-    with open(part, "a") as fh:
+    parts = sorted((tmp_path / "out.csv.parts").glob("part-*.csv"))  # one per block of input rows
+    assert sum(len(p.read_text().splitlines()) for p in parts) == 8
+    with open(parts[-1], "a") as fh:
         fh.write("9,synthetic_00")  # a torn line: the process died mid-write
     capsys.readouterr()
     main(args)

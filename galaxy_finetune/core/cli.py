@@ -6,10 +6,11 @@ import argparse
 import logging
 import sys
 import warnings
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
-from galaxy_finetune.core.errors import PipelineError, one_line
-from galaxy_finetune.core.params import Params, load_params
+from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue, one_line
+if TYPE_CHECKING:
+    from galaxy_finetune.core.params import Params
 
 # Lightning's INFO lines that advertise its cloud products (litlogger, litmodels), and its hardware census
 # (which the stages' own lines say better: "on NVIDIA H100", "no GPU found: training on CPU")
@@ -57,13 +58,17 @@ T = TypeVar("T")
 
 def run_command(body: Callable[[], T], interrupted: str = "no outputs were written") -> T:
     """Run `body` with quiet logs and return what it returns; a PipelineError, an OSError (disk full, read-only
-    folder...) or Ctrl-C becomes one `error: ...` line and exit 1 (130 for Ctrl-C, followed by `interrupted`)."""
+    folder...) or Ctrl-C becomes one `error: ...` line and exit 1 (130 for Ctrl-C, followed by `interrupted`); a run
+    stopped by SIGTERM/SIGUSR1 with its work saved (Requeue) one `stopped by ...` line and exit REQUEUE_STATUS."""
     quiet_logs()
     try:
         return body()
     except PipelineError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
+    except Requeue as exc:
+        print(str(exc), file=sys.stderr, flush=True)
+        sys.exit(REQUEUE_STATUS)
     except OSError as exc:  # the atomic writers left nothing behind
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}; free space or fix permissions, then rerun", file=sys.stderr)
@@ -74,10 +79,17 @@ def run_command(body: Callable[[], T], interrupted: str = "no outputs were writt
 
 
 def run_stage(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
-              body: Callable[[argparse.Namespace, Params], None], argv: list[str] | None = None) -> None:
-    """Parse args, load validated params, run `body` through run_command."""
+              body: Callable[[argparse.Namespace, Params], None], argv: list[str] | None = None,
+              unchanged: Callable[[argparse.Namespace], bool] | None = None) -> None:
+    """Parse args, load validated params, run `body` through run_command. `unchanged(args)`, where given, runs
+    first and ends the stage when it returns True: fetch_data's cheap "nothing changed" (data/recheck.py), said
+    before params are validated (pydantic alone costs more than the answer) and before anything heavy is imported."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    if unchanged is not None and unchanged(args):
+        return
+    from galaxy_finetune.core.params import load_params  # pydantic: only for a stage with work to do
+
     run_command(lambda: body(args, load_params(args.params)))

@@ -11,3 +11,13 @@ def one_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     last = lines[-1] if lines else type(exc).__name__
     return last.split("PipelineError: ", 1)[-1] if len(lines) > 1 else last
+
+
+# The exit status of a run that stopped on request (SIGTERM, SIGUSR1) after saving its work: sysexits.h's
+# EX_TEMPFAIL, "a temporary failure; the user is invited to retry". A SLURM batch script requeues on it
+# (`[ $? -eq 75 ] && scontrol requeue $SLURM_JOB_ID`, docs/survey-scale.md).
+REQUEUE_STATUS = 75
+
+
+class Requeue(Exception):
+    """The run stopped on a signal with every finished row saved: one line, exit status REQUEUE_STATUS."""

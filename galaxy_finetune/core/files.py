@@ -8,6 +8,7 @@ records by `read_stage_json` (model.json by `read_model_config`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -35,6 +36,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a full disk or an exhausted quota
+
+
+def disk_full(path: str | Path, needed: float, then: str) -> PipelineError:
+    """The one line for a write to `path` that found the disk full (an OSError with an errno of FULL_DISK): the
+    file, about how much more space it needs, what is free there, and `then` (what was kept, what to do)."""
+    try:
+        free = f"; {shutil.disk_usage(Path(path).parent).free / 1e6:,.1f} MB free there"
+    except OSError:
+        free = ""
+    return PipelineError(f"{path}: no space left on device (about {needed / 1e6:,.1f} MB more needed{free}); {then}")
 
 
 def write_json(path: str | Path, obj) -> None:

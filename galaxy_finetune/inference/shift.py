@@ -125,6 +125,11 @@ class ShiftScorer:
     def _keep(self, module, inputs, output) -> None:
         self._features = output.detach().float().cpu().numpy()
 
+    @property
+    def features(self) -> np.ndarray:
+        """The encoder's features of the last batch (B, D)."""
+        return self._features
+
     def columns(self) -> list[np.ndarray]:
         """The batch's columns as text, in COLUMNS order."""
         distance = self.reference.distances(self._features)
@@ -150,13 +155,16 @@ def shift_warning(summary: dict, warn_share: float = WARN_SHARE) -> str | None:
 
 
 def warn_if_shifted(predictions_csv: Path, reference: ShiftReference, warn_share: float = WARN_SHARE) -> dict:
-    """Read the shift columns of a predictions CSV back (two columns, streamed by pandas), warn in one line when
-    most galaxies are far, and return the summary."""
+    """Read the shift columns of a predictions CSV (or Parquet: .parquet, .pq) back (two columns), warn in one line
+    when most galaxies are far, and return the summary."""
     import warnings
 
     import pandas as pd
 
-    table = pd.read_csv(predictions_csv, usecols=COLUMNS)
+    if Path(predictions_csv).suffix.lower() in (".parquet", ".pq"):
+        table = pd.read_parquet(predictions_csv, columns=COLUMNS)
+    else:
+        table = pd.read_csv(predictions_csv, usecols=COLUMNS)
     summary = shift_summary(table["val_share_farther"].to_numpy(), table["train_distance"].to_numpy(), reference)
     line = shift_warning(summary, warn_share)
     if line:

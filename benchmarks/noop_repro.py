@@ -43,6 +43,15 @@ def _git_repo(path: Path, env: dict) -> None:
     run(["dvc", "config", "core.analytics", "false"], path, env)
 
 
+def _first_run(path: Path, env: dict, spec: dict) -> Path:
+    """dvc.yaml with the stages of `spec`, its first `dvc repro`, committed."""
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}, sort_keys=False))
+    run(["dvc", "repro", "-q"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-qm", "first run"], path, env)
+    return path
+
+
 def bare(path: Path, env: dict, stages: int = 5) -> Path:
     """Five stages in a chain, the first always changed, each `echo`ing a constant into its output."""
     path.mkdir(parents=True)
@@ -54,11 +63,7 @@ def bare(path: Path, env: dict, stages: int = 5) -> Path:
         if i == 0:
             spec[f"s{i}"]["always_changed"] = True
             del spec[f"s{i}"]["deps"]
-    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}, sort_keys=False))
-    run(["dvc", "repro", "-q"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-qm", "bare"], path, env)
-    return path
+    return _first_run(path, env, spec)
 
 
 def shape(path: Path, env: dict, folders: bool) -> Path:
@@ -81,11 +86,7 @@ def shape(path: Path, env: dict, folders: bool) -> Path:
             spec[name]["always_changed"] = True
             spec[name]["outs"] = [{f"{name}.txt": {"persist": True}}]
         before = name
-    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": spec}, sort_keys=False))
-    run(["dvc", "repro", "-q"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-qm", "shape"], path, env)
-    return path
+    return _first_run(path, env, spec)
 
 
 def own_catalog_project(n: int, work: Path, keep: bool) -> Path:

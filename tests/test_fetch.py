@@ -192,7 +192,7 @@ def test_own_class_names_are_read_from_the_catalog_said_and_recorded(tmp_path, c
     params = Params.model_validate({"data": {"source": "catalog", "catalog": str(catalog)},
                                     "model": {"encoder": "random"}})
     assert params.data.classes == []
-    args = type("Args", (), {"raw_out": tmp_path / "raw", "encoder_out": tmp_path / "encoder"})
+    args = type("Args", (), {"raw_out": tmp_path / "raw", "encoder_out": tmp_path / "encoder", "params": None})
     stage.main(args, params)
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == ("fetch_data: own catalog, 12 galaxies | no pretraining: random ConvNeXt-Nano; classes read from "
@@ -240,7 +240,7 @@ def _stage(tmp_path, params: dict, capsys, out: list | None = None) -> tuple[int
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     argv = ["--params", str(tmp_path / "params.yaml"), str(tmp_path / "raw"), str(tmp_path / "encoder")]
     try:
-        run_stage(stage.__doc__, stage.add_arguments, stage.main, argv)
+        run_stage(stage.__doc__, stage.add_arguments, stage.main, argv, unchanged=stage.unchanged)
         status = 0
     except SystemExit as stop:
         status = stop.code

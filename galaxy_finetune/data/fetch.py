@@ -133,9 +133,11 @@ def run_label(data_description: str, encoder: dict) -> str:
     return f"{data_description} | {encoder['description']}"
 
 
-def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | None = None) -> dict:
-    """Write data/raw/ (catalog.csv, source.json, manifest.json) and models/encoder/ if anything changed;
-    return the manifest."""
+def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | None = None,
+               params_file: Path | None = None) -> dict:
+    """Write data/raw/ (catalog.csv, source.json, manifest.json, recheck.json) and models/encoder/ if anything
+    changed; return the manifest. `params_file`: the params.yaml `params` came from (the stage's), so the next run's
+    recheck can read its parameters without validating the file (data/witness.py)."""
     cache = cache or cache_dir()
     d, m = params.data, params.model
     raw = data_missing = identity = encoder_missing = None
@@ -180,7 +182,7 @@ def fetch_data(params: Params, raw_out: Path, encoder_out: Path, cache: Path | N
     read = ([str(d.catalog)] if d.source == "catalog" else []) + ([d.unlabelled] if d.unlabelled else [])
     if data_substituted:
         read += [d.local_dir] * bool(d.local_dir) + [str(cache / d.source)]
-    seen = witness.witness(params, catalog["src"], read + encoder_paths(m.encoder),
+    seen = witness.witness(witness.read_params_file(params_file) if params_file else params, catalog["src"], read + encoder_paths(m.encoder),
                               [h for h in unreachable if h], identity)
     if (previous_source.get("fingerprint") == source["fingerprint"] and previous_encoder.get("identity") == identity
             and (raw_out / CATALOG).is_file() and manifest_path.is_file()):

@@ -199,22 +199,26 @@ def user_catalog(path: str | Path, classes: list[str], task: Task | None = None)
     return RawData(catalog, tuple(classes), record=record)
 
 
+def image_files(source: Path, param: str) -> list[tuple[str, str]]:
+    """(id_str, absolute file) of a folder's images (sorted by name; ids as galaxy-classify names them) or of a
+    catalog's rows (its id_str, else each file's name); `param` names the source in a message."""
+    if source.is_dir():
+        root = os.path.abspath(source)
+        with os.scandir(root) as entries:
+            names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+        if not names:
+            raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
+        return [(id_from_file(n), os.path.join(root, n)) for n in names]
+    table, files = read_catalog_file(source, {"file_loc"}, param)
+    return list(zip(catalog_ids(table, files), files))
+
+
 def add_unlabelled(raw: RawData, where: str | Path, task: Task) -> RawData:
     """`raw` with data.unlabelled's galaxies appended as unlabelled ones: a folder's images (ids from their file
     names, as galaxy-classify names them) or a catalog's file_loc rows (its id_str, else the file names)."""
     path = Path(where)
-    if path.is_dir():
-        root = os.path.abspath(path)
-        with os.scandir(root) as entries:
-            names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
-        if not names:
-            raise PipelineError(f"data.unlabelled: {path} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        src = [os.path.join(root, n) for n in names]
-        ids = [id_from_file(n) for n in names]
-    else:
-        frame, src = read_catalog_file(path, {"file_loc"}, "data.unlabelled")
-        ids = catalog_ids(frame, src)
-    rows = pd.DataFrame({"id_str": ids, "label": UNLABELLED, "split": "", "src": src,
+    ids, src = zip(*image_files(path, "data.unlabelled"))
+    rows = pd.DataFrame({"id_str": list(ids), "label": UNLABELLED, "split": "", "src": list(src),
                          **{c: np.nan for c in task.label_cols}})
     return RawData(pd.concat([raw.catalog, rows], ignore_index=True), raw.classes,
                    record={**raw.record, "unlabelled": str(path), "n_unlabelled_added": len(rows)})

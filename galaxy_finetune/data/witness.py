@@ -4,7 +4,8 @@ fetch_data runs on every `dvc repro` (the network may have come back), so this a
 found before pandas, galaxy-datasets or the Hugging Face client are imported (data/recheck.py). Each full run of
 `fetch.fetch_data` leaves a witness, data/raw/recheck.json, of what it read:
 
-- `inputs`: the parameters fetch_data reads (data, fetch, model, train.task), the environment variables that steer
+- `inputs`: the parameters fetch_data reads (data, fetch, model, train.task: as params.yaml writes them when the
+  stage runs from it, so they are read without validating the whole file), the environment variables that steer
   where it looks (caches, offline switches, the hub's address) and the source of the code it runs
   (galaxy_finetune/core, galaxy_finetune/data and the stage script);
 - `files`: the size and mtime of every file and folder the result was read from or could now come from: the own
@@ -30,7 +31,6 @@ from typing import Iterable
 
 from galaxy_finetune.core.files import read_json
 from galaxy_finetune.core.layout import CATALOG, ENCODER_RECORD, MANIFEST, RECHECK, SOURCE
-from galaxy_finetune.core.params import Params
 
 # where fetch_data looks and whether it may go online (data/fetch.py's cache_dir, data/download.py's OFFLINE_ENV,
 # huggingface_hub's constants)
@@ -40,13 +40,27 @@ PACKAGE = Path(__file__).resolve().parents[1]  # galaxy_finetune/
 CODE = (PACKAGE / "core", PACKAGE / "data", PACKAGE.parent / "stages" / "fetch_data.py")
 
 
-def inputs_digest(params: Params) -> str:
-    """sha256 of the parameters fetch_data reads, the environment that steers it and the code it runs."""
+def params_record(params) -> dict:
+    """The parameters fetch_data reads: from validated Params, or from params.yaml's own dict (read_params_file)."""
+    if isinstance(params, dict):
+        return {"data": params.get("data") or {}, "fetch": params.get("fetch") or {},
+                "model": params.get("model") or {}, "task": (params.get("train") or {}).get("task"), "from": "file"}
+    return {"data": params.data.model_dump(mode="json"), "fetch": params.fetch.model_dump(mode="json"),
+            "model": params.model.model_dump(mode="json"), "task": params.train.task, "from": "params"}
+
+
+def read_params_file(path: str | Path) -> dict:
+    """params.yaml as written (yaml alone: no validation), for params_record."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def inputs_digest(params) -> str:
+    """sha256 of the parameters fetch_data reads (params_record), the environment that steers it and the code."""
     digest = hashlib.sha256(json.dumps({
-        "data": params.data.model_dump(mode="json"), "fetch": params.fetch.model_dump(mode="json"),
-        "model": params.model.model_dump(mode="json"), "task": params.train.task,
-        "environment": {name: os.environ.get(name) for name in ENVIRONMENT}, "cwd": os.getcwd(),
-    }, sort_keys=True).encode())
+        **params_record(params), "environment": {name: os.environ.get(name) for name in ENVIRONMENT},
+        "cwd": os.getcwd()}, sort_keys=True, default=str).encode())
     for path in CODE:
         for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
             if file.is_file():
@@ -72,7 +86,7 @@ def catalog_sources(raw_out: Path) -> list[str]:
         return [row["src"] for row in csv.DictReader(f)]
 
 
-def witness(params: Params, sources: Iterable[str], paths: list[str], unreachable: list[str],
+def witness(params, sources: Iterable[str], paths: list[str], unreachable: list[str],
             identity: dict) -> dict:
     """What data/raw/recheck.json holds after a full run: see the module's docstring. `sources` are the galaxies'
     files in catalog order, `paths` the other files and folders read, `unreachable` the hosts a stand-in could not
@@ -89,9 +103,10 @@ def resolves(host: str) -> bool:
         return False
 
 
-def unchanged(params: Params, raw_out: Path, encoder_out: Path) -> dict | None:
+def unchanged(params, raw_out: Path, encoder_out: Path) -> dict | None:
     """The last run's manifest when nothing fetch_data reads has changed since it ran (its witness holds), else
-    None. Standard library only."""
+    None. `params`: Params, or params.yaml's dict (read_params_file), whichever the last run's witness was made
+    from. Standard library only (and yaml)."""
     try:
         last = read_json(raw_out / RECHECK)
         manifest = read_json(raw_out / MANIFEST)

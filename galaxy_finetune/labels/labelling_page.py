@@ -40,7 +40,7 @@ from galaxy_finetune.core.errors import PipelineError
 from galaxy_finetune.core.files import read_table, write_csv
 from galaxy_finetune.core.params import FitsView, load_params
 from galaxy_finetune.data.images import decode_image
-from galaxy_finetune.data.sources import IMAGE_SUFFIXES, catalog_ids, id_from_file, read_catalog_file
+from galaxy_finetune.data.sources import image_files as sources_image_files
 from galaxy_finetune.data.store import galaxy_pixels, open_images, read_rows
 from galaxy_finetune.labels import labelling_assets as assets
 
@@ -117,17 +117,9 @@ def load_queue(source: Path, classes: list[str], store: Path | None = None, fits
 
 
 def image_files(source: Path) -> list[tuple[str, str]]:
-    """(id_str, absolute file) of a folder's images (sorted by name; ids as galaxy-classify names them) or of a
-    catalog's rows (its id_str, else each file's name). The page reads these without the model's imports."""
-    if source.is_dir():
-        root = os.path.abspath(source)
-        with os.scandir(root) as entries:
-            names = sorted(e.name for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
-        if not names:
-            raise PipelineError(f"{source}: no {'/'.join(IMAGE_SUFFIXES)} images in this folder")
-        return [(id_from_file(n), os.path.join(root, n)) for n in names]
-    table, files = read_catalog_file(source, {"file_loc"}, "queue")
-    return list(zip(catalog_ids(table, files), files))
+    """(id_str, absolute file) of the queue's images (data/sources.py's image_files): the page reads these without
+    the model's imports."""
+    return sources_image_files(source, "queue")
 
 
 def _check_ids(source: Path, ids: list[str]) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 from galaxy_finetune.core.accelerator import resolve_accelerator
 from galaxy_finetune.core.classes import GALAXY_MNIST_CLASSES
-from galaxy_finetune.core.errors import PipelineError
+from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError
 from galaxy_finetune.core.layout import (CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST,
                                     MODEL_CONFIG, MODEL_WEIGHTS, STORE_RECORD)
 from galaxy_finetune.core.params import Params
@@ -102,8 +102,8 @@ def test_resume_only_with_the_same_inputs(tmp_path):
 @pytest.mark.slow  # a training process killed by SIGTERM
 def test_killed_run_leaves_no_model_and_a_rerun_with_changed_inputs_starts_afresh(inputs, capsys):
     proc, err = start_then_sigterm(*finetune_cmd(epochs=40, root=inputs), inputs)
-    assert proc.returncode != 0
-    assert "error: training stopped by SIGTERM" in err
+    assert proc.returncode == REQUEUE_STATUS, err[-2000:]  # "requeue me", as a scheduler's script reads it
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).is_file()
     assert not (inputs / "models/finetuned").exists()  # a killed run is never taken as complete
 
@@ -125,6 +125,66 @@ def test_interrupted_then_resumed_with_unchanged_inputs(inputs, capsys):
     model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
     assert model["run"]["resumed_from"].endswith(".ckpt") and model["run"]["epochs_run"] == 3
     assert not (inputs / "models/checkpoints" / CHECKPOINT_INTERRUPTED).exists()
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_the_rerun_completes(inputs, capsys, monkeypatch):
+    """ENOSPC on the first checkpoint: one line naming the checkpoint folder and the space needed, no model
+    exported; once space is free the same command completes."""
+    import errno
+
+    import lightning.fabric.plugins.io.torch_io as torch_io
+
+    def full(checkpoint, filepath):
+        raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+
+    cmd, _ = finetune_cmd(epochs=2, root=inputs)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch_io, "_atomic_save", full)
+        with pytest.raises(SystemExit) as stopped:
+            finetune_here(cmd, capsys)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 1 and "Traceback" not in err
+    line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(line) == 1 and "models/checkpoints: no space left on device (about" in line[0], err[-2000:]
+    assert "MB more needed" in line[0] and "free space, then rerun" in line[0]
+    assert not (inputs / "models/finetuned").exists()
+    finetune_here(cmd, capsys)  # space freed: the same command completes
+    assert json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())["run"]["epochs_run"] == 2
+
+
+@pytest.mark.slow  # a training process under a simulated SLURM job, killed by its fake scontrol
+def test_slurm_sigusr1_checkpoints_requeues_and_the_requeued_run_resumes(inputs, capsys, monkeypatch, tmp_path):
+    """SLURM's warning before the time limit (--signal=USR1@...): Lightning's SLURM support saves hpc_ckpt_1.ckpt
+    beside the run's other checkpoints and runs `scontrol requeue JOB`; here scontrol is a script that records its
+    arguments and kills the job as SLURM would. The requeued run (same command, same job) resumes from it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "scontrol.args"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {record}\nkill -9 $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "finetune", "SLURM_JOB_ID": "4242",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1"}
+    cmd, env = finetune_cmd(epochs=40, root=inputs)
+    env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", **slurm)
+    proc = subprocess.Popen(cmd, cwd=inputs, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, last = time.time() + 240, inputs / "models/checkpoints" / CHECKPOINT_LAST
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert record.read_text().split() == ["requeue", "4242"]
+    hpc = inputs / "models/checkpoints" / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and not (inputs / "models/finetuned").exists()
+
+    for key, value in slurm.items():  # the requeued job: the same command under the same job
+        monkeypatch.setenv(key, value)
+    again = finetune_here(cmd, capsys)
+    where = str(hpc.relative_to(inputs))  # the stage's paths, as dvc.yaml gives them
+    assert f"resuming the killed run from {where}" in again
+    model = json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())
+    assert model["run"]["resumed_from"] == where and model["run"]["epochs_run"] == 40
 
 
 def test_a_checkpoint_that_runs_code_is_refused(inputs, tmp_path):

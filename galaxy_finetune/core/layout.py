@@ -34,4 +34,5 @@ EMBED_SHIFT = "shift.npz"                # the training reference of the shift s
 CHECKPOINT_FINGERPRINT = "fingerprint.json"  # what the checkpoints were trained from, and whether that run finished
 CHECKPOINT_INTERRUPTED = "interrupted.ckpt"  # written by OnExceptionCheckpoint when a run is killed
 CHECKPOINT_LAST = "last.ckpt"
+CHECKPOINT_HPC = "hpc_ckpt_*.ckpt"  # written by Lightning's SLURM support on SIGUSR1 (auto-requeue), numbered
 CHECKPOINT_BEST = "best.ckpt"

@@ -27,10 +27,10 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
-from galaxy_finetune.core.errors import PipelineError
-from galaxy_finetune.core.files import hash_files, read_json, write_json
-from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_INTERRUPTED,
-                                         CHECKPOINT_LAST, MANIFEST, STORE_RECORD, TRAINING_TIMING)
+from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue
+from galaxy_finetune.core.files import FULL_DISK, disk_full, hash_files, read_json, write_json
+from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_HPC,
+                                         CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST, MANIFEST, STORE_RECORD, TRAINING_TIMING)
 from galaxy_finetune.core.params import AugmentParams, Params, TrainParams
 from galaxy_finetune.core.task import Task, read_task
 from galaxy_finetune.data.encoder import build_encoder, encoder_record
@@ -160,8 +160,9 @@ def resume_checkpoint(checkpoint_dir: Path, fingerprint: str, resume: str, rank_
     other DDP ranks only read, so every rank reaches the same answer.
     """
     record_file = checkpoint_dir / CHECKPOINT_FINGERPRINT
+    # a killed run's checkpoint, the last epoch's, and those Lightning's SLURM support saved on SIGUSR1
     candidates = [c for c in (checkpoint_dir / CHECKPOINT_INTERRUPTED, checkpoint_dir / CHECKPOINT_LAST)
-                  if c.is_file()]
+                  if c.is_file()] + sorted(checkpoint_dir.glob(CHECKPOINT_HPC))
     recorded = json.loads(record_file.read_text()) if record_file.is_file() else {}
     # a finished run is never resumed: a forced or repeated run trains afresh
     if (resume == "auto" and candidates and recorded.get("fingerprint") == fingerprint
@@ -181,7 +182,9 @@ def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epo
     """The Trainer of a fine-tuning run (in the spirit of zoobot's get_trainer): keeps the best and the last
     checkpoint in `checkpoint_dir`, stops early on `monitor`, checkpoints a killed run, counts the samples
     seen, warns of a slow CPU run, and logs to dvclive in `live_dir` (no logger when None: dvclive is then
-    not even imported, so the GPU check runs where it is not installed)."""
+    not even imported, so the GPU check runs where it is not installed). Its default_root_dir is `checkpoint_dir`,
+    so that under SLURM the checkpoint Lightning saves on SIGUSR1 before it requeues the job (hpc_ckpt_N.ckpt)
+    lands beside the others, where resume_checkpoint() finds it."""
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
     callbacks = [
@@ -197,9 +200,16 @@ def build_trainer(checkpoint_dir: Path, live_dir: Path | None = None, *, max_epo
         from dvclive.lightning import DVCLiveLogger
 
         logger = DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resumed)
-    options = dict(log_every_n_steps=5, deterministic=False, enable_model_summary=False) | trainer_kwargs
+    options = dict(log_every_n_steps=5, deterministic=False, enable_model_summary=False,
+                   default_root_dir=checkpoint_dir) | trainer_kwargs
     return L.Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                      strategy=strategy, precision=precision, callbacks=callbacks, logger=logger, **options)
+
+
+def checkpoint_size(model: torch.nn.Module) -> int:
+    """About what one checkpoint of `model` takes on disk: its weights and, as much again and twice, the
+    optimiser's two moments (AdamW)."""
+    return 3 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir: Path) -> float:
@@ -217,9 +227,15 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
         except pickle.UnpicklingError as exc:
             raise PipelineError(f"{ckpt_path}: refused to load, it holds more than weights "
                                 f"({str(exc).splitlines()[0]}); delete it or set train.resume: never") from None
-        except SIGTERMException:
-            raise PipelineError(f"training stopped by SIGTERM; {checkpoint_dir / CHECKPOINT_INTERRUPTED} saved, and "
-                                f"the next `dvc repro` resumes from it (train.resume: auto)") from None
+        except SIGTERMException:  # a scheduler's preemption or time limit: exit status "requeue me", not failure
+            raise Requeue(f"stopped by SIGTERM: {checkpoint_dir / CHECKPOINT_INTERRUPTED} saved, and the next "
+                          f"`dvc repro` (or the same command) resumes from it (train.resume: auto; exit status "
+                          f"{REQUEUE_STATUS}: requeue)") from None
+        except OSError as exc:
+            if exc.errno not in FULL_DISK:
+                raise
+            raise disk_full(checkpoint_dir, checkpoint_size(model),
+                            "the checkpoints already written are kept; free space, then rerun to resume") from None
     if trainer.interrupted:
         raise PipelineError("training was interrupted; outputs not written (rerun dvc repro)")
     return time.perf_counter() - start

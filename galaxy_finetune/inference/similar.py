@@ -37,7 +37,29 @@ SHEET_QUERIES = 5  # queries of a folder drawn on the contact sheet, one row eac
 SHEET_NEIGHBOURS = 7  # neighbours drawn per query row
 
 
-class SimilaritySearch:
+class _Search:
+    """What both searches share: galaxies found by id (`position`), an index over their PCA features (`index`),
+    and a `_table` of the neighbours found; `_features(row)` is a galaxy's own PCA features."""
+    index: CosineIndex | SurveyIndex
+    position: pd.Series
+
+    def __contains__(self, galaxy_id: str) -> bool:
+        return galaxy_id in self.position.index
+
+    def like_galaxy(self, galaxy_id: str, k: int) -> pd.DataFrame:
+        """The k galaxies most similar to galaxy `galaxy_id` (itself left out)."""
+        row = int(self.position[galaxy_id])
+        sim, rows = self.index.search(self._features(row), k + 1)
+        keep = rows[0] != row
+        return self._table(sim[0][keep][:k], rows[0][keep][:k])
+
+    def like_features(self, pca_features: np.ndarray, k: int) -> pd.DataFrame:
+        """The k galaxies most similar to PCA features `pca_features`."""
+        sim, rows = self.index.search(pca_features, k)
+        return self._table(sim[0], rows[0])
+
+
+class SimilaritySearch(_Search):
     """The embeddings of the catalog and an exact cosine index over their PCA features, loaded once."""
 
     def __init__(self, embeddings: Embeddings):
@@ -49,8 +71,8 @@ class SimilaritySearch:
     def load(cls, embed_dir: Path) -> "SimilaritySearch":
         return cls(read_embeddings(embed_dir))
 
-    def __contains__(self, galaxy_id: str) -> bool:
-        return galaxy_id in self.position.index
+    def _features(self, row: int) -> np.ndarray:
+        return self.embeddings.pca_features[row]
 
     def _table(self, sim: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         galaxies = self.embeddings.galaxies.iloc[rows]
@@ -58,17 +80,6 @@ class SimilaritySearch:
                              "similarity": np.round(sim, 6), "split": galaxies["split"].to_numpy(),
                              "label_name": galaxies["label_name"].to_numpy(), "row": galaxies["row"].to_numpy()})
 
-    def like_galaxy(self, galaxy_id: str, k: int) -> pd.DataFrame:
-        """The k galaxies most similar to catalog galaxy `galaxy_id` (itself left out)."""
-        row = int(self.position[galaxy_id])
-        sim, rows = self.index.search(self.embeddings.pca_features[row], k + 1)
-        keep = rows[0] != row
-        return self._table(sim[0][keep][:k], rows[0][keep][:k])
-
-    def like_features(self, pca_features: np.ndarray, k: int) -> pd.DataFrame:
-        """The k galaxies most similar to PCA features `pca_features`."""
-        sim, rows = self.index.search(pca_features, k)
-        return self._table(sim[0], rows[0])
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """Encoder features -> the PCA features searched (as the embed stage stored them: float16 first)."""
@@ -97,7 +108,7 @@ def read_output(path: Path, columns: list[str]) -> pd.DataFrame:
     return table[[c for c in columns if c in table.columns]]
 
 
-class SurveySearch:
+class SurveySearch(_Search):
     """A survey's galaxies (galaxy-classify's output) and their PCA features (its --embeddings-out), searched
     through SurveyIndex (exact below EXACT_MAX rows, else FAISS); the PCA of the embed stage projects new images."""
 
@@ -114,9 +125,6 @@ class SurveySearch:
         self.position = pd.Series(np.arange(len(self.galaxies)), index=self.galaxies["id_str"].to_numpy())
         self._pca = None
 
-    def __contains__(self, galaxy_id: str) -> bool:
-        return galaxy_id in self.position.index
-
     def _table(self, sim: np.ndarray, rows: np.ndarray) -> pd.DataFrame:
         keep = rows >= 0  # an approximate search may find fewer than k
         sim, rows = sim[keep], rows[keep]
@@ -128,15 +136,8 @@ class SurveySearch:
                 table[name] = galaxies[name].to_numpy()
         return table
 
-    def like_galaxy(self, galaxy_id: str, k: int) -> pd.DataFrame:
-        row = int(self.position[galaxy_id])
-        sim, rows = self.index.search(np.asarray(self.index.features[row], np.float32), k + 1)
-        keep = rows[0] != row
-        return self._table(sim[0][keep][:k], rows[0][keep][:k])
-
-    def like_features(self, pca_features: np.ndarray, k: int) -> pd.DataFrame:
-        sim, rows = self.index.search(pca_features, k)
-        return self._table(sim[0], rows[0])
+    def _features(self, row: int) -> np.ndarray:
+        return np.asarray(self.index.features[row], np.float32)
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """Encoder features -> PCA features, as galaxy-classify --embeddings-out computed them."""

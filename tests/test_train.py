@@ -138,6 +138,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_rerun_completes(inp
         raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
 
     cmd, _ = finetune_cmd(epochs=2, root=inputs)
+    before = signal.getsignal(signal.SIGTERM)
     with monkeypatch.context() as patch:
         patch.setattr(torch_io, "_atomic_save", full)
         with pytest.raises(SystemExit) as stopped:
@@ -148,6 +149,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_rerun_completes(inp
     assert len(line) == 1 and "models/checkpoints: no space left on device (about" in line[0], err[-2000:]
     assert "MB more needed" in line[0] and "free space, then rerun" in line[0]
     assert not (inputs / "models/finetuned").exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # Lightning's handlers do not outlive the failed run
     finetune_here(cmd, capsys)  # space freed: the same command completes
     assert json.loads((inputs / "models/finetuned" / MODEL_CONFIG).read_text())["run"]["epochs_run"] == 2
 

@@ -13,6 +13,7 @@ import os
 import pickle
 import platform
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -222,6 +223,9 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
         # cleared other runs' checkpoints, so there is none to find and its warnings only add noise
         warnings.filterwarnings("ignore", message=r".*ckpt_path.*(without a model|no last checkpoint available)")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        # Lightning restores the signal handlers it installs in its teardown, which an exception raised while
+        # saving the exception checkpoint (a full disk) skips: restore them here whatever happens
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
         try:
             trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -236,6 +240,9 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
                 raise
             raise disk_full(checkpoint_dir, checkpoint_size(model),
                             "the checkpoints already written are kept; free space, then rerun to resume") from None
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     if trainer.interrupted:
         raise PipelineError("training was interrupted; outputs not written (rerun dvc repro)")
     return time.perf_counter() - start

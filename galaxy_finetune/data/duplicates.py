@@ -137,64 +137,73 @@ def look_alikes(pixels: np.ndarray) -> dict[str, np.ndarray]:
             "rotated_180": np.ascontiguousarray(pixels[:, ::-1, ::-1])}
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    """The mean of the channels as float32, averaged down to at most PROOF_SIDE a side."""
+def _grey(images: np.ndarray) -> np.ndarray:
+    """(B, S, S, 3) images as (B, S, S) float32 channel means, averaged down to at most PROOF_SIDE a side."""
     from PIL import Image
 
-    grey = np.asarray(image, dtype=np.float32).mean(-1)
-    if grey.shape[0] > PROOF_SIDE:
-        grey = np.asarray(Image.fromarray(grey, mode="F").resize((PROOF_SIDE, PROOF_SIDE), Image.BOX))
+    grey = np.asarray(images, dtype=np.float32).mean(-1)
+    if grey.shape[1] > PROOF_SIDE:
+        grey = np.stack([np.asarray(Image.fromarray(g, mode="F").resize((PROOF_SIDE, PROOF_SIDE), Image.BOX))
+                         for g in grey])
     return grey
 
 
 def _fine(grey: np.ndarray) -> np.ndarray:
-    """The fine-scale part of an image (its 0.5-px Gaussian blur minus its 1.5-px one: noise and small structure,
-    without the finest grain a JPEG re-encoding drops), in units of its median absolute deviation and clipped at 3,
-    so the bright core weighs no more than the sky around it."""
+    """The fine-scale part of each (B, S, S) image (its 0.5-px Gaussian blur minus its 1.5-px one: noise and small
+    structure, without the finest grain a JPEG re-encoding drops), in units of its median absolute deviation and
+    clipped at 3, so the bright core weighs no more than the sky around it."""
     from scipy.ndimage import gaussian_filter
 
-    fine = gaussian_filter(grey, 0.5) - gaussian_filter(grey, 1.5)
-    spread = 1.4826 * float(np.median(np.abs(fine - np.median(fine))))
-    return np.clip(fine / max(spread, 1e-3), -3.0, 3.0)
+    fine = gaussian_filter(grey, (0, 0.5, 0.5)) - gaussian_filter(grey, (0, 1.5, 1.5))  # sigma 0: images apart
+    centre = np.median(fine, axis=(1, 2), keepdims=True)
+    spread = 1.4826 * np.median(np.abs(fine - centre), axis=(1, 2), keepdims=True)
+    return np.clip(fine / np.maximum(spread, 1e-3), -3.0, 3.0)
 
 
 def _zoomed(grey: np.ndarray, scale: float) -> np.ndarray:
-    """`grey` magnified by `scale` about its centre (bilinear; the edge repeats)."""
+    """Each (B, S, S) image magnified by `scale` about its centre (bilinear; the edge repeats)."""
     from scipy.ndimage import affine_transform
 
-    centre = (grey.shape[0] - 1) / 2
-    return affine_transform(grey, np.eye(2) / scale, offset=centre - centre / scale, order=1, mode="nearest")
+    centre = (grey.shape[1] - 1) / 2
+    return affine_transform(grey, np.array([1.0, 1 / scale, 1 / scale]),
+                            offset=(0.0, centre - centre / scale, centre - centre / scale), order=1, mode="nearest")
 
 
 def copy_score(a: np.ndarray, b: np.ndarray) -> float:
-    """How surely galaxy image `b` is a copy of `a` ((S, S, 3) uint8 each): the largest normalised
-    cross-correlation of their fine-scale pixels (noise, small structure) over shifts up to PROOF_SHIFT of the side
-    (at least PROOF_SHIFT_PX pixels) and zooms up to PROOF_ZOOM. A re-encoded, shifted, brightened or re-cut copy keeps its original's noise
-    (measured at a 128-px store: 0.77 and above for copies of real GZ2 and DECaLS cut-outs made in the store,
-    below 0.25 for a galaxy against its own mirror image or half turn; docs/label-budget.md)."""
+    """How surely galaxy image `b` is a copy of `a` ((S, S, 3) uint8 each): copy_score_pairs of one pair."""
+    return float(copy_score_pairs(a[None], b[None])[0])
+
+
+def copy_score_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How surely each galaxy image in `b` is a copy of the one beside it in `a` ((B, S, S, 3) uint8 each): the
+    largest normalised cross-correlation of their fine-scale pixels (noise, small structure) over shifts up to
+    PROOF_SHIFT of the side (at least PROOF_SHIFT_PX pixels) and zooms up to PROOF_ZOOM. A re-encoded, shifted,
+    brightened or re-cut copy keeps its original's noise (measured at a 128-px store: 0.77 and above for copies of
+    real GZ2 and DECaLS cut-outs made in the store, below 0.25 for a galaxy against its own mirror image or half
+    turn; docs/label-budget.md). The pairs are scored together, one array operation per zoom for all of them."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     ga, gb = _grey(a), _grey(b)
-    n = ga.shape[0]
+    n = ga.shape[1]
     shift = max(PROOF_SHIFT_PX, round(n * PROOF_SHIFT))
     margin = shift + int(np.ceil(n * PROOF_ZOOM / 2)) + 1
     if n - 2 * margin < 8:
         margin = shift = max(0, (n - 8) // 2)
-    template = _fine(ga)[margin:n - margin, margin:n - margin]
-    template = template - template.mean()
-    template /= max(float(np.sqrt((template ** 2).sum())), 1e-9)
-    k = template.shape[0]
-    best = -1.0
+    template = _fine(ga)[:, margin:n - margin, margin:n - margin]
+    template = template - template.mean(axis=(1, 2), keepdims=True)
+    template /= np.maximum(np.sqrt((template ** 2).sum(axis=(1, 2), keepdims=True)), 1e-9)
+    k = template.shape[1]
+    best = np.full(len(ga), -1.0)
     steps = np.linspace(-PROOF_ZOOM, PROOF_ZOOM, 9)
     for step in steps[np.argsort(np.abs(steps), kind="stable")]:
         fine = _fine(_zoomed(gb, 1 + step) if step else gb)
-        window = fine[margin - shift:n - margin + shift, margin - shift:n - margin + shift]
-        views = sliding_window_view(window, (k, k))
-        product = np.einsum("ijkl,kl->ij", views, template)
-        total = np.einsum("ijkl->ij", views)
-        squares = np.einsum("ijkl->ij", sliding_window_view(window ** 2, (k, k)))
-        spread = np.sqrt(np.maximum(squares - total ** 2 / template.size, 1e-9))
-        best = max(best, float((product / spread).max()))
+        window = fine[:, margin - shift:n - margin + shift, margin - shift:n - margin + shift]
+        views = sliding_window_view(window, (k, k), axis=(1, 2))
+        product = np.einsum("bijkl,bkl->bij", views, template)
+        total = np.einsum("bijkl->bij", views)
+        squares = np.einsum("bijkl->bij", sliding_window_view(window ** 2, (k, k), axis=(1, 2)))
+        spread = np.sqrt(np.maximum(squares - total ** 2 / (k * k), 1e-9))
+        best = np.maximum(best, (product / spread).max(axis=(1, 2)))
     return best
 
 
@@ -206,9 +215,12 @@ def copy_scores(read: Callable[[np.ndarray], np.ndarray], pairs: np.ndarray) -> 
         chunk = pairs[start:start + 256]
         rows, where = np.unique(chunk.ravel(), return_inverse=True)
         pixels = read(rows)
-        for k, (a, b) in enumerate(where.reshape(-1, 2)):
-            same[start + k] = np.array_equal(pixels[a], pixels[b])
-            scores[start + k] = 1.0 if same[start + k] else copy_score(pixels[a], pixels[b])
+        a, b = pixels[where.reshape(-1, 2)[:, 0]], pixels[where.reshape(-1, 2)[:, 1]]
+        equal = (a == b).reshape(len(a), -1).all(axis=1)
+        same[start:start + len(chunk)] = equal
+        scores[start:start + len(chunk)] = 1.0
+        if (~equal).any():
+            scores[start:start + len(chunk)][~equal] = copy_score_pairs(a[~equal], b[~equal])
     return scores, same
 
 
@@ -241,7 +253,7 @@ def calibrate_proof(pixels: np.ndarray) -> dict:
     scored = {}
     for family in (near_copies(pixels), look_alikes(pixels)):
         for kind, made in family.items():
-            scored[kind] = np.array([copy_score(p, m) for p, m in zip(pixels, made)])
+            scored[kind] = copy_score_pairs(pixels, made)
     copies = [k for k in scored if k not in ("mirrored", "rotated_180")]
     passed = {k: round(float(np.mean(v >= PROOF_MIN)), 3) for k, v in scored.items()}
     failed = [f"{passed[k]:.0%} of {k} copies pass it (at least {COPIES_MUST_PASS:.0%} must)" for k in copies

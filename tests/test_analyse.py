@@ -136,10 +136,39 @@ def test_analyse_writes_metrics_residuals_figures_and_report(tmp_path):
     assert not [p for p in (tmp_path / "out").rglob("*") if ".tmp" in p.name]
 
 
-def test_real_run_has_no_stand_in_banner(tmp_path):
-    inputs = make_inputs(tmp_path / "in", n=12, real_run=True)
-    out = outputs(tmp_path / "out")
-    result = analyse(inputs, AnalyseParams(bootstrap_samples=10), out)
+@pytest.fixture(scope="module")
+def analysed_once(tmp_path_factory):
+    """One small real run's analyse (a training run that learned nothing), counting its validations: shared by the
+    tests that only read what it wrote, as each analyse draws every figure (most of its time)."""
+    import galaxy_finetune.analysis.analyse as module
+    import galaxy_finetune.analysis.metrics as metrics
+
+    root = tmp_path_factory.mktemp("analysed_once")
+    inputs = make_inputs(root / "in", n=12, real_run=True)
+    config = json.loads((inputs.model_dir / "model.json").read_text())
+    config["run"]["learning_warning"] = "this run learned nothing: best val accuracy 24.0% is not 5% above ..."
+    (inputs.model_dir / "model.json").write_text(json.dumps(config))
+    calls = {"check": 0, "residuals": 0}
+    check, residuals = metrics.check_predictions, module.residuals
+
+    def counting_check(*args, **kwargs):
+        calls["check"] += 1
+        return check(*args, **kwargs)
+
+    def counting_residuals(*args, **kwargs):
+        calls["residuals"] += 1
+        return residuals(*args, **kwargs)
+
+    out = outputs(root / "out")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "check_predictions", counting_check)
+        patch.setattr(module, "residuals", counting_residuals)
+        result = analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), out)
+    return result, out, calls
+
+
+def test_real_run_has_no_stand_in_banner(analysed_once):
+    result, out, _ = analysed_once
     assert result["provenance"]["real_run"] is True
     report = out.report.read_text()
     assert "NOT THE REAL RUN" not in report and "GalaxyMNIST, 48 galaxies | pretrained" in report
@@ -162,14 +191,9 @@ def test_a_manifest_without_a_run_label_asks_for_a_rerun(tmp_path):
         analyse(inputs, AnalyseParams(), outputs(tmp_path / "out"))
 
 
-def test_report_shows_the_learned_nothing_warning_of_the_training_run(tmp_path):
+def test_report_shows_the_learned_nothing_warning_of_the_training_run(analysed_once):
     """issue 10: finetune_gpu records run["learning_warning"]; the report puts it above the headline."""
-    inputs = make_inputs(tmp_path / "in", n=12)
-    config = json.loads((inputs.model_dir / "model.json").read_text())
-    config["run"]["learning_warning"] = "this run learned nothing: best val accuracy 24.0% is not 5% above ..."
-    (inputs.model_dir / "model.json").write_text(json.dumps(config))
-    out = outputs(tmp_path / "out")
-    analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), out)
+    _, out, _ = analysed_once
     report = out.report.read_text()
     assert "> **Warning**: this run learned nothing: best val accuracy 24.0%" in report
     assert report.index("**Warning**") < report.index("| **Accuracy** |")
@@ -248,25 +272,8 @@ def test_stage_bad_input_is_one_line_error_and_writes_nothing(tmp_path, capfd, w
     assert not (tmp_path / "out").exists()  # validation comes before any output folder is made
 
 
-def test_validation_and_residuals_happen_once(tmp_path, monkeypatch):
-    import galaxy_finetune.analysis.analyse as module
-    import galaxy_finetune.analysis.metrics as metrics
-
-    calls = {"check": 0, "residuals": 0}
-    check, residuals = metrics.check_predictions, module.residuals
-
-    def counting_check(*args, **kwargs):
-        calls["check"] += 1
-        return check(*args, **kwargs)
-
-    def counting_residuals(*args, **kwargs):
-        calls["residuals"] += 1
-        return residuals(*args, **kwargs)
-
-    monkeypatch.setattr(metrics, "check_predictions", counting_check)
-    monkeypatch.setattr(module, "residuals", counting_residuals)
-    inputs = make_inputs(tmp_path / "in", n=12)
-    analyse(inputs, AnalyseParams(bootstrap_samples=10, map="pca"), outputs(tmp_path / "out"))
+def test_validation_and_residuals_happen_once(analysed_once):
+    _, _, calls = analysed_once
     assert calls == {"check": 2, "residuals": 1}  # test and val predictions once each
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.lanes"]  # the slow tests a lane leaves out are counted in the summary line, xdist or not
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # two workers on two cores: one compute thread each (torch, BLAS and the stages the tests start), or each
     # worker's threads fight the other's and both run several times slower

@@ -51,7 +51,7 @@ def test_exp_show_shows_the_recipe_that_ran_beside_the_params_that_were_set(swee
     assert recipe == {
         "recipe": "scratch", "pretrained": False, "encoder": "random", "arch": "convnext_nano",
         "lr": 0.002, "epochs": 2, "steps": 0, "input_size": 32, "batch_size": 8, "patience": 2, "layer_decay": 1.0,
-        "head_init": "random", "schedule": "constant", "batchnorm": "train"}
+        "head_init": "random", "schedule": "constant", "batchnorm": "train", "semi": "none", "semi_pool": 0}
     row = next(line for line in run(["dvc", "exp", "show", "--md", "--all-commits"], path, env).stdout.splitlines()
                if "lr-0.002" in line)
     assert "3e-05" in row  # the lr that was set is in the table; recipe.json (above) holds the lr that ran

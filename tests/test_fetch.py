@@ -341,6 +341,11 @@ def test_issue36_an_unchanged_rerun_is_decided_by_the_recheck_alone_and_says_wha
     out, err = capsys.readouterr()
     assert "fetch_data: nothing changed since the last run" in out and "OFFLINE STAND-IN" in err
     assert _outputs(tmp_path) == before
+    elsewhere = tmp_path / "elsewhere"  # the project run from another folder (moved, or a copy): still unchanged
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert fetch_if_changed(params, tmp_path / "raw", tmp_path / "encoder") == first
+    assert _outputs(tmp_path) == before
 
 
 @pytest.mark.parametrize("change", ["image", "param", "catalog", "host", "output", "code"])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from galaxy_finetune.core.classes import read_classes
-from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, SOURCE,
-                                    STORE_IMAGES)
+from galaxy_finetune.core.layout import (CATALOG, ENCODER_RECORD, MANIFEST, MODEL_CONFIG, MODEL_WEIGHTS, RECHECK,
+                                    SOURCE, STORE_IMAGES)
 from tests.pipeline_repo import STAGES, copy_repo, in_dag_order, ran, run, set_params
 
 pytestmark = pytest.mark.slow  # real `dvc repro` runs of the tiny project, a kill -9 of a training
@@ -31,7 +31,7 @@ def test_first_run_runs_every_stage_and_writes_every_output(repo):
     assert manifest["run_label"].startswith("SYNTHETIC stand-in") and manifest["n_images"] == 48
     catalog = pd.read_csv(path / "data/raw" / CATALOG)
     assert list(catalog.columns) == ["id_str", "label", "label_name", "split", "src"]
-    assert sorted(p.name for p in (path / "data/raw").iterdir()) == [CATALOG, MANIFEST, SOURCE]
+    assert sorted(p.name for p in (path / "data/raw").iterdir()) == sorted([CATALOG, MANIFEST, RECHECK, SOURCE])
     images = np.load(path / "data/store" / STORE_IMAGES, mmap_mode="r")
     assert images.shape == (48, 32, 32, 3) and images.dtype == np.uint8
     assert (path / "models/encoder" / ENCODER_RECORD).is_file()

@@ -57,10 +57,12 @@ def read_params_file(path: str | Path) -> dict:
 
 
 def inputs_digest(params) -> str:
-    """sha256 of the parameters fetch_data reads (params_record), the environment that steers it and the code."""
+    """sha256 of the parameters fetch_data reads (params_record), the environment that steers it and the code.
+    Not the project's folder: a moved or copied project (cp -a, a clone with its outputs pulled) keeps its witness,
+    and a relative path in the params is stat'ed where it now points (files_digest)."""
     digest = hashlib.sha256(json.dumps({
-        **params_record(params), "environment": {name: os.environ.get(name) for name in ENVIRONMENT},
-        "cwd": os.getcwd()}, sort_keys=True, default=str).encode())
+        **params_record(params), "environment": {name: os.environ.get(name) for name in ENVIRONMENT}},
+        sort_keys=True, default=str).encode())
     for path in CODE:
         for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
             if file.is_file():

@@ -21,3 +21,12 @@ REQUEUE_STATUS = 75
 
 class Requeue(Exception):
     """The run stopped on a signal with every finished row saved: one line, exit status REQUEUE_STATUS."""
+
+
+def restore_handlers(before: dict) -> None:
+    """Put back the signal handlers `before` holds ({signum: signal.getsignal(signum)}, taken before a run installed
+    its own); one Python did not install (None) becomes the default."""
+    import signal
+
+    for signum, handler in before.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -215,11 +215,12 @@ def copy_scores(read: Callable[[np.ndarray], np.ndarray], pairs: np.ndarray) -> 
         chunk = pairs[start:start + 256]
         rows, where = np.unique(chunk.ravel(), return_inverse=True)
         pixels = read(rows)
-        a, b = pixels[where.reshape(-1, 2)[:, 0]], pixels[where.reshape(-1, 2)[:, 1]]
+        pair = where.reshape(-1, 2)
+        a, b = pixels[pair[:, 0]], pixels[pair[:, 1]]
         equal = (a == b).reshape(len(a), -1).all(axis=1)
         same[start:start + len(chunk)] = equal
-        scores[start:start + len(chunk)] = 1.0
-        if (~equal).any():
+        scores[start:start + len(chunk)] = 1.0  # identical pixels: no proof needed
+        if not equal.all():
             scores[start:start + len(chunk)][~equal] = copy_score_pairs(a[~equal], b[~equal])
     return scores, same
 

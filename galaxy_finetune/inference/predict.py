@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from galaxy_finetune.core.accelerator import resolve_accelerator
-from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue
+from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue, restore_handlers
 from galaxy_finetune.core.files import atomic_path, write_csv, write_json
 from galaxy_finetune.core.layout import MODEL_WEIGHTS, TIMING
 from galaxy_finetune.core.task import Task
@@ -98,8 +98,7 @@ class Preemption:
         return self
 
     def restore(self) -> None:
-        for signum, handler in self._before.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        restore_handlers(self._before)
         self._before = {}
 
     def _handler(self, signum, frame) -> None:

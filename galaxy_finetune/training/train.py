@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from galaxy_finetune.core.accelerator import device_name, loader_workers, resolve_accelerator
 from galaxy_finetune.core.code_deps import package_modules
-from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue
+from galaxy_finetune.core.errors import REQUEUE_STATUS, PipelineError, Requeue, restore_handlers
 from galaxy_finetune.core.files import FULL_DISK, disk_full, hash_files, read_json, write_json
 from galaxy_finetune.core.layout import (CHECKPOINT_BEST, CHECKPOINT_FINGERPRINT, CHECKPOINT_HPC,
                                          CHECKPOINT_INTERRUPTED, CHECKPOINT_LAST, MANIFEST, STORE_RECORD, TRAINING_TIMING)
@@ -241,8 +241,7 @@ def fit(trainer: L.Trainer, model, data, ckpt_path: Path | None, checkpoint_dir:
             raise disk_full(checkpoint_dir, checkpoint_size(model),
                             "the checkpoints already written are kept; free space, then rerun to resume") from None
         finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            restore_handlers(handlers)
     if trainer.interrupted:
         raise PipelineError("training was interrupted; outputs not written (rerun dvc repro)")
     return time.perf_counter() - start
